@@ -1,0 +1,162 @@
+"""Model bundles on disk (state_dict + JSON, never pickles), compatibility checks, atomic writes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bt_lstm import __version__
+from bt_lstm.models import build_model
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(ValueError):
+    """A saved model or bundle that cannot be used; the message says why."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file beside ``path``, fsync, then rename over it: never a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def replace_dir(staged: Path, final: Path) -> None:
+    """Move a fully written folder into place; the previous one is removed only afterwards."""
+    final = Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staged, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh temp folder beside ``final`` (same filesystem, so the final rename is atomic)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    os.chmod(staged, 0o777 & ~_umask())
+    return staged
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(model: nn.Module, folder: Path, name: str, meta: dict[str, Any]) -> None:
+    """Save ``<name>.pt`` (state_dict) and ``<name>.json`` (everything to rebuild and check it).
+
+    ``meta`` must hold ``arch``, ``hparams`` and ``n_features``; the checksum, schema and
+    library versions are added here.
+    """
+    import io
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(folder / f"{name}.pt", data)
+    full = dict(meta, schema_version=SCHEMA_VERSION, library_version=__version__,
+                weights_file=f"{name}.pt", weights_sha256=hashlib.sha256(data).hexdigest())
+    atomic_write_json(folder / f"{name}.json", full)
+
+
+def load_model(folder: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from ``<name>.json`` and load ``<name>.pt`` into it (weights only).
+
+    Raises
+    ------
+    ArtifactError
+        Missing files, unknown schema, checksum mismatch or weights that do not fit.
+    """
+    meta_path, pt_path = folder / f"{name}.json", folder / f"{name}.pt"
+    for p in (meta_path, pt_path):
+        if not p.is_file():
+            raise ArtifactError(f"{p}: missing; retrain with --retrain")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{meta_path}: not valid JSON ({exc})") from None
+    missing = [k for k in ("schema_version", "arch", "hparams", "n_features", "weights_sha256")
+               if k not in meta]
+    if missing:
+        raise ArtifactError(f"{meta_path}: missing fields {', '.join(missing)}")
+    if meta["schema_version"] != SCHEMA_VERSION:
+        raise ArtifactError(f"{meta_path}: schema_version {meta['schema_version']} is not "
+                            f"{SCHEMA_VERSION}; retrain with --retrain")
+    if sha256_file(pt_path) != meta["weights_sha256"]:
+        raise ArtifactError(f"{pt_path}: checksum does not match {meta_path.name}; the file is "
+                            f"corrupt or was changed; retrain with --retrain")
+    model = build_model(meta["arch"], int(meta["n_features"]), dict(meta["hparams"]))
+    try:
+        state = torch.load(pt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
+        raise ArtifactError(f"{pt_path}: cannot be loaded as weights for {meta['arch']} "
+                            f"({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, meta
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The bundle manifest, or None when the folder holds no complete bundle."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None

@@ -1,0 +1,112 @@
+"""Cerebro assembly: feed with forecast lines, fractional-size broker, costs -> BacktestResult."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from bt_lstm.config import StrategyConfig
+
+logger = logging.getLogger(__name__)
+
+
+class SignalData(bt.feeds.PandasData):
+    """OHLCV plus the precomputed ``forecast`` and ``regime`` of each bar as extra lines."""
+
+    lines = ("forecast", "regime")
+    params = (("forecast", -1), ("regime", -1), ("openinterest", None))
+
+
+class FractionalCommission(bt.CommInfoBase):
+    """Percentage commission on notional with float sizes (backtrader's default rounds to int)."""
+
+    params = (("commission", 0.001), ("stocklike", True),
+              ("commtype", bt.CommInfoBase.COMM_PERC), ("percabs", True))
+
+    def getsize(self, price: float, cash: float) -> float:
+        return self.p.leverage * (cash / price)
+
+
+def _timeframe(bar: pd.Timedelta) -> tuple[int, int]:
+    minutes = int(bar.total_seconds() // 60)
+    if minutes >= 1440 and minutes % 1440 == 0:
+        return bt.TimeFrame.Days, minutes // 1440
+    return bt.TimeFrame.Minutes, max(minutes, 1)
+
+
+@dataclass
+class BacktestResult:
+    """What happened, bar by bar and order by order."""
+
+    bars: pd.DataFrame  # per bar: regime, forecast, signal, position (before orders), value
+    fills: pd.DataFrame  # datetime, bar, size, price, commission
+    trades: pd.DataFrame  # closed trades: opened, closed, pnl, pnl_net
+    rejected: pd.DataFrame  # orders refused by the broker
+    rounded_to_zero: int
+    final_value: float
+    start_cash: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def equity(self) -> pd.Series:
+        """Portfolio value at each bar's close (after that bar's fills)."""
+        return self.bars["value"]
+
+
+def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
+                 signals: pd.DataFrame | None = None, bar: pd.Timedelta | None = None,
+                 runonce: bool = True, preload: bool = True,
+                 **strategy_kwargs: Any) -> BacktestResult:
+    """Run ``strategy_cls`` over ``candles`` (the bars to trade) in Backtrader.
+
+    Parameters
+    ----------
+    candles
+        OHLCV of the traded period only, DatetimeIndex; not modified.
+    signals
+        Per-bar ``forecast`` and ``regime`` (from ``Forecaster.forecast_frame``) aligned to
+        ``candles``; they reach the strategy as feed lines. None for per-bar inference.
+    bar
+        Bar length, so analyzers bucket intraday bars correctly; inferred when None.
+
+    Notes
+    -----
+    Market orders placed at the close of t fill at the open of t+1, with commission on notional
+    and slippage against the trader.
+    """
+    from bt_lstm.data import infer_bar
+
+    feed_frame = candles[["open", "high", "low", "close", "volume"]].copy()
+    if signals is not None:
+        aligned = signals.reindex(candles.index)
+        feed_frame["forecast"] = aligned["forecast"].to_numpy(dtype=float)
+        feed_frame["regime"] = aligned["regime"].to_numpy(dtype=float)
+    else:
+        feed_frame["forecast"] = np.nan
+        feed_frame["regime"] = -1.0
+    timeframe, compression = _timeframe(bar if bar is not None else infer_bar(candles.index))
+    cerebro = bt.Cerebro(stdstats=False, runonce=runonce, preload=preload)
+    cerebro.adddata(SignalData(dataname=feed_frame, timeframe=timeframe,
+                               compression=compression))
+    cerebro.broker.setcash(cfg.cash)
+    cerebro.broker.addcommissioninfo(FractionalCommission(commission=cfg.commission))
+    if cfg.slippage > 0:
+        cerebro.broker.set_slippage_perc(cfg.slippage, slip_open=True, slip_match=True,
+                                         slip_out=False)
+    cerebro.addstrategy(strategy_cls, threshold=cfg.threshold, long_only=cfg.long_only,
+                        position_fraction=cfg.position_fraction, size_step=cfg.size_step,
+                        **strategy_kwargs)
+    strat = cerebro.run()[0]
+    result = BacktestResult(
+        bars=strat.records_frame(), fills=pd.DataFrame(strat.fills),
+        trades=pd.DataFrame(strat.closed_trades), rejected=pd.DataFrame(strat.rejected),
+        rounded_to_zero=strat.rounded_to_zero, final_value=cerebro.broker.getvalue(),
+        start_cash=cfg.cash)
+    if len(result.rejected):
+        logger.warning("%d orders were rejected by the broker (see rejected orders in the "
+                       "report)", len(result.rejected))
+    return result

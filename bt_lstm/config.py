@@ -1,0 +1,259 @@
+"""Frozen configuration dataclasses for every stage of the pipeline, with JSON round trip."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+FEATURE_NAMES = (
+    "log_ret",
+    "volatility",
+    "rsi",
+    "ema_dist",
+    "macd_hist",
+    "atr_pct",
+    "volume_z",
+)
+REGIME_METHODS = ("rule", "gmm", "column")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _fail(cls: type, name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{cls.__name__}.{name}={value!r} is invalid: expected {allowed}")
+
+
+def _positive_int(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            _fail(type(obj), name, value, "an integer >= 1")
+
+
+def _in_range(obj: Any, name: str, lo: float, hi: float, lo_open: bool = False,
+              hi_open: bool = False) -> None:
+    value = getattr(obj, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        _fail(type(obj), name, value, f"a number in {left}{lo}, {hi}{right}")
+
+
+class _Serialisable:
+    """Mixin: ``to_dict`` / ``from_dict`` with unknown-key rejection and suggestions."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, _Serialisable):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            raise ValueError(f"unknown {cls.__name__} key {key!r}{hint}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            sub = _NESTED.get((cls.__name__, key))
+            if sub is not None:
+                value = sub.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class FeatureConfig(_Serialisable):
+    """Which causal features to compute and their periods (in bars)."""
+
+    names: tuple[str, ...] = FEATURE_NAMES  # features, in this order, form the model input
+    vol_bars: int = 20  # rolling window of the volatility feature
+    rsi_bars: int = 14  # Wilder RSI period
+    ema_bars: int = 50  # EMA whose distance from close is a feature
+    macd_fast: int = 12
+    macd_slow: int = 26
+    macd_signal: int = 9
+    atr_bars: int = 14
+    volume_bars: int = 50  # window of the volume z-score
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.names, tuple) or not self.names:
+            _fail(type(self), "names", self.names, f"a non-empty tuple drawn from {FEATURE_NAMES}")
+        for name in self.names:
+            if name not in FEATURE_NAMES:
+                close = difflib.get_close_matches(str(name), FEATURE_NAMES, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                _fail(type(self), "names", name, f"one of {FEATURE_NAMES}{hint}")
+        if len(set(self.names)) != len(self.names):
+            _fail(type(self), "names", self.names, "names without repeats")
+        _positive_int(self, "vol_bars", "rsi_bars", "ema_bars", "macd_fast", "macd_slow",
+                      "macd_signal", "atr_bars", "volume_bars")
+        if self.macd_fast >= self.macd_slow:
+            _fail(type(self), "macd_fast", self.macd_fast, f"less than macd_slow={self.macd_slow}")
+
+
+@dataclass(frozen=True)
+class RegimeConfig(_Serialisable):
+    """How the market regime (0 bearish, 1 sideways, 2 bullish) is classified at each bar."""
+
+    method: str = "rule"  # rule | gmm | column (use the data's own `regime` column)
+    trend_bars: int = 45  # trailing window of the trend and volatility inputs
+    vol_quantile: float = 0.4  # rule: training quantile of trailing volatility below which = sideways
+    gmm_restarts: int = 5  # gmm: n_init of the GaussianMixture
+
+    def __post_init__(self) -> None:
+        if self.method not in REGIME_METHODS:
+            _fail(type(self), "method", self.method, f"one of {REGIME_METHODS}")
+        _positive_int(self, "trend_bars", "gmm_restarts")
+        if self.trend_bars < 2:
+            _fail(type(self), "trend_bars", self.trend_bars, "an integer >= 2")
+        _in_range(self, "vol_quantile", 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class WindowConfig(_Serialisable):
+    """Windowing and the chronological train / validation / test split."""
+
+    lookback: int = 32  # bars in each model input window
+    horizon: int = 1  # the target is the log return over the next `horizon` bars
+    train_frac: float = 0.70
+    val_frac: float = 0.15  # the test part is what remains (default 0.15)
+    gap_bars: int = 1  # purge gap between parts; at least `horizon`
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "lookback", "horizon", "gap_bars")
+        _in_range(self, "train_frac", 0.0, 1.0, lo_open=True, hi_open=True)
+        _in_range(self, "val_frac", 0.0, 1.0, lo_open=True, hi_open=True)
+        if self.train_frac + self.val_frac >= 1.0:
+            _fail(type(self), "val_frac", self.val_frac,
+                  f"a value leaving a test part: train_frac + val_frac < 1 (train_frac={self.train_frac})")
+        if self.gap_bars < self.horizon:
+            _fail(type(self), "gap_bars", self.gap_bars, f"at least horizon={self.horizon}")
+
+    @property
+    def test_frac(self) -> float:
+        return 1.0 - self.train_frac - self.val_frac
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Serialisable):
+    """Architecture name (from the registry) and its hyperparameters."""
+
+    arch: str = "lstm"
+    hidden_size: int = 32
+    num_layers: int = 1
+    dropout: float = 0.0  # between stacked layers; ignored with one layer
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, str) or not self.arch:
+            _fail(type(self), "arch", self.arch, "a registered architecture name")
+        _positive_int(self, "hidden_size", "num_layers")
+        _in_range(self, "dropout", 0.0, 1.0, hi_open=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Serialisable):
+    """Optimiser, early stopping, seeding and device."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    patience: int = 5  # epochs without validation improvement before stopping
+    clip_norm: float = 1.0  # gradient-norm clipping
+    seed: int = 7
+    device: str = "auto"  # auto | cpu | cuda
+    min_regime_windows: int = 200  # fewer training windows -> the regime uses the pooled model
+    min_val_windows: int = 20  # fewer validation windows -> the regime uses the pooled model
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "epochs", "batch_size", "patience", "min_regime_windows",
+                      "min_val_windows")
+        _in_range(self, "lr", 0.0, 1.0, lo_open=True)
+        _in_range(self, "weight_decay", 0.0, 1.0)
+        _in_range(self, "clip_norm", 0.0, 1e6, lo_open=True)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            _fail(type(self), "seed", self.seed, "an integer >= 0")
+        if self.device not in DEVICES:
+            _fail(type(self), "device", self.device, f"one of {DEVICES}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            _fail(type(self), "threads", self.threads, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class StrategyConfig(_Serialisable):
+    """Trading rule, sizing and costs of the backtest."""
+
+    threshold: float = 0.001  # |forecast| (log return) needed to hold a position
+    long_only: bool = False
+    position_fraction: float = 0.95  # fraction of equity per position; headroom for gaps and fees
+    commission: float = 0.001  # fraction of traded notional (0.1 %)
+    slippage: float = 0.0005  # fraction of price, against the trader
+    cash: float = 10_000.0
+    size_step: float = 1e-6  # order sizes are rounded down to this step (exchange lot size)
+
+    def __post_init__(self) -> None:
+        _in_range(self, "threshold", 0.0, 1.0)
+        if not isinstance(self.long_only, bool):
+            _fail(type(self), "long_only", self.long_only, "true or false")
+        _in_range(self, "position_fraction", 0.0, 1.0, lo_open=True)
+        _in_range(self, "commission", 0.0, 0.1)
+        _in_range(self, "slippage", 0.0, 0.1)
+        _in_range(self, "cash", 0.0, 1e15, lo_open=True)
+        _in_range(self, "size_step", 0.0, 1e6, lo_open=True)
+
+
+@dataclass(frozen=True)
+class PipelineConfig(_Serialisable):
+    """Everything one backtest run depends on."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    regimes: RegimeConfig = field(default_factory=RegimeConfig)
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+    def training_dict(self) -> dict[str, Any]:
+        """The parts that decide the trained models (the model-cache key)."""
+        return {k: v for k, v in self.to_dict().items() if k != "strategy"}
+
+
+_NESTED: dict[tuple[str, str], type] = {
+    ("PipelineConfig", "features"): FeatureConfig,
+    ("PipelineConfig", "regimes"): RegimeConfig,
+    ("PipelineConfig", "windows"): WindowConfig,
+    ("PipelineConfig", "model"): ModelConfig,
+    ("PipelineConfig", "train"): TrainConfig,
+    ("PipelineConfig", "strategy"): StrategyConfig,
+}
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` re-exported so callers need one import."""
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,75 @@
+"""Return series and performance metrics (plain numpy; formulas in the README)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PERIODS_PER_YEAR = 365  # crypto trades every day
+
+
+def bar_returns(equity: pd.Series, start_value: float) -> pd.Series:
+    """Simple return of each bar from the equity at each close (the first bar vs the start)."""
+    prev = equity.shift(1)
+    prev.iloc[0] = start_value
+    return (equity / prev - 1.0).rename("returns")
+
+
+def daily_returns(returns: pd.Series) -> pd.Series:
+    """Compound per-bar returns into calendar-day returns (what QuantStats expects)."""
+    daily = (1.0 + returns).groupby(returns.index.normalize()).prod() - 1.0
+    daily.index = pd.DatetimeIndex(daily.index).tz_localize(None)
+    daily.index.name = "date"
+    return daily
+
+
+def buy_and_hold_equity(candles: pd.DataFrame, cash: float, commission: float,
+                        slippage: float) -> pd.Series:
+    """Buy everything at the first bar's open (paying costs), mark to each close."""
+    entry = candles["open"].iloc[0] * (1.0 + slippage)
+    units = cash * (1.0 - commission) / entry
+    return (units * candles["close"]).rename("value")
+
+
+def max_drawdown(returns: pd.Series) -> float:
+    """Most negative fall of compounded equity from its running peak (starting at 1)."""
+    equity = np.concatenate([[1.0], np.cumprod(1.0 + returns.to_numpy())])
+    return float(np.min(equity / np.maximum.accumulate(equity) - 1.0))
+
+
+def performance(daily: pd.Series) -> dict[str, float]:
+    """Total return, CAGR, Sharpe, Sortino, max drawdown and volatility of daily returns."""
+    r = daily.to_numpy(dtype=float)
+    n = len(r)
+    total = float(np.prod(1.0 + r) - 1.0) if n else 0.0
+    years = n / PERIODS_PER_YEAR
+    cagr = float((1.0 + total) ** (1.0 / years) - 1.0) if n and total > -1 else float("nan")
+    std = float(r.std(ddof=1)) if n > 1 else float("nan")
+    downside = float(np.sqrt(np.sum(np.minimum(r, 0.0) ** 2) / n)) if n else float("nan")
+    root = np.sqrt(PERIODS_PER_YEAR)
+    return {
+        "total_return": total,
+        "cagr": cagr,
+        "sharpe": float(r.mean() / std * root) if std and std > 0 else float("nan"),
+        "sortino": float(r.mean() / downside * root) if downside > 0 else float("nan"),
+        "max_drawdown": max_drawdown(daily) if n else 0.0,
+        "volatility": float(std * root) if n > 1 else float("nan"),
+    }
+
+
+def trading_stats(bars: pd.DataFrame, trades: pd.DataFrame, fills: pd.DataFrame,
+                  rejected: pd.DataFrame, rounded_to_zero: int) -> dict[str, Any]:
+    """Trades, win rate, exposure and order problems of a backtest."""
+    n_trades = int(len(trades))
+    wins = int((trades["pnl_net"] > 0).sum()) if n_trades else 0
+    exposure = float((bars["position"] != 0).mean()) if len(bars) else 0.0
+    return {
+        "trades": n_trades,
+        "win_rate": wins / n_trades if n_trades else float("nan"),
+        "exposure": exposure,
+        "fills": int(len(fills)),
+        "commission_paid": float(fills["commission"].sum()) if len(fills) else 0.0,
+        "rejected_orders": int(len(rejected)),
+        "rounded_to_zero": int(rounded_to_zero),
+    }

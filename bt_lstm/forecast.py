@@ -1,0 +1,130 @@
+"""Regime -> model -> forecast, per bar (streaming) and in batch (backtests); identical results.
+
+Legend: T bars, F features, L lookback, N windows. Forecasts are next-bar log returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from bt_lstm.artifacts import (MANIFEST, SCHEMA_VERSION, ArtifactError, atomic_write_json,
+                               load_model, read_manifest, save_model)
+from bt_lstm.config import FeatureConfig
+from bt_lstm.features import compute_features
+from bt_lstm.regimes import RegimeParams, apply_regimes
+from bt_lstm.windows import ScalerParams, apply_scaler, gather_windows, valid_window_ends
+
+INFER_BATCH = 4096
+# Fields every model JSON of a bundle must agree on with the manifest.
+SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params")
+
+
+@dataclass
+class Forecaster:
+    """The fitted pipeline: features, scaler, regime classifier and one model per regime."""
+
+    feature_cfg: FeatureConfig
+    lookback: int
+    scaler: ScalerParams
+    regime_params: RegimeParams
+    models: dict[str, nn.Module]  # model name ("regime_0", "pooled", ...) -> network
+    regime_models: dict[int, str]  # regime label -> model name
+    info: dict[str, Any] = field(default_factory=dict)  # manifest extras (fingerprint, config...)
+
+    def prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scaled features (T, F), regimes (T,) and the valid-window mask (T,), all causal."""
+        scaled = apply_scaler(compute_features(frame, self.feature_cfg).to_numpy(), self.scaler)
+        regimes = apply_regimes(frame, self.regime_params).to_numpy()
+        return scaled, regimes, valid_window_ends(scaled, regimes, self.lookback)
+
+    def _predict(self, name: str, x: np.ndarray) -> np.ndarray:
+        model = self.models[name]
+        model.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), INFER_BATCH):
+                out.append(model(torch.from_numpy(x[i:i + INFER_BATCH])).numpy())  # (B,)
+        pred = np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+        return pred.astype(np.float64) * self.scaler.target_scale
+
+    def forecast_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Batch path: the forecast at every bar from the window ending at that bar.
+
+        Returns a frame with ``regime`` (-1 unknown), ``model`` and ``forecast`` (NaN where the
+        window is incomplete). Each bar's value depends on bars up to it only.
+        """
+        scaled, regimes, valid = self.prepare(frame)
+        forecast = np.full(len(frame), np.nan)
+        model_used = np.full(len(frame), "", dtype=object)
+        for regime, name in sorted(self.regime_models.items()):
+            ends = np.flatnonzero(valid & (regimes == regime))
+            if len(ends):
+                forecast[ends] = self._predict(name, gather_windows(scaled, ends, self.lookback))
+                model_used[ends] = name
+        return pd.DataFrame({"regime": regimes, "model": model_used, "forecast": forecast},
+                            index=frame.index)
+
+    def forecast_last(self, frame: pd.DataFrame) -> tuple[int, float]:
+        """Per-bar path: regime and forecast at the last bar of ``frame`` (NaN when not ready)."""
+        scaled, regimes, valid = self.prepare(frame)
+        t = len(frame) - 1
+        if t < 0 or not valid[t] or int(regimes[t]) not in self.regime_models:
+            return int(regimes[t]) if t >= 0 else -1, float("nan")
+        window = gather_windows(scaled, np.array([t]), self.lookback)  # (1, L, F)
+        return int(regimes[t]), float(self._predict(self.regime_models[int(regimes[t])], window)[0])
+
+    def shared_meta(self) -> dict[str, Any]:
+        return {"features": list(self.feature_cfg.names),
+                "feature_config": self.feature_cfg.to_dict(), "lookback": self.lookback,
+                "scaler": self.scaler.to_dict(), "regime_params": self.regime_params.to_dict()}
+
+    def save(self, folder: Path, model_meta: dict[str, dict[str, Any]]) -> None:
+        """Write every model, then the manifest last: a folder with a manifest is complete."""
+        folder = Path(folder)
+        shared = self.shared_meta()
+        for name, model in self.models.items():
+            save_model(model, folder, name, dict(model_meta[name], **shared))
+        atomic_write_json(folder / MANIFEST, dict(
+            self.info, schema_version=SCHEMA_VERSION,
+            regime_models={str(k): v for k, v in sorted(self.regime_models.items())}, **shared))
+
+
+def load_forecaster(folder: str | Path) -> Forecaster:
+    """Load a saved bundle, checking every model file against the manifest.
+
+    Raises
+    ------
+    ArtifactError
+        No complete bundle in ``folder``, or any file that disagrees with the manifest (the
+        message lists the differing fields).
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ArtifactError(f"{folder}: no complete model bundle ({MANIFEST} missing or "
+                            f"unreadable); train one with runners/backtest.py --retrain")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(f"{folder}: bundle schema {manifest.get('schema_version')} is not "
+                            f"{SCHEMA_VERSION}; retrain with --retrain")
+    regime_models = {int(k): v for k, v in manifest["regime_models"].items()}
+    models: dict[str, nn.Module] = {}
+    for name in sorted(set(regime_models.values())):
+        model, meta = load_model(folder, name)
+        differing = [f for f in SHARED_FIELDS if meta.get(f) != manifest.get(f)]
+        if differing:
+            raise ArtifactError(f"{folder / (name + '.json')}: differs from {MANIFEST} in "
+                                f"{', '.join(differing)}; the bundle is inconsistent, retrain")
+        models[name] = model
+    info = {k: v for k, v in manifest.items()
+            if k not in SHARED_FIELDS and k not in ("regime_models", "schema_version")}
+    return Forecaster(feature_cfg=FeatureConfig.from_dict(manifest["feature_config"]),
+                      lookback=int(manifest["lookback"]),
+                      scaler=ScalerParams.from_dict(manifest["scaler"]),
+                      regime_params=RegimeParams.from_dict(manifest["regime_params"]),
+                      models=models, regime_models=regime_models, info=info)

@@ -1,0 +1,173 @@
+"""The main job: fit (or reuse) regime models, backtest the test period, write the report folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bt_lstm import __version__
+from bt_lstm.artifacts import (ArtifactError, atomic_write_json, atomic_write_text, read_manifest,
+                               replace_dir, staging_dir)
+from bt_lstm.backtest import BacktestResult, run_backtest
+from bt_lstm.config import PipelineConfig
+from bt_lstm.data import find_gaps, fingerprint_frame, infer_bar
+from bt_lstm.evaluation import (bar_returns, buy_and_hold_equity, daily_returns, performance,
+                                trading_stats)
+from bt_lstm.forecast import Forecaster, load_forecaster
+from bt_lstm.pipeline import ProgressFactory, check_enough_bars, fit_pipeline
+from bt_lstm.regimes import REGIME_LABELS
+from bt_lstm.reports import format_summary, write_tearsheet
+from bt_lstm.windows import split_bounds
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    metrics: dict[str, Any]
+    report_dir: Path
+    model_dir: Path
+    reused_models: bool
+    backtest: BacktestResult
+
+    def summary(self) -> str:
+        return format_summary(self.metrics)
+
+
+def model_key(frame: pd.DataFrame, cfg: PipelineConfig) -> str:
+    """Cache key: the data fingerprint, the training config and the library version."""
+    blob = json.dumps({"data": fingerprint_frame(frame), "config": cfg.training_dict(),
+                       "version": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def obtain_forecaster(frame: pd.DataFrame, cfg: PipelineConfig, model_dir: Path, retrain: bool,
+                      progress_factory: ProgressFactory | None = None) -> tuple[Forecaster, bool]:
+    """Load the saved bundle for this data and config, or fit and save one atomically."""
+    manifest = read_manifest(model_dir)
+    key = model_key(frame, cfg)
+    if manifest is not None and not retrain:
+        if manifest.get("model_key") == key:
+            try:
+                logger.info("reusing saved models in %s (--retrain to train again)", model_dir)
+                return load_forecaster(model_dir), True
+            except ArtifactError as exc:
+                logger.warning("saved models unusable (%s); training again", exc)
+    fit, bounds = fit_pipeline(frame, cfg, progress_factory=progress_factory)
+    fc = fit.forecaster
+    fc.info = {"model_key": key, "data_fingerprint": fingerprint_frame(frame),
+               "config": cfg.training_dict(), "library_version": __version__,
+               "train_period": [str(frame.index[0]), str(frame.index[bounds.train[1] - 1])],
+               "fallbacks": {REGIME_LABELS[r]: why for r, why in fit.fallbacks.items()}}
+    fingerprint = fc.info["data_fingerprint"]
+    meta = {name: dict(m, data_fingerprint=fingerprint) for name, m in fit.model_meta.items()}
+    staged = staging_dir(model_dir)
+    fc.save(staged, meta)
+    replace_dir(staged, model_dir)
+    return fc, False
+
+
+def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strategy_cls: type,
+                 model_dir: Path, report_dir: Path, retrain: bool = False,
+                 inference: str = "batch", timeframe: str | None = None,
+                 progress_factory: ProgressFactory | None = None,
+                 tearsheet: bool = True) -> JobResult:
+    """Fit or reuse models, backtest the out-of-sample test part, write the report folder.
+
+    Notes
+    -----
+    Only the test part (after the training and validation parts and their purge gaps) is
+    traded and reported. The report folder is written beside its final place and moved in
+    whole, so a failed run never leaves a half-written report where a good one stood.
+    """
+    check_enough_bars(len(frame), cfg, dataset)
+    bar = infer_bar(frame.index)
+    gaps = find_gaps(frame.index, bar)
+    if gaps.n_gaps:
+        logger.warning("%s: %s", dataset, gaps.describe())
+    forecaster, reused = obtain_forecaster(frame, cfg, model_dir, retrain, progress_factory)
+    bounds = split_bounds(len(frame), cfg.windows)
+    test = frame.iloc[bounds.test[0]:]
+    if inference == "batch":
+        signals = forecaster.forecast_frame(frame).iloc[bounds.test[0]:]
+        result = run_backtest(test, strategy_cls, cfg.strategy, signals=signals, bar=bar,
+                              forecaster=forecaster, inference="batch")
+    else:
+        result = run_backtest(test, strategy_cls, cfg.strategy, bar=bar, forecaster=forecaster,
+                              inference="per_bar", history=frame.iloc[:bounds.test[0]])
+    strat_daily = daily_returns(bar_returns(result.equity, cfg.strategy.cash))
+    bh_equity = buy_and_hold_equity(test, cfg.strategy.cash, cfg.strategy.commission,
+                                    cfg.strategy.slippage)
+    bh_daily = daily_returns(bar_returns(bh_equity, cfg.strategy.cash))
+    metrics = _metrics(dataset, timeframe, test, result, strat_daily, bh_daily, forecaster,
+                       reused, model_dir, gaps.describe(), cfg)
+    _write_report(report_dir, metrics, cfg, result, strat_daily, bh_daily, tearsheet)
+    return JobResult(metrics, report_dir, model_dir, reused, result)
+
+
+def _metrics(dataset: str, timeframe: str | None, test: pd.DataFrame, result: BacktestResult,
+             strat_daily: pd.Series, bh_daily: pd.Series, forecaster: Forecaster, reused: bool,
+             model_dir: Path, gaps: str, cfg: PipelineConfig) -> dict[str, Any]:
+    strategy = performance(strat_daily)
+    strategy.update(trading_stats(result.bars, result.trades, result.fills, result.rejected,
+                                  result.rounded_to_zero))
+    strategy["final_value"] = float(result.final_value)
+    regimes = result.bars["regime"].astype(int)
+    return {
+        "dataset": dataset, "timeframe": timeframe, "library_version": __version__,
+        "period": {"start": str(test.index[0]), "end": str(test.index[-1]), "bars": len(test),
+                   "days": len(strat_daily)},
+        "strategy": strategy,
+        "buy_and_hold": performance(bh_daily),
+        "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
+        "regime_bars": {REGIME_LABELS[r]: int((regimes == r).sum()) for r in range(3)},
+        "regime_models": {REGIME_LABELS[r]: n for r, n in forecaster.regime_models.items()},
+        "fallbacks": forecaster.info.get("fallbacks", {}),
+        "models": {"dir": str(model_dir), "reused": reused,
+                   "train_period": forecaster.info.get("train_period")},
+        "data_gaps": gaps,
+        "machine": {"python": platform.python_version()},
+    }
+
+
+def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig,
+                  result: BacktestResult, strat_daily: pd.Series, bh_daily: pd.Series,
+                  tearsheet: bool) -> None:
+    staged = staging_dir(report_dir)
+    try:
+        if tearsheet:
+            write_tearsheet(strat_daily, bh_daily, staged / "tearsheet.html",
+                            f"bt-lstm: {metrics['dataset']} (out of sample, after costs)")
+        returns = pd.DataFrame({"strategy": strat_daily, "buy_and_hold": bh_daily})
+        atomic_write_text(staged / "returns.csv", returns.to_csv())
+        atomic_write_text(staged / "bars.csv", result.bars.to_csv())
+        atomic_write_text(staged / "trades.csv", result.trades.to_csv(index=False))
+        atomic_write_text(staged / "fills.csv", result.fills.to_csv(index=False))
+        atomic_write_json(staged / "config.json", cfg.to_dict())
+        atomic_write_json(staged / "metrics.json", _clean(metrics))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    replace_dir(staged, report_dir)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN: write null instead."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

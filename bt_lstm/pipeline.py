@@ -1,0 +1,129 @@
+"""Fit the whole pipeline on one training span: regimes, scaler, one network per regime.
+
+Legend: T bars, F features, L lookback, N windows.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from bt_lstm.config import PipelineConfig
+from bt_lstm.features import compute_features, warmup_bars
+from bt_lstm.forecast import Forecaster
+from bt_lstm.models import build_model
+from bt_lstm.regimes import REGIME_LABELS, apply_regimes, fit_regimes
+from bt_lstm.training import ProgressFn, train_model
+from bt_lstm.windows import (SplitBounds, apply_scaler, fit_scaler, gather_windows, make_target,
+                             split_bounds, valid_window_ends)
+
+logger = logging.getLogger(__name__)
+
+# progress_factory(model_name, n_train, n_val) -> per-epoch callback (or None)
+ProgressFactory = Callable[[str, int, int], ProgressFn | None]
+
+
+@dataclass
+class FitResult:
+    """The fitted forecaster plus what happened while fitting it."""
+
+    forecaster: Forecaster
+    model_meta: dict[str, dict[str, Any]]
+    fallbacks: dict[int, str] = field(default_factory=dict)  # regime -> why it uses pooled
+
+
+def min_bars(cfg: PipelineConfig) -> int:
+    """Fewest bars for which a split leaves every part some windows (a coarse floor)."""
+    history = max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
+    smallest = min(cfg.windows.val_frac, cfg.windows.test_frac)
+    return int(np.ceil((history + 50 + 2 * cfg.windows.gap_bars) / smallest))
+
+
+def check_enough_bars(n_bars: int, cfg: PipelineConfig, where: str = "data") -> None:
+    need = min_bars(cfg)
+    if n_bars < need:
+        raise ValueError(f"{where}: {n_bars} bars are too few for this configuration (need at "
+                         f"least {need}: feature warm-up, trend window and lookback in each "
+                         f"part); use more data or a shorter --lookback")
+
+
+def _part_ends(valid: np.ndarray, target: np.ndarray, part: tuple[int, int]) -> np.ndarray:
+    """Window ends inside ``part`` with a complete window and a known target."""
+    mask = np.zeros(len(valid), dtype=bool)
+    mask[part[0]:part[1]] = True
+    return np.flatnonzero(mask & valid & np.isfinite(target))
+
+
+def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds | None = None,
+                 progress_factory: ProgressFactory | None = None) -> tuple[FitResult, SplitBounds]:
+    """Fit regimes and scaler on the training part, then train one network per regime.
+
+    Notes
+    -----
+    Only bars of ``bounds.train`` reach the regime classifier and the scaler; validation
+    windows (after the purge gap) drive early stopping. A regime with fewer than
+    ``min_regime_windows`` training or ``min_val_windows`` validation windows uses a pooled
+    model trained on all regimes, and the fallback is logged and returned.
+    """
+    bounds = bounds or split_bounds(len(frame), cfg.windows)
+    train_end = bounds.train[1]
+    features = compute_features(frame, cfg.features).to_numpy()  # (T, F)
+    target = make_target(frame["close"], cfg.windows.horizon).to_numpy()  # (T,)
+    regime_params = fit_regimes(frame.iloc[:train_end], cfg.regimes, cfg.train.seed)
+    regimes = apply_regimes(frame, regime_params).to_numpy()
+    scaler = fit_scaler(features[:train_end], target[:train_end - cfg.windows.horizon])
+    scaled = apply_scaler(features, scaler)
+    valid = valid_window_ends(scaled, regimes, cfg.windows.lookback)
+    ends = {part: _part_ends(valid, target, getattr(bounds, part)) for part in ("train", "val")}
+    y = (target / scaler.target_scale).astype(np.float32)
+    L = cfg.windows.lookback
+
+    def data_for(part: str, regime: int | None) -> tuple[np.ndarray, np.ndarray]:
+        e = ends[part] if regime is None else ends[part][regimes[ends[part]] == regime]
+        return gather_windows(scaled, e, L), y[e]  # (N, L, F), (N,)
+
+    forecaster = Forecaster(cfg.features, L, scaler, regime_params, {}, {})
+    meta: dict[str, dict[str, Any]] = {}
+    fallbacks: dict[int, str] = {}
+    index = frame.index
+    period = [str(index[0]), str(index[train_end - 1])]
+
+    def train(name: str, regime: int | None) -> None:
+        xt, yt = data_for("train", regime)
+        xv, yv = data_for("val", regime)
+        model = build_model(cfg.model.arch, len(cfg.features.names), _hparams(cfg))
+        cb = progress_factory(name, len(xt), len(xv)) if progress_factory else None
+        result = train_model(model, xt, yt, xv, yv, cfg.train, cb)
+        forecaster.models[name] = model
+        meta[name] = {
+            "arch": cfg.model.arch, "hparams": _hparams(cfg), "n_features": len(cfg.features.names),
+            "regime": "pooled" if regime is None else REGIME_LABELS[regime],
+            "train_period": period, "n_train": len(xt), "n_val": len(xv),
+            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+            "val_mse": result.best_val_loss * scaler.target_scale ** 2, "history": result.history,
+        }
+
+    for regime in range(3):
+        n_tr = int((regimes[ends["train"]] == regime).sum())
+        n_va = int((regimes[ends["val"]] == regime).sum())
+        if n_tr >= cfg.train.min_regime_windows and n_va >= cfg.train.min_val_windows:
+            train(f"regime_{regime}", regime)
+            forecaster.regime_models[regime] = f"regime_{regime}"
+        else:
+            fallbacks[regime] = (f"{n_tr} training / {n_va} validation windows (need "
+                                 f"{cfg.train.min_regime_windows} / {cfg.train.min_val_windows})")
+            logger.warning("regime %s: %s; it uses the pooled model", REGIME_LABELS[regime],
+                           fallbacks[regime])
+    if fallbacks:
+        train("pooled", None)
+        for regime in fallbacks:
+            forecaster.regime_models[regime] = "pooled"
+    return FitResult(forecaster, meta, fallbacks), bounds
+
+
+def _hparams(cfg: PipelineConfig) -> dict[str, Any]:
+    return {"hidden_size": cfg.model.hidden_size, "num_layers": cfg.model.num_layers,
+            "dropout": cfg.model.dropout}

@@ -1,0 +1,138 @@
+"""Causal regime classifiers: fitted on training bars, then label each bar from its own past.
+
+The default rule: a bar whose trailing volatility is below a threshold (a quantile of the
+training bars' volatility) is sideways; otherwise the sign of the trailing move says bullish or
+bearish. The GMM alternative clusters the same two inputs and orders states by mean trend.
+
+Labels: 0 bearish, 1 sideways, 2 bullish, -1 unknown (warm-up: not enough history yet).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bt_lstm.config import RegimeConfig
+
+logger = logging.getLogger(__name__)
+
+REGIME_LABELS = ("bearish", "sideways", "bullish")
+UNKNOWN = -1
+
+
+@dataclass(frozen=True)
+class RegimeParams:
+    """Everything needed to label new bars; JSON-serialisable."""
+
+    method: str
+    trend_bars: int
+    vol_threshold: float = 0.0  # rule: trailing volatility below which a bar is sideways
+    x_mean: tuple[float, ...] = ()  # gmm: standardisation of the inputs (training bars)
+    x_scale: tuple[float, ...] = ()
+    weights: tuple[float, ...] = ()  # gmm: mixture weights, means, full covariances
+    means: tuple[tuple[float, ...], ...] = ()
+    covariances: tuple[tuple[tuple[float, ...], ...], ...] = ()
+    state_labels: tuple[int, ...] = field(default=())  # gmm: component k -> regime label
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RegimeParams":
+        def tup(v: Any) -> Any:
+            return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
+        return cls(**{k: tup(v) for k, v in data.items()})
+
+
+def regime_inputs(frame: pd.DataFrame, trend_bars: int) -> pd.DataFrame:
+    """Trailing trend score and log volatility at each bar (NaN until ``trend_bars`` of history).
+
+    ``trend_score = log(close[t] / close[t-n]) / (std(r[t-n+1..t]) * sqrt(n))``: the trailing
+    move measured in units of its own trailing volatility.
+    """
+    ret = np.log(frame["close"] / frame["close"].shift(1))
+    vol = ret.rolling(trend_bars, min_periods=trend_bars).std()
+    move = np.log(frame["close"] / frame["close"].shift(trend_bars))
+    score = move / (vol.where(vol > 0) * np.sqrt(trend_bars))
+    return pd.DataFrame({"trend_score": score.fillna(0.0).where(vol.notna()),
+                         "log_vol": np.log(vol.where(vol > 0, 1e-12))}, index=frame.index)
+
+
+def fit_regimes(train: pd.DataFrame, cfg: RegimeConfig, seed: int = 0) -> RegimeParams:
+    """Fit the classifier on training bars only.
+
+    Raises
+    ------
+    ValueError
+        When the training bars hold too little history to fit the classifier.
+    """
+    if cfg.method == "column":
+        if "regime" not in train.columns:
+            raise ValueError("regime method 'column' needs a `regime` column in the data; add one "
+                             "(0/1/2 or bearish/sideways/bullish) or use --regimes rule")
+        return RegimeParams(method="column", trend_bars=cfg.trend_bars)
+    x = regime_inputs(train, cfg.trend_bars).dropna()
+    if len(x) < 30:
+        raise ValueError(f"only {len(x)} training bars have {cfg.trend_bars} bars of history; "
+                         f"need at least 30 to fit the regime classifier (use more data or a "
+                         f"smaller trend window)")
+    if cfg.method == "rule":
+        vol = float(np.exp(np.quantile(x["log_vol"], cfg.vol_quantile)))
+        return RegimeParams(method="rule", trend_bars=cfg.trend_bars, vol_threshold=vol)
+    return _fit_gmm(x.to_numpy(), cfg, seed)
+
+
+def _fit_gmm(x: np.ndarray, cfg: RegimeConfig, seed: int) -> RegimeParams:
+    from sklearn.mixture import GaussianMixture
+
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    gmm = GaussianMixture(n_components=3, covariance_type="full", n_init=cfg.gmm_restarts,
+                          random_state=seed).fit((x - mean) / scale)
+    # Component numbers are arbitrary: order them by their mean trend score.
+    order = np.argsort(gmm.means_[:, 0])
+    labels = np.empty(3, dtype=int)
+    labels[order] = np.arange(3)
+    return RegimeParams(
+        method="gmm", trend_bars=cfg.trend_bars,
+        x_mean=tuple(map(float, mean)), x_scale=tuple(map(float, scale)),
+        weights=tuple(map(float, gmm.weights_)),
+        means=tuple(tuple(map(float, m)) for m in gmm.means_),
+        covariances=tuple(tuple(tuple(map(float, r)) for r in c) for c in gmm.covariances_),
+        state_labels=tuple(int(v) for v in labels))
+
+
+def _gmm_states(x: np.ndarray, p: RegimeParams) -> np.ndarray:
+    """Most likely component of each row on its own (no sequence decoding, so no look-ahead)."""
+    z = (x - np.asarray(p.x_mean)) / np.asarray(p.x_scale)  # (N, D)
+    scores = []
+    for w, mu, cov in zip(p.weights, p.means, p.covariances):
+        cov = np.asarray(cov)
+        diff = z - np.asarray(mu)  # (N, D)
+        sol = np.linalg.solve(cov, diff.T).T
+        _, logdet = np.linalg.slogdet(cov)
+        scores.append(np.log(w) - 0.5 * (np.einsum("nd,nd->n", diff, sol) + logdet))
+    return np.argmax(np.stack(scores, axis=1), axis=1)
+
+
+def apply_regimes(frame: pd.DataFrame, params: RegimeParams) -> pd.Series:
+    """Label every bar from data up to that bar; -1 where history is too short."""
+    if params.method == "column":
+        if "regime" not in frame.columns:
+            raise ValueError("these models use the data's `regime` column, which this data lacks")
+        return pd.Series(frame["regime"].to_numpy(dtype=np.int64), index=frame.index,
+                         name="regime")
+    x = regime_inputs(frame, params.trend_bars)
+    valid = x.notna().all(axis=1).to_numpy()
+    labels = np.full(len(frame), UNKNOWN, dtype=np.int64)
+    xv = x.to_numpy()[valid]
+    if params.method == "rule":
+        # Quiet markets are sideways; otherwise the sign of the trailing move decides.
+        quiet = np.exp(xv[:, 1]) < params.vol_threshold
+        labels[valid] = np.where(quiet, 1, np.where(xv[:, 0] > 0, 2, 0))
+    elif len(xv):
+        labels[valid] = np.asarray(params.state_labels)[_gmm_states(xv, params)]
+    return pd.Series(labels, index=frame.index, name="regime")

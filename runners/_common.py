@@ -1,0 +1,199 @@
+"""Shared command-line plumbing of the runners: flags -> config, data loading, error handling."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from bt_lstm.config import (DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConfig,
+                            replace)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def make_parser(doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=doc, formatter_class=_Formatter)
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data (default: the bundled synthetic SAMPLE market)")
+    g.add_argument("--symbol", metavar="S",
+                   help="read <data-dir>/<S>_<timeframe>.csv, e.g. BTCUSDT -> data/BTCUSDT_4h.csv")
+    g.add_argument("--timeframe", metavar="T",
+                   help="bar length: 15m, 1h, 4h, 1d ... (--symbol default: 4h; with --csv it is "
+                        "checked against the file's spacing)")
+    g.add_argument("--csv", metavar="FILE",
+                   help="a candle CSV: timestamp,open,high,low,close,volume (ISO-8601 or epoch "
+                        "s/ms) or a Binance kline file")
+    g.add_argument("--data-dir", metavar="DIR",
+                   help="folder of <SYMBOL>_<timeframe>.csv files (default: $BT_LSTM_DATA_DIR or "
+                        "data)")
+
+
+def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("pipeline (flags override --config; unset flags keep defaults)")
+    g.add_argument("--config", metavar="JSON",
+                   help="a config.json written by an earlier run (or edited by hand)")
+    g.add_argument("--features", metavar="A,B,..",
+                   help=f"comma-separated feature list, from: {', '.join(FEATURE_NAMES)}")
+    g.add_argument("--regimes", choices=REGIME_METHODS,
+                   help="regime classifier: rule (trailing volatility and trend, default), gmm "
+                        "(Gaussian mixture), column (the CSV's own `regime` column)")
+    g.add_argument("--trend-bars", type=int, metavar="N",
+                   help="trailing window of the regime inputs (default 45)")
+    g.add_argument("--lookback", type=int, metavar="N", help="bars per model window (default 32)")
+    g.add_argument("--train-frac", type=float, metavar="F", help="training share (default 0.70)")
+    g.add_argument("--val-frac", type=float, metavar="F",
+                   help="validation share (default 0.15); the test part is the rest")
+    g.add_argument("--model", metavar="ARCH", help="registered architecture (default lstm)")
+    g.add_argument("--hidden-size", type=int, metavar="H", help="hidden units (default 32)")
+    g.add_argument("--layers", type=int, metavar="K", help="stacked layers (default 1)")
+    g.add_argument("--dropout", type=float, metavar="P", help="dropout between layers (default 0)")
+    g.add_argument("--epochs", type=int, metavar="N", help="most epochs (default 30)")
+    g.add_argument("--batch-size", type=int, metavar="N", help="mini-batch size (default 256)")
+    g.add_argument("--lr", type=float, metavar="LR", help="Adam learning rate (default 0.002)")
+    g.add_argument("--patience", type=int, metavar="N",
+                   help="early stopping: epochs without validation improvement (default 5)")
+    g.add_argument("--min-regime-windows", type=int, metavar="N",
+                   help="fewer training windows -> the regime uses a pooled model (default 200)")
+    g.add_argument("--seed", type=int, metavar="N", help="random seed (default 7)")
+    g.add_argument("--device", choices=DEVICES, help="where to train (default auto)")
+    g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (0: torch default)")
+    s = parser.add_argument_group("strategy and costs")
+    s.add_argument("--threshold", type=float, metavar="X",
+                   help="|forecast| (next-bar log return) needed to hold a position (default 0.001)")
+    s.add_argument("--long-only", action="store_true", default=None, help="never go short")
+    s.add_argument("--fraction", type=float, metavar="F",
+                   help="fraction of equity per position (default 0.95)")
+    s.add_argument("--commission", type=float, metavar="F",
+                   help="commission, fraction of notional (default 0.001 = 0.1 %%)")
+    s.add_argument("--slippage", type=float, metavar="F",
+                   help="slippage, fraction of price (default 0.0005)")
+    s.add_argument("--cash", type=float, metavar="X", help="starting cash (default 10000)")
+
+
+# flag -> (config section, field)
+_FLAG_FIELDS = {
+    "regimes": ("regimes", "method"), "trend_bars": ("regimes", "trend_bars"),
+    "lookback": ("windows", "lookback"), "train_frac": ("windows", "train_frac"),
+    "val_frac": ("windows", "val_frac"), "model": ("model", "arch"),
+    "hidden_size": ("model", "hidden_size"), "layers": ("model", "num_layers"),
+    "dropout": ("model", "dropout"), "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "patience": ("train", "patience"), "min_regime_windows": ("train", "min_regime_windows"),
+    "seed": ("train", "seed"), "device": ("train", "device"), "threads": ("train", "threads"),
+    "threshold": ("strategy", "threshold"), "long_only": ("strategy", "long_only"),
+    "fraction": ("strategy", "position_fraction"), "commission": ("strategy", "commission"),
+    "slippage": ("strategy", "slippage"), "cash": ("strategy", "cash"),
+}
+
+
+def build_config(args: argparse.Namespace) -> PipelineConfig:
+    """Defaults, then --config, then every flag the user gave."""
+    cfg = PipelineConfig()
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"--config {path}: no such file")
+        cfg = PipelineConfig.from_json(path.read_text())
+    changes: dict[str, dict] = {}
+    for flag, (section, name) in _FLAG_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            changes.setdefault(section, {})[name] = value
+    if getattr(args, "features", None):
+        names = tuple(n.strip() for n in args.features.split(",") if n.strip())
+        changes.setdefault("features", {})["names"] = names
+    for section, fields in changes.items():
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **fields)})
+    return cfg
+
+
+def timeframe_label(bar: pd.Timedelta) -> str:
+    minutes = int(bar.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
+def load_dataset(args: argparse.Namespace, cfg: PipelineConfig) -> tuple[pd.DataFrame, str, str]:
+    """(candles, dataset name, timeframe label) from --csv, --symbol or the SAMPLE market."""
+    from bt_lstm.data import DataError, infer_bar, load_ohlcv, parse_timeframe, resolve_data_path
+    from bt_lstm.pipeline import check_enough_bars
+    from bt_lstm.synthetic import SAMPLE_NAME, make_sample
+
+    if args.csv and args.symbol:
+        raise DataError("give either --csv or --symbol, not both")
+    if args.csv:
+        frame, name = load_ohlcv(args.csv), Path(args.csv).stem
+    elif args.symbol:
+        tf = args.timeframe or "4h"
+        parse_timeframe(tf)
+        frame, name = load_ohlcv(resolve_data_path(args.symbol, tf, args.data_dir)), \
+            args.symbol.upper()
+    else:
+        if args.timeframe and parse_timeframe(args.timeframe) != pd.Timedelta("4h"):
+            raise DataError("the SAMPLE market is 4h; drop --timeframe or give --csv/--symbol")
+        frame, name = make_sample().frame, SAMPLE_NAME
+    check_enough_bars(len(frame), cfg, name)
+    bar = infer_bar(frame.index)
+    if args.timeframe and parse_timeframe(args.timeframe) != bar:
+        raise DataError(f"{name}: candles are {timeframe_label(bar)} apart but --timeframe says "
+                        f"{args.timeframe}; pass --timeframe {timeframe_label(bar)}")
+    return frame, name, timeframe_label(bar)
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    # matplotlib (inside QuantStats) logs a line per missing font; not the user's concern.
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+
+
+def run_cli(job: Callable[[], int]) -> int:
+    """Run ``job``; user mistakes become one line on stderr and exit code 2."""
+    from bt_lstm.artifacts import ArtifactError
+
+    try:
+        return job()
+    except (ValueError, TypeError, ArtifactError, FloatingPointError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: saved models and reports are left as they were before this run",
+              file=sys.stderr)
+        return 130
+
+
+class TrainProgress:
+    """One tqdm bar per trained model (epochs, losses), on stderr."""
+
+    def __init__(self, epochs: int, disable: bool = False) -> None:
+        self.epochs, self.disable, self.bar = epochs, disable, None
+
+    def factory(self, name: str, n_train: int, n_val: int):
+        from tqdm import tqdm
+
+        self.close()
+        self.bar = tqdm(total=self.epochs, desc=f"train {name} ({n_train} windows)",
+                        unit="epoch", disable=self.disable, file=sys.stderr, leave=True)
+
+        def update(epoch: int, n: int, train_loss: float, val_loss: float, best: float) -> None:
+            self.bar.update(1)
+            self.bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}",
+                                 best=f"{best:.3f}")
+        return update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

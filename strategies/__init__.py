@@ -1,0 +1,1 @@
+"""Backtrader strategies built on bt_lstm."""

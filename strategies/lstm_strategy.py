@@ -1,0 +1,135 @@
+"""RegimeLSTMStrategy: trade the forecast of the model of the current regime."""
+from __future__ import annotations
+
+import logging
+import math
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from bt_lstm.forecast import Forecaster, load_forecaster
+
+logger = logging.getLogger(__name__)
+
+
+class RegimeLSTMStrategy(bt.Strategy):
+    """Long, short or flat on the thresholded next-bar forecast of the current regime's model.
+
+    Entry
+        At the close of bar t the regime of t picks the model, which forecasts the next bar's log
+        return from the window of the last ``lookback`` bars. Long when the forecast exceeds
+        ``threshold``; short when it is below ``-threshold`` (unless ``long_only``).
+    Exit
+        Flat when the forecast lies within ``[-threshold, threshold]`` or is unavailable
+        (warm-up); a signal of the other side reverses the position in one order.
+    Sizing
+        ``position_fraction`` of current equity at the close of t, rounded down to
+        ``size_step`` (fractional sizes, as crypto needs). Sizes that round to zero are counted.
+    Execution
+        Market orders: decided at the close of t, filled at the open of t+1 (backtrader's
+        default, no cheat-on-close). Commission and slippage come from the broker. Rejected
+        orders (margin, etc.) are counted and logged, never dropped silently.
+
+    Forecasts arrive either precomputed in batch as the feed's ``forecast`` / ``regime`` lines
+    (``inference='batch'``, the fast path for backtests) or are computed here bar by bar from
+    the candles seen so far (``inference='per_bar'``, for live or streaming use). Both give the
+    same forecasts (tests/test_strategy.py).
+    """
+
+    params = (
+        ("model_dir", None),  # bundle folder: every regime model is loaded at init
+        ("forecaster", None),  # or an already-loaded bt_lstm Forecaster
+        ("inference", "batch"),  # batch: read the feed's forecast line | per_bar: run the model
+        ("history", None),  # per_bar: candles before the feed's first bar (window warm-up)
+        ("threshold", 0.001),  # |forecast| (log return) needed to hold a position
+        ("long_only", False),  # never go short
+        ("position_fraction", 0.95),  # fraction of equity per position
+        ("size_step", 1e-6),  # sizes are rounded down to this step
+    )
+
+    def __init__(self) -> None:
+        if self.p.inference not in ("batch", "per_bar"):
+            raise ValueError(f"inference={self.p.inference!r}: use 'batch' or 'per_bar'")
+        self.forecaster: Forecaster | None = self.p.forecaster
+        if self.forecaster is None and self.p.model_dir is not None:
+            self.forecaster = load_forecaster(self.p.model_dir)
+        if self.forecaster is None:
+            raise ValueError("RegimeLSTMStrategy needs model_dir or forecaster")
+        if self.p.inference == "batch" and not hasattr(self.data.lines, "forecast"):
+            raise ValueError("inference='batch' needs a feed with forecast/regime lines "
+                             "(bt_lstm.backtest.SignalData)")
+        self.records: list[dict] = []
+        self.fills: list[dict] = []
+        self.closed_trades: list[dict] = []
+        self.rejected: list[dict] = []
+        self.rounded_to_zero = 0
+        self._rows: list[dict] = []
+        self._history = self.p.history
+
+    def _per_bar_forecast(self) -> tuple[int, float]:
+        d = self.data
+        self._rows.append({"open": d.open[0], "high": d.high[0], "low": d.low[0],
+                           "close": d.close[0], "volume": d.volume[0]})
+        index = pd.DatetimeIndex([bt.num2date(x) for x in d.datetime.get(size=len(self._rows))])
+        frame = pd.DataFrame(self._rows, index=index)
+        if self._history is not None and len(self._history):
+            frame = pd.concat([self._history[frame.columns], frame])
+        return self.forecaster.forecast_last(frame)
+
+    def next(self) -> None:
+        if self.p.inference == "batch":
+            forecast, regime = float(self.data.forecast[0]), int(self.data.regime[0])
+        else:
+            regime, forecast = self._per_bar_forecast()
+        want = 0
+        if not math.isnan(forecast):
+            if forecast > self.p.threshold:
+                want = 1
+            elif forecast < -self.p.threshold and not self.p.long_only:
+                want = -1
+        pos = self.position.size
+        self.records.append({"datetime": self.data.datetime.datetime(0), "regime": regime,
+                             "forecast": forecast, "signal": want, "position": pos,
+                             "value": self.broker.getvalue()})
+        have = (pos > 0) - (pos < 0)
+        if want == have:
+            return
+        target = want * self.p.position_fraction * self.broker.getvalue() / self.data.close[0]
+        delta = target - pos
+        step = self.p.size_step
+        size = math.floor(abs(delta) / step) * step
+        if want == 0:
+            size = abs(pos)  # flatten exactly
+        if size <= 0:
+            self.rounded_to_zero += 1
+            logger.warning("%s: order size %.3g rounds to zero at step %g; no order sent",
+                           self.data.datetime.datetime(0), delta, step)
+            return
+        (self.buy if delta > 0 else self.sell)(size=size)
+
+    def notify_order(self, order: bt.Order) -> None:
+        if order.status == order.Completed:
+            self.fills.append({"datetime": bt.num2date(order.executed.dt), "bar": len(self) - 1,
+                               "size": order.executed.size, "price": order.executed.price,
+                               "commission": order.executed.comm})
+        elif order.status in (order.Margin, order.Rejected, order.Canceled, order.Expired):
+            status = order.getstatusname()
+            self.rejected.append({"datetime": self.data.datetime.datetime(0), "status": status,
+                                  "size": order.created.size})
+            logger.warning("%s: order of size %.6g %s", self.data.datetime.datetime(0),
+                           order.created.size, status)
+
+    def notify_trade(self, trade: bt.Trade) -> None:
+        if trade.isclosed:
+            self.closed_trades.append({"opened": bt.num2date(trade.dtopen),
+                                       "closed": bt.num2date(trade.dtclose),
+                                       "pnl": trade.pnl, "pnl_net": trade.pnlcomm})
+
+    def records_frame(self) -> pd.DataFrame:
+        """One row per bar: regime, forecast, signal, position and equity at that close."""
+        frame = pd.DataFrame(self.records)
+        return frame.set_index("datetime") if len(frame) else frame
+
+    def positions(self) -> np.ndarray:
+        return np.array([r["position"] for r in self.records])

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from bt_lstm.config import (FeatureConfig, PipelineConfig, StrategyConfig, TrainConfig,
+                            WindowConfig, replace)
+
+
+def test_round_trip_through_json():
+    cfg = PipelineConfig(windows=WindowConfig(lookback=12),
+                         features=FeatureConfig(names=("log_ret", "rsi")),
+                         strategy=StrategyConfig(long_only=True))
+    again = PipelineConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert again.features.names == ("log_ret", "rsi")
+
+
+def test_unknown_key_is_refused_with_a_suggestion():
+    with pytest.raises(ValueError, match="did you mean 'lookback'"):
+        WindowConfig.from_dict({"lookbak": 10})
+    with pytest.raises(ValueError, match="unknown PipelineConfig key 'modle'"):
+        PipelineConfig.from_dict({"modle": {}})
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: WindowConfig(lookback=0), "lookback"),
+    (lambda: WindowConfig(train_frac=0.9, val_frac=0.2), "val_frac"),
+    (lambda: WindowConfig(horizon=3, gap_bars=1), "gap_bars"),
+    (lambda: TrainConfig(device="tpu"), "device"),
+    (lambda: StrategyConfig(position_fraction=1.5), "position_fraction"),
+    (lambda: FeatureConfig(names=("rsi", "macd")), "names"),
+])
+def test_validation_names_the_field(make, field):
+    with pytest.raises(ValueError, match=field):
+        make()
+
+
+def test_configs_are_frozen_and_replace_makes_a_copy():
+    cfg = WindowConfig()
+    with pytest.raises(Exception):
+        cfg.lookback = 5  # type: ignore[misc]
+    assert replace(cfg, lookback=5).lookback == 5 and cfg.lookback == 32
