@@ -14,9 +14,8 @@ import pandas as pd
 from bt_lstm.config import PipelineConfig
 from bt_lstm.features import compute_features, warmup_bars
 from bt_lstm.forecast import Forecaster
-from bt_lstm.models import build_model
 from bt_lstm.regimes import REGIME_LABELS, apply_regimes, fit_regimes
-from bt_lstm.training import ProgressFn, train_model
+from bt_lstm.training import ProgressFn, build_seeded, train_model
 from bt_lstm.windows import (SplitBounds, apply_scaler, fit_scaler, gather_windows, make_target,
                              split_bounds, valid_window_ends)
 
@@ -94,7 +93,8 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
     def train(name: str, regime: int | None) -> None:
         xt, yt = data_for("train", regime)
         xv, yv = data_for("val", regime)
-        model = build_model(cfg.model.arch, len(cfg.features.names), _hparams(cfg))
+        model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg),
+                             cfg.train.seed)
         cb = progress_factory(name, len(xt), len(xv)) if progress_factory else None
         result = train_model(model, xt, yt, xv, yv, cfg.train, cb)
         forecaster.models[name] = model

@@ -33,6 +33,15 @@ class TrainResult:
     stopped_early: bool = False
 
 
+def build_seeded(arch: str, n_features: int, hparams: dict, seed: int) -> nn.Module:
+    """Build a registered model with weights initialised from ``seed`` (global RNG untouched)."""
+    from bt_lstm.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(arch, n_features, hparams)
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a clear error."""
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
