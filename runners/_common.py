@@ -13,12 +13,12 @@ from bt_lstm.config import (DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConf
                             replace)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+_D = PipelineConfig()  # defaults shown in --help come from the config itself
 
 
 def make_parser(doc: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=doc, formatter_class=_Formatter)
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -46,36 +46,36 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                    help="regime classifier: rule (trailing volatility and trend, default), gmm "
                         "(Gaussian mixture), column (the CSV's own `regime` column)")
     g.add_argument("--trend-bars", type=int, metavar="N",
-                   help="trailing window of the regime inputs (default 45)")
-    g.add_argument("--lookback", type=int, metavar="N", help="bars per model window (default 32)")
-    g.add_argument("--train-frac", type=float, metavar="F", help="training share (default 0.70)")
+                   help=f"trailing window of the regime inputs (default {_D.regimes.trend_bars})")
+    g.add_argument("--lookback", type=int, metavar="N", help=f"bars per model window (default {_D.windows.lookback})")
+    g.add_argument("--train-frac", type=float, metavar="F", help=f"training share (default {_D.windows.train_frac})")
     g.add_argument("--val-frac", type=float, metavar="F",
-                   help="validation share (default 0.15); the test part is the rest")
-    g.add_argument("--model", metavar="ARCH", help="registered architecture (default lstm)")
-    g.add_argument("--hidden-size", type=int, metavar="H", help="hidden units (default 32)")
-    g.add_argument("--layers", type=int, metavar="K", help="stacked layers (default 1)")
-    g.add_argument("--dropout", type=float, metavar="P", help="dropout between layers (default 0)")
-    g.add_argument("--epochs", type=int, metavar="N", help="most epochs (default 30)")
-    g.add_argument("--batch-size", type=int, metavar="N", help="mini-batch size (default 256)")
-    g.add_argument("--lr", type=float, metavar="LR", help="Adam learning rate (default 0.002)")
+                   help=f"validation share (default {_D.windows.val_frac}); the test part is the rest")
+    g.add_argument("--model", metavar="ARCH", help=f"registered architecture (default {_D.model.arch})")
+    g.add_argument("--hidden-size", type=int, metavar="H", help=f"hidden units (default {_D.model.hidden_size})")
+    g.add_argument("--layers", type=int, metavar="K", help=f"stacked layers (default {_D.model.num_layers})")
+    g.add_argument("--dropout", type=float, metavar="P", help=f"dropout between layers (default {_D.model.dropout})")
+    g.add_argument("--epochs", type=int, metavar="N", help=f"most epochs (default {_D.train.epochs})")
+    g.add_argument("--batch-size", type=int, metavar="N", help=f"mini-batch size (default {_D.train.batch_size})")
+    g.add_argument("--lr", type=float, metavar="LR", help=f"Adam learning rate (default {_D.train.lr})")
     g.add_argument("--patience", type=int, metavar="N",
-                   help="early stopping: epochs without validation improvement (default 5)")
+                   help=f"early stopping: epochs without validation improvement (default {_D.train.patience})")
     g.add_argument("--min-regime-windows", type=int, metavar="N",
-                   help="fewer training windows -> the regime uses a pooled model (default 200)")
-    g.add_argument("--seed", type=int, metavar="N", help="random seed (default 7)")
-    g.add_argument("--device", choices=DEVICES, help="where to train (default auto)")
+                   help=f"fewer training windows -> the regime uses a pooled model (default {_D.train.min_regime_windows})")
+    g.add_argument("--seed", type=int, metavar="N", help=f"random seed (default {_D.train.seed})")
+    g.add_argument("--device", choices=DEVICES, help=f"where to train (default {_D.train.device})")
     g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (0: torch default)")
     s = parser.add_argument_group("strategy and costs")
     s.add_argument("--threshold", type=float, metavar="X",
-                   help="|forecast| (next-bar log return) needed to hold a position (default 0.001)")
+                   help=f"|forecast| (next-bar log return) needed to hold a position (default {_D.strategy.threshold})")
     s.add_argument("--long-only", action="store_true", default=None, help="never go short")
     s.add_argument("--fraction", type=float, metavar="F",
-                   help="fraction of equity per position (default 0.95)")
+                   help=f"fraction of equity per position (default {_D.strategy.position_fraction})")
     s.add_argument("--commission", type=float, metavar="F",
-                   help="commission, fraction of notional (default 0.001 = 0.1 %%)")
+                   help=f"commission, fraction of notional (default {_D.strategy.commission})")
     s.add_argument("--slippage", type=float, metavar="F",
-                   help="slippage, fraction of price (default 0.0005)")
-    s.add_argument("--cash", type=float, metavar="X", help="starting cash (default 10000)")
+                   help=f"slippage, fraction of price (default {_D.strategy.slippage})")
+    s.add_argument("--cash", type=float, metavar="X", help=f"starting cash (default {_D.strategy.cash:g})")
 
 
 # flag -> (config section, field)
@@ -145,10 +145,13 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig) -> tuple[pd.Data
         frame, name = make_sample().frame, SAMPLE_NAME
     check_enough_bars(len(frame), cfg, name)
     bar = infer_bar(frame.index)
+    label = timeframe_label(bar)
     if args.timeframe and parse_timeframe(args.timeframe) != bar:
-        raise DataError(f"{name}: candles are {timeframe_label(bar)} apart but --timeframe says "
-                        f"{args.timeframe}; pass --timeframe {timeframe_label(bar)}")
-    return frame, name, timeframe_label(bar)
+        raise DataError(f"{name}: candles are {label} apart but --timeframe says "
+                        f"{args.timeframe}; pass --timeframe {label}")
+    if name.lower().endswith(f"_{label}"):  # BTCUSDT_4h.csv is dataset BTCUSDT, 4h bars
+        name = name[: -len(label) - 1]
+    return frame, name, label
 
 
 def setup_logging(quiet: bool) -> None:
