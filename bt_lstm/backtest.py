@@ -14,11 +14,39 @@ from bt_lstm.config import StrategyConfig
 logger = logging.getLogger(__name__)
 
 
-class SignalData(bt.feeds.PandasData):
-    """OHLCV plus the precomputed ``forecast`` and ``regime`` of each bar as extra lines."""
+class SignalData(bt.feed.DataBase):
+    """OHLCV plus the precomputed ``forecast`` and ``regime`` of each bar as extra lines.
+
+    ``dataname`` is a frame with columns open, high, low, close, volume, forecast, regime.
+
+    Notes
+    -----
+    Backtrader's PandasData reads every cell through ``DataFrame.iloc`` and spends about half
+    of a backtest doing so; this feed converts the columns to Python lists once and loads from
+    them. tests/test_backtest.py checks it yields the same bars, fills and values as PandasData.
+    """
 
     lines = ("forecast", "regime")
-    params = (("forecast", -1), ("regime", -1), ("openinterest", None))
+    _COLUMNS = ("open", "high", "low", "close", "volume", "forecast", "regime")
+
+    def start(self) -> None:
+        super().start()
+        frame = self.p.dataname
+        self._times = [bt.date2num(ts.to_pydatetime()) for ts in frame.index]
+        self._values = [frame[c].to_numpy(dtype=float).tolist() for c in self._COLUMNS]
+        self._lines = [getattr(self.lines, c) for c in self._COLUMNS]
+        self._pos = 0
+
+    def _load(self) -> bool:
+        i = self._pos
+        if i >= len(self._times):
+            return False
+        self.lines.datetime[0] = self._times[i]
+        for line, values in zip(self._lines, self._values):
+            line[0] = values[i]
+        self.lines.openinterest[0] = 0.0
+        self._pos = i + 1
+        return True
 
 
 class FractionalCommission(bt.CommInfoBase):
@@ -36,6 +64,15 @@ def _timeframe(bar: pd.Timedelta) -> tuple[int, int]:
     if minutes >= 1440 and minutes % 1440 == 0:
         return bt.TimeFrame.Days, minutes // 1440
     return bt.TimeFrame.Minutes, max(minutes, 1)
+
+
+def make_feed(frame: pd.DataFrame, bar: pd.Timedelta | None = None,
+              feed_cls: type = SignalData) -> bt.feed.DataBase:
+    """A feed of ``frame`` with timeframe/compression set, so analyzers bucket bars right."""
+    from bt_lstm.data import infer_bar
+
+    timeframe, compression = _timeframe(bar if bar is not None else infer_bar(frame.index))
+    return feed_cls(dataname=frame, timeframe=timeframe, compression=compression)
 
 
 @dataclass
@@ -78,8 +115,6 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
     Market orders placed at the close of t fill at the open of t+1, with commission on notional
     and slippage against the trader.
     """
-    from bt_lstm.data import infer_bar
-
     feed_frame = candles[["open", "high", "low", "close", "volume"]].copy()
     if signals is not None:
         aligned = signals.reindex(candles.index)
@@ -88,10 +123,8 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
     else:
         feed_frame["forecast"] = np.nan
         feed_frame["regime"] = -1.0
-    timeframe, compression = _timeframe(bar if bar is not None else infer_bar(candles.index))
     cerebro = bt.Cerebro(stdstats=False, runonce=runonce, preload=preload)
-    cerebro.adddata(SignalData(dataname=feed_frame, timeframe=timeframe,
-                               compression=compression))
+    cerebro.adddata(make_feed(feed_frame, bar))
     cerebro.broker.setcash(cfg.cash)
     cerebro.broker.addcommissioninfo(FractionalCommission(commission=cfg.commission))
     if cfg.slippage > 0:

@@ -145,3 +145,30 @@ def test_runonce_and_preload_off_give_the_same_result(both_paths, market, fitted
                         preload=False)
     pd.testing.assert_frame_equal(slow.fills, batch.fills)
     assert slow.final_value == batch.final_value
+
+
+@pytest.mark.realdata
+def test_batch_and_per_bar_agree_on_real_btcusdt(tiny_cfg):
+    from conftest import real_data_dir
+
+    from bt_lstm.data import load_ohlcv
+    from bt_lstm.pipeline import fit_pipeline
+
+    data = real_data_dir()
+    if data is None:
+        pytest.skip("../shared/data/BTCUSDT_4h.csv not present")
+    frame = load_ohlcv(data / "BTCUSDT_4h.csv")
+    result, bounds = fit_pipeline(frame, tiny_cfg)
+    fc = result.forecaster
+    start = len(frame) - 300  # per-bar inference costs O(history) a bar: the last 300 bars
+    test = frame.iloc[start:]
+    cfg = StrategyConfig(threshold=0.0002)
+    signals = fc.forecast_frame(frame).iloc[start:]
+    batch = run_backtest(test, RegimeLSTMStrategy, cfg, signals=signals, forecaster=fc)
+    per_bar = run_backtest(test, RegimeLSTMStrategy, cfg, forecaster=fc, inference="per_bar",
+                           history=frame.iloc[:start])
+    np.testing.assert_allclose(per_bar.bars["forecast"], batch.bars["forecast"], rtol=1e-5,
+                               atol=1e-9)
+    np.testing.assert_array_equal(batch.bars["signal"], per_bar.bars["signal"])
+    pd.testing.assert_frame_equal(batch.fills, per_bar.fills)
+    assert len(batch.fills) > 0

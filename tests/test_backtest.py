@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from bt_lstm.backtest import SignalData, make_feed
+
+
+class Recorder(bt.Strategy):
+    def __init__(self):
+        self.seen = []
+
+    def next(self):
+        d = self.data
+        self.seen.append((d.datetime.datetime(0), d.open[0], d.high[0], d.low[0], d.close[0],
+                          d.volume[0], d.forecast[0], d.regime[0]))
+        if len(self) % 7 == 0:
+            self.buy(size=0.37) if len(self) % 14 else self.sell(size=0.37)
+
+
+class PandasSignalData(bt.feeds.PandasData):
+    lines = ("forecast", "regime")
+    params = (("forecast", -1), ("regime", -1), ("openinterest", None))
+
+
+def run(feed):
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed)
+    cerebro.addstrategy(Recorder)
+    strat = cerebro.run()[0]
+    return strat.seen, cerebro.broker.getvalue()
+
+
+def test_list_feed_equals_pandas_feed(market):
+    frame = market.frame.iloc[:300].copy()
+    frame["forecast"] = np.sin(np.arange(300))
+    frame["regime"] = np.arange(300) % 3
+    fast_rows, fast_value = run(make_feed(frame))
+    slow_rows, slow_value = run(make_feed(frame, feed_cls=PandasSignalData))
+    assert fast_rows == slow_rows and len(fast_rows) == 300
+    assert fast_value == slow_value
+    assert fast_rows[0][0] == frame.index[0].to_pydatetime()
+    assert isinstance(make_feed(frame), SignalData)
