@@ -49,6 +49,17 @@ class SignalData(bt.feed.DataBase):
         return True
 
 
+def nums_to_index(nums: np.ndarray) -> pd.DatetimeIndex:
+    """Vectorised ``bt.num2date``: backtrader stores days since 0001-01-01 (that day = 1.0).
+
+    Rounded to the second: the float holds ~10 us of noise, and bars are never finer.
+    """
+    seconds = np.round((np.asarray(nums, dtype=float) - 1.0) * 86400.0).astype(np.int64)
+    base = np.datetime64("0001-01-01T00:00:00", "s")
+    return pd.DatetimeIndex((base + seconds.astype("timedelta64[s]")).astype("datetime64[ns]"),
+                            name="datetime")
+
+
 class FractionalCommission(bt.CommInfoBase):
     """Percentage commission on notional with float sizes (backtrader's default rounds to int)."""
 
@@ -135,8 +146,8 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
                         **strategy_kwargs)
     strat = cerebro.run()[0]
     result = BacktestResult(
-        bars=strat.records_frame(), fills=pd.DataFrame(strat.fills),
-        trades=pd.DataFrame(strat.closed_trades), rejected=pd.DataFrame(strat.rejected),
+        bars=strat.records_frame(), fills=strat.fills_frame(), trades=strat.trades_frame(),
+        rejected=pd.DataFrame(strat.rejected),
         rounded_to_zero=strat.rounded_to_zero, final_value=cerebro.broker.getvalue(),
         start_cash=cfg.cash)
     if len(result.rejected):

@@ -14,10 +14,10 @@ import pandas as pd
 from bt_lstm.config import PipelineConfig
 from bt_lstm.features import compute_features, warmup_bars
 from bt_lstm.forecast import Forecaster
-from bt_lstm.regimes import REGIME_LABELS, apply_regimes, fit_regimes
+from bt_lstm.regimes import REGIME_LABELS, RegimeParams, apply_regimes, fit_regimes
 from bt_lstm.training import ProgressFn, build_seeded, train_model
-from bt_lstm.windows import (SplitBounds, apply_scaler, fit_scaler, gather_windows, make_target,
-                             split_bounds, valid_window_ends)
+from bt_lstm.windows import (ScalerParams, SplitBounds, apply_scaler, fit_scaler, gather_windows,
+                             make_target, split_bounds, valid_window_ends)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,40 @@ def _part_ends(valid: np.ndarray, target: np.ndarray, part: tuple[int, int]) -> 
     return np.flatnonzero(mask & valid & np.isfinite(target))
 
 
+@dataclass
+class PreparedWindows:
+    """Scaled features, regimes and the window ends of each part, fitted on training bars."""
+
+    scaled: np.ndarray  # (T, F) float32
+    regimes: np.ndarray  # (T,) int, -1 unknown
+    y: np.ndarray  # (T,) float32 target in units of its training scale
+    ends: dict[str, np.ndarray]  # part -> window end bars
+    lookback: int
+
+    def windows(self, part: str, regime: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(X, y) of a part, all regimes or one: X (N, L, F), y (N,)."""
+        e = self.ends[part]
+        if regime is not None:
+            e = e[self.regimes[e] == regime]
+        return gather_windows(self.scaled, e, self.lookback), self.y[e]
+
+
+def prepare_windows(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds
+                    ) -> tuple[PreparedWindows, RegimeParams, ScalerParams]:
+    """Fit regimes and scaler on ``bounds.train`` only; index the windows of train and val."""
+    train_end = bounds.train[1]
+    features = compute_features(frame, cfg.features).to_numpy()  # (T, F)
+    target = make_target(frame["close"], cfg.windows.horizon).to_numpy()  # (T,)
+    regime_params = fit_regimes(frame.iloc[:train_end], cfg.regimes, cfg.train.seed)
+    regimes = apply_regimes(frame, regime_params).to_numpy()
+    scaler = fit_scaler(features[:train_end], target[:train_end - cfg.windows.horizon])
+    scaled = apply_scaler(features, scaler)
+    valid = valid_window_ends(scaled, regimes, cfg.windows.lookback)
+    ends = {part: _part_ends(valid, target, getattr(bounds, part)) for part in ("train", "val")}
+    y = (target / scaler.target_scale).astype(np.float32)
+    return PreparedWindows(scaled, regimes, y, ends, cfg.windows.lookback), regime_params, scaler
+
+
 def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds | None = None,
                  progress_factory: ProgressFactory | None = None) -> tuple[FitResult, SplitBounds]:
     """Fit regimes and scaler on the training part, then train one network per regime.
@@ -68,31 +102,15 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
     model trained on all regimes, and the fallback is logged and returned.
     """
     bounds = bounds or split_bounds(len(frame), cfg.windows)
-    train_end = bounds.train[1]
-    features = compute_features(frame, cfg.features).to_numpy()  # (T, F)
-    target = make_target(frame["close"], cfg.windows.horizon).to_numpy()  # (T,)
-    regime_params = fit_regimes(frame.iloc[:train_end], cfg.regimes, cfg.train.seed)
-    regimes = apply_regimes(frame, regime_params).to_numpy()
-    scaler = fit_scaler(features[:train_end], target[:train_end - cfg.windows.horizon])
-    scaled = apply_scaler(features, scaler)
-    valid = valid_window_ends(scaled, regimes, cfg.windows.lookback)
-    ends = {part: _part_ends(valid, target, getattr(bounds, part)) for part in ("train", "val")}
-    y = (target / scaler.target_scale).astype(np.float32)
-    L = cfg.windows.lookback
-
-    def data_for(part: str, regime: int | None) -> tuple[np.ndarray, np.ndarray]:
-        e = ends[part] if regime is None else ends[part][regimes[ends[part]] == regime]
-        return gather_windows(scaled, e, L), y[e]  # (N, L, F), (N,)
-
-    forecaster = Forecaster(cfg.features, L, scaler, regime_params, {}, {})
+    prep, regime_params, scaler = prepare_windows(frame, cfg, bounds)
+    forecaster = Forecaster(cfg.features, cfg.windows.lookback, scaler, regime_params, {}, {})
     meta: dict[str, dict[str, Any]] = {}
     fallbacks: dict[int, str] = {}
-    index = frame.index
-    period = [str(index[0]), str(index[train_end - 1])]
+    period = [str(frame.index[0]), str(frame.index[bounds.train[1] - 1])]
 
     def train(name: str, regime: int | None) -> None:
-        xt, yt = data_for("train", regime)
-        xv, yv = data_for("val", regime)
+        xt, yt = prep.windows("train", regime)
+        xv, yv = prep.windows("val", regime)
         model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg),
                              cfg.train.seed)
         cb = progress_factory(name, len(xt), len(xv)) if progress_factory else None
@@ -107,8 +125,8 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
         }
 
     for regime in range(3):
-        n_tr = int((regimes[ends["train"]] == regime).sum())
-        n_va = int((regimes[ends["val"]] == regime).sum())
+        n_tr = int((prep.regimes[prep.ends["train"]] == regime).sum())
+        n_va = int((prep.regimes[prep.ends["val"]] == regime).sum())
         if n_tr >= cfg.train.min_regime_windows and n_va >= cfg.train.min_val_windows:
             train(f"regime_{regime}", regime)
             forecaster.regime_models[regime] = f"regime_{regime}"

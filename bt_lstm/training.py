@@ -58,7 +58,11 @@ def configure_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+EVAL_BATCH = 4096  # no gradients: large batches make the validation pass cheap
+
+
 def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    batch = max(batch, EVAL_BATCH)
     model.eval()
     total = 0.0
     with torch.no_grad():

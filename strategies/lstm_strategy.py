@@ -8,6 +8,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from bt_lstm.backtest import nums_to_index
 from bt_lstm.forecast import Forecaster, load_forecaster
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,11 @@ class RegimeLSTMStrategy(bt.Strategy):
         if self.p.inference == "batch" and not hasattr(self.data.lines, "forecast"):
             raise ValueError("inference='batch' needs a feed with forecast/regime lines "
                              "(bt_lstm.backtest.SignalData)")
-        self.records: list[dict] = []
-        self.fills: list[dict] = []
-        self.closed_trades: list[dict] = []
+        # Rows are tuples holding backtrader's float dates: converting a date per fill costs
+        # more than the fill itself; the *_frame methods convert them all at once.
+        self.records: list[tuple] = []
+        self.fills: list[tuple] = []
+        self.closed_trades: list[tuple] = []
         self.rejected: list[dict] = []
         self.rounded_to_zero = 0
         self._rows: list[dict] = []
@@ -71,7 +74,7 @@ class RegimeLSTMStrategy(bt.Strategy):
         d = self.data
         self._rows.append({"open": d.open[0], "high": d.high[0], "low": d.low[0],
                            "close": d.close[0], "volume": d.volume[0]})
-        index = pd.DatetimeIndex([bt.num2date(x) for x in d.datetime.get(size=len(self._rows))])
+        index = nums_to_index(np.asarray(d.datetime.get(size=len(self._rows))))
         frame = pd.DataFrame(self._rows, index=index)
         if self._history is not None and len(self._history):
             frame = pd.concat([self._history[frame.columns], frame])
@@ -89,13 +92,14 @@ class RegimeLSTMStrategy(bt.Strategy):
             elif forecast < -self.p.threshold and not self.p.long_only:
                 want = -1
         pos = self.position.size
-        self.records.append({"datetime": self.data.datetime.datetime(0), "regime": regime,
-                             "forecast": forecast, "signal": want, "position": pos,
-                             "value": self.broker.getvalue()})
+        # Equal to broker.getvalue() for one stock-like feed, without its per-call bookkeeping.
+        value = self.broker.getcash() + pos * self.data.close[0]
+        # A tuple a bar and no date conversion: next() stays light (records_frame names them).
+        self.records.append((len(self) - 1, regime, forecast, want, pos, value))
         have = (pos > 0) - (pos < 0)
         if want == have:
             return
-        target = want * self.p.position_fraction * self.broker.getvalue() / self.data.close[0]
+        target = want * self.p.position_fraction * value / self.data.close[0]
         delta = target - pos
         step = self.p.size_step
         size = math.floor(abs(delta) / step) * step
@@ -110,9 +114,8 @@ class RegimeLSTMStrategy(bt.Strategy):
 
     def notify_order(self, order: bt.Order) -> None:
         if order.status == order.Completed:
-            self.fills.append({"datetime": bt.num2date(order.executed.dt), "bar": len(self) - 1,
-                               "size": order.executed.size, "price": order.executed.price,
-                               "commission": order.executed.comm})
+            ex = order.executed
+            self.fills.append((ex.dt, len(self) - 1, ex.size, ex.price, ex.comm))
         elif order.status in (order.Margin, order.Rejected, order.Canceled, order.Expired):
             status = order.getstatusname()
             self.rejected.append({"datetime": self.data.datetime.datetime(0), "status": status,
@@ -122,14 +125,27 @@ class RegimeLSTMStrategy(bt.Strategy):
 
     def notify_trade(self, trade: bt.Trade) -> None:
         if trade.isclosed:
-            self.closed_trades.append({"opened": bt.num2date(trade.dtopen),
-                                       "closed": bt.num2date(trade.dtclose),
-                                       "pnl": trade.pnl, "pnl_net": trade.pnlcomm})
+            self.closed_trades.append((trade.dtopen, trade.dtclose, trade.pnl, trade.pnlcomm))
+
+    RECORD_COLUMNS = ("bar", "regime", "forecast", "signal", "position", "value")
 
     def records_frame(self) -> pd.DataFrame:
         """One row per bar: regime, forecast, signal, position and equity at that close."""
-        frame = pd.DataFrame(self.records)
-        return frame.set_index("datetime") if len(frame) else frame
+        frame = pd.DataFrame(self.records, columns=list(self.RECORD_COLUMNS))
+        frame.index = nums_to_index(np.asarray(self.data.datetime.array[:len(frame)]))
+        return frame
 
-    def positions(self) -> np.ndarray:
-        return np.array([r["position"] for r in self.records])
+    def fills_frame(self) -> pd.DataFrame:
+        """Every fill: datetime, bar (index in the feed), size (signed), price, commission."""
+        frame = pd.DataFrame(self.fills, columns=["datetime", "bar", "size", "price",
+                                                  "commission"])
+        frame["datetime"] = nums_to_index(frame["datetime"].to_numpy(dtype=float))
+        return frame
+
+    def trades_frame(self) -> pd.DataFrame:
+        """Closed trades: opened, closed, pnl (before commission), pnl_net (after)."""
+        frame = pd.DataFrame(self.closed_trades, columns=["opened", "closed", "pnl", "pnl_net"])
+        for col in ("opened", "closed"):
+            frame[col] = nums_to_index(frame[col].to_numpy(dtype=float))
+        return frame
+

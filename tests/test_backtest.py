@@ -4,7 +4,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from bt_lstm.backtest import SignalData, make_feed
+from bt_lstm.backtest import SignalData, make_feed, nums_to_index
 
 
 class Recorder(bt.Strategy):
@@ -42,3 +42,11 @@ def test_list_feed_equals_pandas_feed(market):
     assert fast_value == slow_value
     assert fast_rows[0][0] == frame.index[0].to_pydatetime()
     assert isinstance(make_feed(frame), SignalData)
+
+
+def test_nums_to_index_equals_num2date():
+    stamps = pd.date_range("2017-08-17 04:00", periods=500, freq="37min")
+    nums = np.array([bt.date2num(ts.to_pydatetime()) for ts in stamps])
+    expected = pd.DatetimeIndex([bt.num2date(x) for x in nums]).round("s")
+    assert (nums_to_index(nums) == expected).all()
+    assert (nums_to_index(nums) == stamps).all()

@@ -117,6 +117,14 @@ def test_batch_and_per_bar_inference_agree(both_paths):
     assert len(batch.fills) > 0
 
 
+def test_recorded_equity_and_dates_match_the_broker(both_paths, market, fitted):
+    batch, _, _ = both_paths
+    _, bounds = fitted
+    assert batch.bars["value"].iloc[-1] == pytest.approx(batch.final_value, rel=1e-12)
+    expected = market.frame.index[bounds.test[0]:]
+    assert len(batch.bars) == len(expected) and (batch.bars.index == expected).all()
+
+
 def test_strategy_acts_on_the_batch_forecasts(both_paths):
     batch, _, signals = both_paths
     np.testing.assert_array_equal(batch.bars["forecast"].to_numpy(),

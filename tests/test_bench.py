@@ -1,0 +1,33 @@
+"""runners/bench.py runs end to end and writes a complete JSON (figures are never asserted)."""
+from __future__ import annotations
+
+import json
+
+from runners import bench
+
+
+def test_bench_writes_every_figure(market_csv, tiny_cfg, tmp_path, capsys):
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(tiny_cfg.to_json())
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--csv", str(market_csv), "--config", str(cfg_path), "--reps", "1",
+                     "--train-epochs", "1", "--skip-rerun", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    bt_ = res["backtest"]
+    assert bt_["bars"] == 1200
+    assert bt_["ratio"] == bt_["model_strategy_s"] / bt_["no_model_strategy_s"]
+    assert bt_["model_strategy_fills"] >= 0 and bt_["no_model_orders"] >= 0
+    assert set(res["inference"]) == {"gru", "lstm"}
+    for fig in res["inference"].values():
+        assert fig["latency_ms_p99"] >= fig["latency_ms_median"] > 0
+    tr = res["training"]
+    assert tr["windows"] > 0 and tr["epochs"] == 1 and tr["lookback"] == tiny_cfg.windows.lookback
+    assert res["backtest_peak_rss_mib"] > 0
+    assert res["machine"]["cores"] >= 1 and res["machine"]["torch"]
+    assert "ratio (target <= 1.5)" in capsys.readouterr().out
+
+
+def test_bench_bad_config_path_is_a_clear_error(tmp_path, capsys):
+    assert bench.main(["--config", str(tmp_path / "nope.json"), "--skip-rerun"]) == 2
+    assert "no such file" in capsys.readouterr().err
