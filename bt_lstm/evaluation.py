@@ -73,3 +73,22 @@ def trading_stats(bars: pd.DataFrame, trades: pd.DataFrame, fills: pd.DataFrame,
         "rejected_orders": int(len(rejected)),
         "rounded_to_zero": int(rounded_to_zero),
     }
+
+
+def forecast_scores(forecast: np.ndarray, realised: np.ndarray) -> dict[str, float]:
+    """MSE, MAE and directional accuracy of a forecast, beside the zero forecast's MSE and MAE.
+
+    Rows where either value is NaN are left out; ``n`` counts the rest. Directional accuracy is
+    the share of rows where sign(forecast) == sign(realised).
+    """
+    f = np.asarray(forecast, dtype=float)
+    r = np.asarray(realised, dtype=float)
+    ok = np.isfinite(f) & np.isfinite(r)
+    f, r = f[ok], r[ok]
+    if not len(f):
+        nan = float("nan")
+        return {"n": 0, "mse": nan, "mae": nan, "dir_acc": nan, "zero_mse": nan, "zero_mae": nan}
+    return {"n": int(len(f)), "mse": float(np.mean((f - r) ** 2)),
+            "mae": float(np.mean(np.abs(f - r))),
+            "dir_acc": float(np.mean(np.sign(f) == np.sign(r))),
+            "zero_mse": float(np.mean(r ** 2)), "zero_mae": float(np.mean(np.abs(r)))}

@@ -102,30 +102,37 @@ def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strateg
     else:
         result = run_backtest(test, strategy_cls, cfg.strategy, bar=bar, forecaster=forecaster,
                               inference="per_bar", history=frame.iloc[:bounds.test[0]])
-    strat_daily = daily_returns(bar_returns(result.equity, cfg.strategy.cash))
-    bh_equity = buy_and_hold_equity(test, cfg.strategy.cash, cfg.strategy.commission,
-                                    cfg.strategy.slippage)
-    bh_daily = daily_returns(bar_returns(bh_equity, cfg.strategy.cash))
-    metrics = _metrics(dataset, timeframe, test, result, strat_daily, bh_daily, forecaster,
-                       reused, model_dir, gaps.describe(), cfg)
+    strat_daily, bh_daily, strategy, bh = score_backtest(test, result, cfg)
+    metrics = _metrics(dataset, timeframe, test, result, strategy, bh, len(strat_daily),
+                       forecaster, reused, model_dir, gaps.describe(), cfg)
     _write_report(report_dir, metrics, cfg, result, strat_daily, bh_daily, tearsheet)
     return JobResult(metrics, report_dir, model_dir, reused, result)
 
 
-def _metrics(dataset: str, timeframe: str | None, test: pd.DataFrame, result: BacktestResult,
-             strat_daily: pd.Series, bh_daily: pd.Series, forecaster: Forecaster, reused: bool,
-             model_dir: Path, gaps: str, cfg: PipelineConfig) -> dict[str, Any]:
+def score_backtest(test: pd.DataFrame, result: BacktestResult, cfg: PipelineConfig
+                   ) -> tuple[pd.Series, pd.Series, dict[str, Any], dict[str, Any]]:
+    """Daily returns and performance of the strategy and of buy-and-hold over ``test``."""
+    cash = cfg.strategy.cash
+    strat_daily = daily_returns(bar_returns(result.equity, cash))
+    bh_equity = buy_and_hold_equity(test, cash, cfg.strategy.commission, cfg.strategy.slippage)
+    bh_daily = daily_returns(bar_returns(bh_equity, cash))
     strategy = performance(strat_daily)
     strategy.update(trading_stats(result.bars, result.trades, result.fills, result.rejected,
                                   result.rounded_to_zero))
     strategy["final_value"] = float(result.final_value)
+    return strat_daily, bh_daily, strategy, performance(bh_daily)
+
+
+def _metrics(dataset: str, timeframe: str | None, test: pd.DataFrame, result: BacktestResult,
+             strategy: dict[str, Any], bh: dict[str, Any], n_days: int, forecaster: Forecaster,
+             reused: bool, model_dir: Path, gaps: str, cfg: PipelineConfig) -> dict[str, Any]:
     regimes = result.bars["regime"].astype(int)
     return {
         "dataset": dataset, "timeframe": timeframe, "library_version": __version__,
         "period": {"start": str(test.index[0]), "end": str(test.index[-1]), "bars": len(test),
-                   "days": len(strat_daily)},
+                   "days": n_days},
         "strategy": strategy,
-        "buy_and_hold": performance(bh_daily),
+        "buy_and_hold": bh,
         "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
         "regime_bars": {REGIME_LABELS[r]: int((regimes == r).sum()) for r in range(3)},
         "regime_models": {REGIME_LABELS[r]: n for r, n in forecaster.regime_models.items()},
@@ -145,13 +152,9 @@ def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig
         if tearsheet:
             write_tearsheet(strat_daily, bh_daily, staged / "tearsheet.html",
                             f"bt-lstm: {metrics['dataset']} (out of sample, after costs)")
-        returns = pd.DataFrame({"strategy": strat_daily, "buy_and_hold": bh_daily})
-        atomic_write_text(staged / "returns.csv", returns.to_csv())
-        atomic_write_text(staged / "bars.csv", result.bars.to_csv())
-        atomic_write_text(staged / "trades.csv", result.trades.to_csv(index=False))
-        atomic_write_text(staged / "fills.csv", result.fills.to_csv(index=False))
+        write_backtest_files(staged, result, strat_daily, bh_daily)
         atomic_write_json(staged / "config.json", cfg.to_dict())
-        atomic_write_json(staged / "metrics.json", _clean(metrics))
+        atomic_write_json(staged / "metrics.json", clean_json(metrics))
     except BaseException:
         import shutil
 
@@ -160,12 +163,22 @@ def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig
     replace_dir(staged, report_dir)
 
 
-def _clean(obj: Any) -> Any:
+def write_backtest_files(folder: Path, result: BacktestResult, strat_daily: pd.Series,
+                         bh_daily: pd.Series) -> None:
+    """returns.csv, bars.csv, trades.csv and fills.csv of a backtest, each written atomically."""
+    returns = pd.DataFrame({"strategy": strat_daily, "buy_and_hold": bh_daily})
+    atomic_write_text(folder / "returns.csv", returns.to_csv())
+    atomic_write_text(folder / "bars.csv", result.bars.to_csv())
+    atomic_write_text(folder / "trades.csv", result.trades.to_csv(index=False))
+    atomic_write_text(folder / "fills.csv", result.fills.to_csv(index=False))
+
+
+def clean_json(obj: Any) -> Any:
     """JSON has no NaN: write null instead."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: clean_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean_json(v) for v in obj]
     if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
         return None
     if isinstance(obj, np.generic):

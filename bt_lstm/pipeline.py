@@ -90,6 +90,64 @@ def prepare_windows(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBound
     return PreparedWindows(scaled, regimes, y, ends, cfg.windows.lookback), regime_params, scaler
 
 
+def plan_models(prep: PreparedWindows, cfg: PipelineConfig
+                ) -> tuple[dict[str, int | None], dict[int, str]]:
+    """Which networks to train: {model name: regime (None = pooled)} and the fallbacks.
+
+    A regime with fewer than ``min_regime_windows`` training or ``min_val_windows``
+    validation windows uses a pooled model trained on all regimes; the reason is returned.
+    """
+    plan: dict[str, int | None] = {}
+    fallbacks: dict[int, str] = {}
+    for regime in range(3):
+        n_tr = int((prep.regimes[prep.ends["train"]] == regime).sum())
+        n_va = int((prep.regimes[prep.ends["val"]] == regime).sum())
+        if n_tr >= cfg.train.min_regime_windows and n_va >= cfg.train.min_val_windows:
+            plan[f"regime_{regime}"] = regime
+        else:
+            fallbacks[regime] = (f"{n_tr} training / {n_va} validation windows (need "
+                                 f"{cfg.train.min_regime_windows} / {cfg.train.min_val_windows})")
+    if fallbacks:
+        plan["pooled"] = None
+    return plan, fallbacks
+
+
+def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int | None,
+              target_scale: float, period: list[str], progress: ProgressFn | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one network of the plan; return its CPU state_dict and its JSON metadata.
+
+    Pure given its arguments (seeded), so it can run in another process with the same result.
+    """
+    xt, yt = prep.windows("train", regime)
+    xv, yv = prep.windows("val", regime)
+    model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), cfg.train.seed)
+    result = train_model(model, xt, yt, xv, yv, cfg.train, progress)
+    meta = {
+        "arch": cfg.model.arch, "hparams": _hparams(cfg), "n_features": len(cfg.features.names),
+        "regime": "pooled" if regime is None else REGIME_LABELS[regime],
+        "train_period": period, "n_train": len(xt), "n_val": len(xv),
+        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+        "val_mse": result.best_val_loss * target_scale ** 2, "history": result.history,
+    }
+    return result.state_dict, meta
+
+
+def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params: RegimeParams,
+                        plan: dict[str, int | None], fallbacks: dict[int, str],
+                        states: dict[str, dict[str, Any]]) -> Forecaster:
+    """Rebuild the trained networks of a plan from their state_dicts into a Forecaster."""
+    models = {}
+    for name, state in states.items():
+        model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), 0)
+        model.load_state_dict(state)
+        models[name] = model.eval()
+    regime_models = {r: name for name, r in plan.items() if r is not None}
+    regime_models.update({r: "pooled" for r in fallbacks})
+    return Forecaster(cfg.features, cfg.windows.lookback, scaler, regime_params, models,
+                      regime_models)
+
+
 def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds | None = None,
                  progress_factory: ProgressFactory | None = None) -> tuple[FitResult, SplitBounds]:
     """Fit regimes and scaler on the training part, then train one network per regime.
@@ -103,42 +161,23 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
     """
     bounds = bounds or split_bounds(len(frame), cfg.windows)
     prep, regime_params, scaler = prepare_windows(frame, cfg, bounds)
-    forecaster = Forecaster(cfg.features, cfg.windows.lookback, scaler, regime_params, {}, {})
+    period = [str(frame.index[bounds.train[0]]), str(frame.index[bounds.train[1] - 1])]
+    plan, fallbacks = plan_models(prep, cfg)
+    for regime, why in fallbacks.items():
+        logger.warning("regime %s: %s; it uses the pooled model", REGIME_LABELS[regime], why)
+    states: dict[str, dict[str, Any]] = {}
     meta: dict[str, dict[str, Any]] = {}
-    fallbacks: dict[int, str] = {}
-    period = [str(frame.index[0]), str(frame.index[bounds.train[1] - 1])]
-
-    def train(name: str, regime: int | None) -> None:
-        xt, yt = prep.windows("train", regime)
-        xv, yv = prep.windows("val", regime)
-        model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg),
-                             cfg.train.seed)
-        cb = progress_factory(name, len(xt), len(xv)) if progress_factory else None
-        result = train_model(model, xt, yt, xv, yv, cfg.train, cb)
-        forecaster.models[name] = model
-        meta[name] = {
-            "arch": cfg.model.arch, "hparams": _hparams(cfg), "n_features": len(cfg.features.names),
-            "regime": "pooled" if regime is None else REGIME_LABELS[regime],
-            "train_period": period, "n_train": len(xt), "n_val": len(xv),
-            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-            "val_mse": result.best_val_loss * scaler.target_scale ** 2, "history": result.history,
-        }
-
-    for regime in range(3):
-        n_tr = int((prep.regimes[prep.ends["train"]] == regime).sum())
-        n_va = int((prep.regimes[prep.ends["val"]] == regime).sum())
-        if n_tr >= cfg.train.min_regime_windows and n_va >= cfg.train.min_val_windows:
-            train(f"regime_{regime}", regime)
-            forecaster.regime_models[regime] = f"regime_{regime}"
-        else:
-            fallbacks[regime] = (f"{n_tr} training / {n_va} validation windows (need "
-                                 f"{cfg.train.min_regime_windows} / {cfg.train.min_val_windows})")
-            logger.warning("regime %s: %s; it uses the pooled model", REGIME_LABELS[regime],
-                           fallbacks[regime])
-    if fallbacks:
-        train("pooled", None)
-        for regime in fallbacks:
-            forecaster.regime_models[regime] = "pooled"
+    for name, regime in plan.items():
+        cb = None
+        if progress_factory is not None:
+            n_tr = len(prep.ends["train"]) if regime is None else int(
+                (prep.regimes[prep.ends["train"]] == regime).sum())
+            n_va = len(prep.ends["val"]) if regime is None else int(
+                (prep.regimes[prep.ends["val"]] == regime).sum())
+            cb = progress_factory(name, n_tr, n_va)
+        states[name], meta[name] = train_one(prep, cfg, name, regime, scaler.target_scale,
+                                             period, cb)
+    forecaster = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks, states)
     return FitResult(forecaster, meta, fallbacks), bounds
 
 

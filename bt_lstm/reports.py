@@ -100,3 +100,66 @@ def format_summary(metrics: dict[str, Any]) -> str:
         head.append(f"{label:<{width}}{_fmt(strat.get(key), kind):>16}"
                     f"{(_fmt(b, kind) if b is not None else '-'):>16}")
     return "\n".join(head)
+
+
+REGIME_COLOURS = {0: "#d62728", 1: "#7f7f7f", 2: "#2ca02c", -1: "#c7c7c7"}
+
+
+def write_overview_png(candles: pd.DataFrame, regimes: pd.Series, boundaries: list,
+                       equity: pd.Series, bh_equity: pd.Series, path: Path, title: str) -> None:
+    """Price coloured by regime with fold boundaries, above equity vs buy-and-hold (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    try:
+        close = candles["close"]
+        top.plot(close.index, close.to_numpy(), color="#bbbbbb", lw=0.6, zorder=1)
+        labels = regimes.reindex(close.index).fillna(-1).astype(int)
+        names = {0: "bearish", 1: "sideways", 2: "bullish", -1: "unknown"}
+        for r, colour in REGIME_COLOURS.items():
+            mask = (labels == r).to_numpy()
+            if mask.any():
+                top.scatter(close.index[mask], close.to_numpy()[mask], s=1.5, color=colour,
+                            label=names[r], zorder=2)
+        for when in boundaries:
+            for ax in (top, bottom):
+                ax.axvline(when, color="#1f77b4", lw=0.6, ls="--", alpha=0.6)
+        top.set_yscale("log")
+        top.set_ylabel("close (log)")
+        top.legend(loc="upper left", markerscale=6, fontsize=8)
+        top.set_title(title)
+        bottom.plot(equity.index, equity.to_numpy() / equity.iloc[0], label="strategy", lw=1)
+        bottom.plot(bh_equity.index, bh_equity.to_numpy() / bh_equity.iloc[0],
+                    label="buy & hold", lw=1)
+        bottom.set_ylabel("equity (start = 1)")
+        bottom.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png", dpi=110)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
+
+
+def summary_html(metrics: dict[str, Any]) -> str:
+    """The strategy beside buy-and-hold as an HTML table (same rows as the terminal)."""
+    import html
+
+    strat, bench = metrics["strategy"], metrics["buy_and_hold"]
+    rows = ["<tr><th></th><th>Strategy</th><th>Buy &amp; hold</th></tr>"]
+    for label, key, kind in SUMMARY_ROWS:
+        b = bench.get(key)
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>{_fmt(strat.get(key), kind)}</td>"
+                    f"<td>{_fmt(b, kind) if b is not None else '-'}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"

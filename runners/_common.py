@@ -124,8 +124,13 @@ def timeframe_label(bar: pd.Timedelta) -> str:
     return f"{minutes}m"
 
 
-def load_dataset(args: argparse.Namespace, cfg: PipelineConfig) -> tuple[pd.DataFrame, str, str]:
-    """(candles, dataset name, timeframe label) from --csv, --symbol or the SAMPLE market."""
+def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: bool = True
+                 ) -> tuple[pd.DataFrame, str, str]:
+    """(candles, dataset name, timeframe label) from --csv, --symbol or the SAMPLE market.
+
+    ``check_split``: refuse data too short for the main job's train/validation/test split
+    (walk-forward checks its own fold plan instead).
+    """
     from bt_lstm.data import DataError, infer_bar, load_ohlcv, parse_timeframe, resolve_data_path
     from bt_lstm.pipeline import check_enough_bars
     from bt_lstm.synthetic import SAMPLE_NAME, make_sample
@@ -143,7 +148,8 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig) -> tuple[pd.Data
         if args.timeframe and parse_timeframe(args.timeframe) != pd.Timedelta("4h"):
             raise DataError("the SAMPLE market is 4h; drop --timeframe or give --csv/--symbol")
         frame, name = make_sample().frame, SAMPLE_NAME
-    check_enough_bars(len(frame), cfg, name)
+    if check_split:
+        check_enough_bars(len(frame), cfg, name)
     bar = infer_bar(frame.index)
     label = timeframe_label(bar)
     if args.timeframe and parse_timeframe(args.timeframe) != bar:

@@ -35,12 +35,14 @@ class RegimeLSTMStrategy(bt.Strategy):
     Forecasts arrive either precomputed in batch as the feed's ``forecast`` / ``regime`` lines
     (``inference='batch'``, the fast path for backtests) or are computed here bar by bar from
     the candles seen so far (``inference='per_bar'``, for live or streaming use). Both give the
-    same forecasts (tests/test_strategy.py).
+    same forecasts (tests/test_strategy.py). In a walk-forward the batch lines hold, at each
+    bar, the forecast of the models of the fold that owns that bar, so the models switch at
+    fold boundaries while an open position carries across.
     """
 
     params = (
         ("model_dir", None),  # bundle folder: every regime model is loaded at init
-        ("forecaster", None),  # or an already-loaded bt_lstm Forecaster
+        ("forecaster", None),  # or an already-loaded bt_lstm Forecaster (per_bar needs one)
         ("inference", "batch"),  # batch: read the feed's forecast line | per_bar: run the model
         ("history", None),  # per_bar: candles before the feed's first bar (window warm-up)
         ("threshold", 0.001),  # |forecast| (log return) needed to hold a position
@@ -55,8 +57,8 @@ class RegimeLSTMStrategy(bt.Strategy):
         self.forecaster: Forecaster | None = self.p.forecaster
         if self.forecaster is None and self.p.model_dir is not None:
             self.forecaster = load_forecaster(self.p.model_dir)
-        if self.forecaster is None:
-            raise ValueError("RegimeLSTMStrategy needs model_dir or forecaster")
+        if self.forecaster is None and self.p.inference == "per_bar":
+            raise ValueError("inference='per_bar' needs model_dir or forecaster")
         if self.p.inference == "batch" and not hasattr(self.data.lines, "forecast"):
             raise ValueError("inference='batch' needs a feed with forecast/regime lines "
                              "(bt_lstm.backtest.SignalData)")

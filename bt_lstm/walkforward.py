@@ -1,0 +1,322 @@
+"""Walk-forward: the fold plan (pure) and fold x regime training, in parallel and resumable.
+
+Legend: T bars, F features, L lookback. Fold spans are half-open bar ranges [start, stop) into
+the candles the walk-forward runs on.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from bt_lstm import __version__
+from bt_lstm.artifacts import ArtifactError, read_manifest, replace_dir, staging_dir
+from bt_lstm.config import PipelineConfig
+from bt_lstm.data import fingerprint_frame
+from bt_lstm.features import warmup_bars
+from bt_lstm.forecast import Forecaster, load_forecaster
+from bt_lstm.pipeline import (PreparedWindows, assemble_forecaster, plan_models,
+                              prepare_windows, train_one)
+from bt_lstm.regimes import REGIME_LABELS
+from bt_lstm.windows import SplitBounds
+
+logger = logging.getLogger(__name__)
+
+MODES = ("rolling", "expanding")
+
+
+def parse_span(text: str | int, bar: pd.Timedelta, what: str) -> int:
+    """A duration as bars: an int is bars already; '365d', '90d', '6h' are divided by ``bar``."""
+    if isinstance(text, (int, np.integer)):
+        bars = int(text)
+    else:
+        try:
+            span = pd.Timedelta(str(text).strip())
+        except ValueError:
+            raise ValueError(f"{what}={text!r} is not a duration; use e.g. 365d, 90d, 6h "
+                             f"(or give a number of bars)") from None
+        bars = int(span // bar)
+        if span % bar != pd.Timedelta(0):
+            raise ValueError(f"{what}={text} is not a whole number of {bar} bars")
+    if bars < 1:
+        raise ValueError(f"{what}={text!r} is shorter than one bar ({bar})")
+    return bars
+
+
+@dataclass(frozen=True)
+class WalkForwardSpec:
+    """How folds are cut: spans in bars; ``embargo_bars`` adds to the config's purge gap."""
+
+    train_bars: int
+    test_bars: int
+    step_bars: int | None = None  # distance between fold starts; must equal test_bars
+    mode: str = "rolling"
+    embargo_bars: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r}: use one of {', '.join(MODES)}")
+        if self.train_bars < 1 or self.test_bars < 1 or self.embargo_bars < 0:
+            raise ValueError("train and test spans must be >= 1 bar and the embargo >= 0")
+        if self.step_bars is not None and self.step_bars != self.test_bars:
+            raise ValueError(f"step of {self.step_bars} bars differs from the test span of "
+                             f"{self.test_bars} bars: test spans must tile the evaluated period "
+                             f"without overlap or holes, so the step equals the test span "
+                             f"(set --test to retrain more or less often)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: training span (fit part | purge gap | validation tail), purge gap, test span."""
+
+    index: int
+    train: tuple[int, int]  # the whole training span, validation tail included
+    fit: tuple[int, int]  # the part the networks, scaler and regime classifier are fitted on
+    val: tuple[int, int]  # validation tail (early stopping)
+    test: tuple[int, int]
+
+    def bounds(self) -> SplitBounds:
+        """Spans relative to the fold's own frame, which starts at ``train[0]``."""
+        a = self.train[0]
+        return SplitBounds((self.fit[0] - a, self.fit[1] - a), (self.val[0] - a, self.val[1] - a),
+                           (self.test[0] - a, self.test[1] - a))
+
+
+def make_folds(n_bars: int, spec: WalkForwardSpec, cfg: PipelineConfig) -> list[Fold]:
+    """The fold plan. Pure: bars in, spans out; an impossible plan is a ValueError.
+
+    Notes
+    -----
+    Each test span starts ``gap_bars + embargo_bars`` bars after its training span ends
+    (``gap_bars`` >= the target horizon, so no training label reaches a test bar). Test spans
+    tile [first test bar, n_bars) without overlap; the last may be shorter. Rolling folds train
+    on the ``train_bars`` bars before the gap, expanding folds on everything before it.
+    """
+    gap = cfg.windows.gap_bars
+    purge = gap + spec.embargo_bars
+    if spec.test_bars > n_bars:
+        raise ValueError(f"the test span ({spec.test_bars} bars) is longer than the data "
+                         f"({n_bars} bars)")
+    first = spec.train_bars + purge
+    if first >= n_bars:
+        raise ValueError(f"no fold fits: {n_bars} bars leave nothing to test after "
+                         f"{spec.train_bars} training bars and a purge gap of {purge}; use "
+                         f"more data or a shorter --train")
+    n_val = int(spec.train_bars * cfg.windows.val_frac)
+    history = max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
+    n_fit = spec.train_bars - n_val - gap
+    if n_val < 5 or n_fit - history < 20:
+        raise ValueError(f"a training span of {spec.train_bars} bars is too short: it holds "
+                         f"{n_fit} fitting bars (need more than {history + 20}: feature "
+                         f"warm-up, trend window and lookback) and {n_val} validation bars "
+                         f"(need 5); use a longer --train")
+    folds = []
+    start = first
+    while start < n_bars:
+        stop = min(start + spec.test_bars, n_bars)
+        train_stop = start - purge
+        train_start = 0 if spec.mode == "expanding" else train_stop - spec.train_bars
+        val_start = train_stop - n_val
+        folds.append(Fold(len(folds), (train_start, train_stop), (train_start, val_start - gap),
+                          (val_start, train_stop), (start, stop)))
+        start = stop
+    return folds
+
+
+def _fold_key(frame: pd.DataFrame, fold: Fold, cfg: PipelineConfig) -> str:
+    """What a fold's models depend on: its training bars, its spans, the config, the version."""
+    train = frame.iloc[fold.train[0]:fold.train[1]]
+    blob = json.dumps({"train_data": fingerprint_frame(train), "fold": asdict(fold),
+                       "config": cfg.training_dict(), "version": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Every task trains on one torch thread, whatever the worker: identical results for any
+    --jobs or scheduler (thread counts change float summation order), and small models are
+    fastest that way."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_task(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int | None,
+                target_scale: float, period: list[str]) -> tuple[dict, dict]:
+    with _one_thread():
+        return train_one(prep, cfg, name, regime, target_scale, period)
+
+
+@dataclass
+class FoldJob:
+    """A fold being fitted: its prepared windows, fitted scaler/regimes and model plan."""
+
+    fold: Fold
+    key: str
+    prep: PreparedWindows
+    fit_info: tuple[Any, Any]  # (regime params, scaler)
+    plan: dict[str, int | None]
+    fallbacks: dict[int, str]
+    period: list[str]
+
+
+def fold_frame(frame: pd.DataFrame, fold: Fold) -> pd.DataFrame:
+    """The bars a fold sees: its training span through the end of its test span."""
+    return frame.iloc[fold.train[0]:fold.test[1]]
+
+
+def _prepare_fold(frame: pd.DataFrame, fold: Fold, cfg: PipelineConfig) -> FoldJob:
+    sub = fold_frame(frame, fold)
+    prep, regime_params, scaler = prepare_windows(sub, cfg, fold.bounds())
+    plan, fallbacks = plan_models(prep, cfg)
+    period = [str(frame.index[fold.fit[0]]), str(frame.index[fold.fit[1] - 1])]
+    return FoldJob(fold, _fold_key(frame, fold, cfg), prep, (regime_params, scaler), plan,
+                   fallbacks, period)
+
+
+def load_fold(fold_dir: Path, key: str) -> Forecaster | None:
+    """A fold's saved bundle when complete, valid and made for this key; else None."""
+    manifest = read_manifest(fold_dir)
+    if manifest is None or manifest.get("fold_key") != key:
+        return None
+    try:
+        return load_forecaster(fold_dir)
+    except ArtifactError as exc:
+        logger.warning("%s: saved fold unusable (%s); training it again", fold_dir, exc)
+        return None
+
+
+def _save_fold(job: FoldJob, cfg: PipelineConfig, states: dict, metas: dict,
+               fold_dir: Path) -> Forecaster:
+    regime_params, scaler = job.fit_info
+    fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states)
+    fc.info = {"fold_key": job.key, "fold": asdict(job.fold), "train_period": job.period,
+               "fallbacks": {REGIME_LABELS[r]: why for r, why in job.fallbacks.items()},
+               "library_version": __version__}
+    staged = staging_dir(fold_dir)
+    fc.save(staged, metas)
+    replace_dir(staged, fold_dir)
+    return fc
+
+
+# progress(fold index, model name) after each finished task; total tasks are given up front
+TaskProgress = Callable[[int, str], None]
+
+
+def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds_dir: Path,
+              jobs: int = 1, scheduler: str | None = None,
+              start_progress: Callable[[int, int], TaskProgress] | None = None
+              ) -> tuple[dict[int, Forecaster], dict[int, dict[int, int]]]:
+    """Fit every fold (scaler, regimes, one network per regime) or reuse its saved bundle.
+
+    Parameters
+    ----------
+    jobs
+        joblib worker processes on this machine; ignored with ``scheduler``.
+    scheduler
+        Address of an existing Dask distributed scheduler: the same tasks run there through
+        joblib's dask backend.
+    start_progress
+        Called once with (tasks to run, folds reused); returns the per-task callback.
+
+    Returns
+    -------
+    The fitted forecaster of each fold, and each fold's training windows per regime.
+
+    Notes
+    -----
+    Each fold sees only its own training span when fitting. A fold's bundle is written (whole,
+    atomically) as soon as all its models are trained, so an interrupted run resumes with the
+    folds it finished.
+    """
+    done: dict[int, Forecaster] = {}
+    pending: list[FoldJob] = []
+    windows: dict[int, dict[int, int]] = {}
+    for fold in folds:
+        job = _prepare_fold(frame, fold, cfg)
+        train_regimes = job.prep.regimes[job.prep.ends["train"]]
+        windows[fold.index] = {r: int((train_regimes == r).sum()) for r in range(3)}
+        saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key)
+        if saved is not None:
+            done[fold.index] = saved
+            continue
+        for regime, why in job.fallbacks.items():
+            logger.warning("fold %d, regime %s: %s; it uses the pooled model", fold.index,
+                           REGIME_LABELS[regime], why)
+        pending.append(job)
+    tasks = [(job, name, regime) for job in pending for name, regime in job.plan.items()]
+    tick = start_progress(len(tasks), len(done)) if start_progress else None
+    if not tasks:
+        return done, windows
+    from joblib import Parallel, delayed, parallel_config
+
+    backend = parallel_config(backend="dask") if scheduler else contextlib.nullcontext()
+    with _dask_client(scheduler), backend:
+        runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
+        results = runner(delayed(_train_task)(job.prep, cfg, name, regime,
+                                              job.fit_info[1].target_scale, job.period)
+                         for job, name, regime in tasks)
+        states: dict[int, dict] = {}
+        metas: dict[int, dict] = {}
+        for (job, name, _), (state, meta) in zip(tasks, results):
+            k = job.fold.index
+            states.setdefault(k, {})[name] = state
+            metas.setdefault(k, {})[name] = meta
+            if tick:
+                tick(k, name)
+            if len(states[k]) == len(job.plan):
+                done[k] = _save_fold(job, cfg, states.pop(k), metas.pop(k),
+                                     folds_dir / f"fold_{k:03d}")
+    return done, windows
+
+
+@contextlib.contextmanager
+def _dask_client(address: str | None) -> Iterator[None]:
+    if address is None:
+        yield
+        return
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise ValueError("--scheduler needs dask.distributed: pip install 'distributed'") from None
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as exc:
+        raise ValueError(f"--scheduler {address}: cannot reach a Dask scheduler there "
+                         f"({exc})") from None
+    try:
+        yield
+    finally:
+        client.close()
+
+
+def stitch_forecasts(frame: pd.DataFrame, folds: list[Fold],
+                     forecasters: dict[int, Forecaster]) -> pd.DataFrame:
+    """Each test bar's regime, model and forecast, from the models of the fold that owns it.
+
+    The window of a fold's first test bar comes from the bars before it (the fold's training
+    span and purge gap), never from later bars: forecasts are causal.
+    """
+    parts = []
+    for fold in folds:
+        sub = fold_frame(frame, fold)
+        fc = forecasters[fold.index].forecast_frame(sub)
+        part = fc.iloc[fold.test[0] - fold.train[0]:].copy()
+        part.insert(0, "fold", fold.index)
+        parts.append(part)
+    return pd.concat(parts)

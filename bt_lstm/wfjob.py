@@ -1,0 +1,243 @@
+"""The walk-forward job: fit every fold, one stitched out-of-sample backtest, the run folder.
+
+Everything it reports comes from test bars forecast by models that never saw them.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from bt_lstm import __version__
+from bt_lstm.artifacts import atomic_write_json, atomic_write_text
+from bt_lstm.backtest import BacktestResult, run_backtest
+from bt_lstm.config import PipelineConfig
+from bt_lstm.data import find_gaps, fingerprint_frame, infer_bar
+from bt_lstm.evaluation import buy_and_hold_equity, forecast_scores
+from bt_lstm.jobs import clean_json, score_backtest, write_backtest_files
+from bt_lstm.regimes import REGIME_LABELS
+from bt_lstm.reports import summary_html, write_overview_png, write_tearsheet
+from bt_lstm.walkforward import (Fold, TaskProgress, WalkForwardSpec, fit_folds, make_folds,
+                                 stitch_forecasts)
+from bt_lstm.windows import make_target
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("torch", "backtrader", "pandas", "numpy", "scikit-learn", "quantstats", "joblib",
+            "distributed")
+
+
+@dataclass
+class WalkForwardResult:
+    run_dir: Path
+    folds: list[Fold]
+    forecasts: pd.DataFrame
+    fold_table: pd.DataFrame
+    metrics: dict[str, Any]
+    backtest: BacktestResult
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: WalkForwardSpec,
+              source: dict[str, Any], resume: bool) -> None:
+    """Create the run folder with its config and manifest, or check them when resuming.
+
+    Raises
+    ------
+    ValueError
+        A new run whose folder exists (never overwritten), or a resumed run whose data differ
+        from the data it started on.
+    """
+    fingerprint = fingerprint_frame(frame)
+    manifest_path = run_dir / "manifest.json"
+    if resume:
+        import json
+
+        if not manifest_path.is_file():
+            raise ValueError(f"{run_dir}: no walk-forward run to resume (manifest.json missing)")
+        saved = json.loads(manifest_path.read_text())
+        if saved.get("data_fingerprint") != fingerprint:
+            raise ValueError(f"{run_dir}: the data changed since this run started (fingerprint "
+                             f"differs); start a new run instead of --resume")
+        return
+    if run_dir.exists():
+        raise ValueError(f"{run_dir} already exists; runs are never overwritten: pass another "
+                         f"--run-id, or --resume {run_dir.name} to finish it")
+    run_dir.mkdir(parents=True)
+    atomic_write_json(run_dir / "config.json", {"pipeline": cfg.to_dict(),
+                                                "walk_forward": spec.to_dict(),
+                                                "source": source})
+    atomic_write_json(run_dir / "manifest.json", {
+        "run_id": run_dir.name, "created": datetime.now(timezone.utc).isoformat(),
+        "data_fingerprint": fingerprint, "bars": len(frame),
+        "first_bar": str(frame.index[0]), "last_bar": str(frame.index[-1]), "source": source,
+        "seeds": {"train": cfg.train.seed, "regimes": cfg.train.seed},
+        "library_version": __version__, "packages": _versions(), "git_commit": _git_commit(),
+        "python": platform.python_version()})
+
+
+def fold_table(folds: list[Fold], frame: pd.DataFrame, forecasts: pd.DataFrame,
+               windows: dict[int, dict[int, int]], equity: pd.Series) -> pd.DataFrame:
+    """One row per fold: dates, training windows per regime, test-span scores beside zero."""
+    rows = []
+    for fold in folds:
+        part = forecasts[forecasts["fold"] == fold.index]
+        idx = frame.index
+        row: dict[str, Any] = {
+            "fold": fold.index, "train_start": idx[fold.train[0]],
+            "train_end": idx[fold.train[1] - 1], "test_start": idx[fold.test[0]],
+            "test_end": idx[fold.test[1] - 1], "test_bars": fold.test[1] - fold.test[0]}
+        for r in range(3):
+            row[f"windows_{REGIME_LABELS[r]}"] = windows.get(fold.index, {}).get(r, 0)
+        eq = equity.reindex(part.index)
+        before = equity[equity.index < part.index[0]]
+        start_value = before.iloc[-1] if len(before) else None
+        row["strategy_return"] = (float(eq.iloc[-1] / start_value - 1.0)
+                                  if start_value else float(eq.iloc[-1] / eq.iloc[0] - 1.0))
+        scopes = [(REGIME_LABELS[r], part["regime"] == r) for r in range(3)]
+        for name, mask in scopes + [("all", pd.Series(True, index=part.index))]:
+            sc = forecast_scores(part.loc[mask, "forecast"], part.loc[mask, "realised"])
+            for key in ("n", "mse", "zero_mse", "mae", "zero_mae", "dir_acc"):
+                row[f"{name}_{key}"] = sc[key]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: PipelineConfig,
+                     spec: WalkForwardSpec, strategy_cls: type, run_dir: Path,
+                     source: dict[str, Any], jobs: int = 1, scheduler: str | None = None,
+                     resume: bool = False, tearsheet: bool = True,
+                     start_progress: Callable[[int, int], TaskProgress] | None = None
+                     ) -> WalkForwardResult:
+    """Plan folds, fit (or reuse) each, forecast its test span, backtest the stitched span.
+
+    Notes
+    -----
+    The plan is checked before any training. Fold bundles go to ``run_dir/folds``; the final
+    files are each written atomically, after every fold is done.
+    """
+    folds = make_folds(len(frame), spec, cfg)
+    bar = infer_bar(frame.index)
+    gaps = find_gaps(frame.index, bar)
+    if gaps.n_gaps:
+        logger.warning("%s: %s", dataset, gaps.describe())
+    start_run(run_dir, frame, cfg, spec, source, resume)
+    forecasters, windows = fit_folds(frame, folds, cfg, run_dir / "folds", jobs, scheduler,
+                            start_progress)
+    signals = stitch_forecasts(frame, folds, forecasters)
+    realised = make_target(frame["close"], cfg.windows.horizon)
+    forecasts = signals.assign(realised=realised.reindex(signals.index))
+    forecasts.index.name = "timestamp"
+    test = frame.iloc[folds[0].test[0]:]
+    result = run_backtest(test, strategy_cls, cfg.strategy, signals=signals, bar=bar,
+                          inference="batch")
+    strat_daily, bh_daily, strategy, bh = score_backtest(test, result, cfg)
+    table = fold_table(folds, frame, forecasts, windows, result.equity)
+    overall = forecast_scores(forecasts["forecast"], forecasts["realised"])
+    metrics = clean_json({
+        "dataset": dataset, "timeframe": timeframe, "run_id": run_dir.name,
+        "library_version": __version__,
+        "period": {"start": str(test.index[0]), "end": str(test.index[-1]), "bars": len(test),
+                   "days": len(strat_daily)},
+        "walk_forward": dict(spec.to_dict(), folds=len(folds)),
+        "strategy": strategy, "buy_and_hold": bh, "forecast_scores": overall,
+        "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
+        "regime_bars": {REGIME_LABELS[r]: int((signals["regime"] == r).sum()) for r in range(3)},
+        "data_gaps": gaps.describe()})
+    _write_outputs(run_dir, frame, test, folds, forecasts, table, metrics, result, strat_daily,
+                   bh_daily, cfg, tearsheet)
+    return WalkForwardResult(run_dir, folds, forecasts, table, metrics, result)
+
+
+def _write_outputs(run_dir: Path, frame: pd.DataFrame, test: pd.DataFrame, folds: list[Fold],
+                   forecasts: pd.DataFrame, table: pd.DataFrame, metrics: dict[str, Any],
+                   result: BacktestResult, strat_daily: pd.Series, bh_daily: pd.Series,
+                   cfg: PipelineConfig, tearsheet: bool) -> None:
+    atomic_write_text(run_dir / "forecasts.csv", forecasts.to_csv())
+    atomic_write_text(run_dir / "folds.csv", table.to_csv(index=False))
+    write_backtest_files(run_dir, result, strat_daily, bh_daily)
+    title = f"bt-lstm walk-forward: {metrics['dataset']} (out of sample, after costs)"
+    if tearsheet:
+        write_tearsheet(strat_daily, bh_daily, run_dir / "tearsheet.html", title)
+    bh_equity = buy_and_hold_equity(test, cfg.strategy.cash, cfg.strategy.commission,
+                                    cfg.strategy.slippage)
+    write_overview_png(test, forecasts["regime"], [frame.index[f.test[0]] for f in folds],
+                       result.equity, bh_equity, run_dir / "overview.png", title)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    atomic_write_text(run_dir / "index.html", index_html(metrics, table, tearsheet))
+
+
+FOLD_COLUMNS = ("fold", "train_start", "train_end", "test_start", "test_end", "test_bars",
+                "windows_bearish", "windows_sideways", "windows_bullish", "strategy_return",
+                "all_n", "all_mse", "all_zero_mse", "all_dir_acc")
+
+
+def index_html(metrics: dict[str, Any], table: pd.DataFrame, tearsheet: bool) -> str:
+    """A self-contained summary page: figures, the overview plot, the folds, links."""
+    per = metrics["period"]
+    links = ["<a href='tearsheet.html'>QuantStats tearsheet</a>"] if tearsheet else []
+    links += [f"<a href='{f}'>{f}</a>" for f in ("metrics.json", "folds.csv", "forecasts.csv",
+                                                   "trades.csv", "fills.csv", "config.json",
+                                                   "manifest.json")]
+    folds = table[list(FOLD_COLUMNS)].to_html(index=False, float_format=lambda v: f"{v:.4g}")
+    sc = metrics["forecast_scores"]
+    esc = html.escape
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{esc(metrics['run_id'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;
+text-align:right}}img{{max-width:100%}}</style></head><body>
+<h1>Walk-forward: {esc(metrics['dataset'])} {esc(str(metrics['timeframe']))}</h1>
+<p>Out of sample only, costs included (commission {metrics['costs']['commission']},
+slippage {metrics['costs']['slippage']}): {esc(per['start'])} to {esc(per['end'])},
+{per['bars']} bars in {metrics['walk_forward']['folds']} folds
+({esc(metrics['walk_forward']['mode'])}, {metrics['walk_forward']['train_bars']} training bars,
+{metrics['walk_forward']['test_bars']} test bars). Every bar was traded by models that were
+fitted before it.</p>
+<p>{' | '.join(links)}</p>
+<h2>Strategy vs buy-and-hold</h2>{summary_html(metrics)}
+<h2>Forecasts</h2><p>{sc['n']} test bars: MSE {sc['mse']} vs {sc['zero_mse']} for a zero
+forecast; directional accuracy {sc['dir_acc']}.</p>
+<img src="overview.png" alt="price by regime with fold boundaries; equity vs buy-and-hold">
+<h2>Folds</h2>{folds}
+</body></html>
+"""
+
+
+def format_fold_table(table: pd.DataFrame) -> str:
+    """The folds as a plain-text table for the terminal."""
+    lines = [f"{'fold':>4}  {'test start':<19}  {'test end':<19}  {'bars':>5}  {'return':>8}  "
+             f"{'MSE/zero':>8}  {'dir acc':>7}"]
+    for _, r in table.iterrows():
+        ratio = r["all_mse"] / r["all_zero_mse"] if r["all_zero_mse"] else np.nan
+        lines.append(f"{int(r['fold']):>4}  {str(r['test_start']):<19}  {str(r['test_end']):<19}"
+                     f"  {int(r['test_bars']):>5}  {100 * r['strategy_return']:>7.2f}%  "
+                     f"{ratio:>8.3f}  {100 * r['all_dir_acc']:>6.1f}%")
+    return "\n".join(lines)
