@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +43,25 @@ class GapReport:
                 f"(largest: {self.largest_missing} candles after {self.largest_at})")
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> pd.Timedelta | None:
+    """'15m', '4h', '1d', '365d', '2w' -> Timedelta; None when it is not such a span.
+
+    Parsed here rather than by ``pd.Timedelta(str)``, whose unit spellings change between pandas
+    versions ('d' is deprecated in pandas 3).
+    """
+    match = _DURATION.match(str(text))
+    if match is None:
+        return None
+    return pd.Timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+
+
 def parse_timeframe(timeframe: str) -> pd.Timedelta:
-    """'4h' -> Timedelta(hours=4); raise DataError for anything pandas cannot read as a span."""
-    try:
-        delta = pd.Timedelta(str(timeframe).strip().lower().replace("m", "min")
-                             if str(timeframe).strip().lower().endswith("m") else timeframe)
-    except (ValueError, TypeError):
-        delta = None
+    """'4h' -> Timedelta(hours=4); raise DataError for anything that is not a bar length."""
+    delta = parse_duration(timeframe)
     if delta is None or delta <= pd.Timedelta(0):
         raise DataError(f"timeframe {timeframe!r} is not a bar length; use e.g. 15m, 1h, 4h, 1d")
     return delta

@@ -19,7 +19,7 @@ import pandas as pd
 from bt_lstm import __version__
 from bt_lstm.artifacts import ArtifactError, read_manifest, replace_dir, staging_dir
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data import fingerprint_frame
+from bt_lstm.data import fingerprint_frame, parse_duration
 from bt_lstm.features import warmup_bars
 from bt_lstm.forecast import Forecaster, load_forecaster
 from bt_lstm.pipeline import (PreparedWindows, assemble_forecaster, plan_models,
@@ -37,17 +37,24 @@ def parse_span(text: str | int, bar: pd.Timedelta, what: str) -> int:
     if isinstance(text, (int, np.integer)):
         bars = int(text)
     else:
-        try:
-            span = pd.Timedelta(str(text).strip())
-        except ValueError:
-            raise ValueError(f"{what}={text!r} is not a duration; use e.g. 365d, 90d, 6h "
-                             f"(or give a number of bars)") from None
+        span = parse_duration(str(text))
+        if span is None:
+            raise ValueError(f"{what}={text!r} is not a duration; use e.g. 365d, 90d, 6h, 2w "
+                             f"(or give a number of bars)")
         bars = int(span // bar)
-        if span % bar != pd.Timedelta(0):
-            raise ValueError(f"{what}={text} is not a whole number of {bar} bars")
+        if bars >= 1 and span % bar != pd.Timedelta(0):
+            raise ValueError(f"{what}={text} is not a whole number of bars of {_label(bar)}")
     if bars < 1:
-        raise ValueError(f"{what}={text!r} is shorter than one bar ({bar})")
+        raise ValueError(f"{what}={text!r} is shorter than one bar ({_label(bar)})")
     return bars
+
+
+def _label(bar: pd.Timedelta) -> str:
+    minutes = int(bar.total_seconds() // 60)
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
 
 
 @dataclass(frozen=True)
@@ -265,8 +272,10 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
         return done, windows
     from joblib import Parallel, delayed, parallel_config
 
-    backend = parallel_config(backend="dask") if scheduler else contextlib.nullcontext()
-    with _dask_client(scheduler), backend:
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            stack.enter_context(_dask_client(scheduler))
+            stack.enter_context(parallel_config(backend="dask"))  # needs the client first
         runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
         results = runner(delayed(_train_task)(job.prep, cfg, name, regime,
                                               job.fit_info[1].target_scale, job.period)

@@ -165,6 +165,8 @@ def setup_logging(quiet: bool) -> None:
                         format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     # matplotlib (inside QuantStats) logs a line per missing font; not the user's concern.
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
+    # Dask (walk-forward --scheduler) logs every connection at INFO.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def run_cli(job: Callable[[], int]) -> int:

@@ -79,7 +79,12 @@ RESUME_KEEPS = ("symbol", "csv", "data_dir", "timeframe", "start", "end", "train
 
 def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace, dict]:
     """Fill the data flags of a resumed run from its saved config.json."""
-    given = [f"--{k.replace('_', '-')}" for k in RESUME_KEEPS if getattr(args, k, None)]
+    from runners._common import _FLAG_FIELDS
+
+    flags = (*RESUME_KEEPS, *_FLAG_FIELDS, "features")
+    given = [f"--{k.replace('_', '-')}" for k in flags if getattr(args, k, None) is not None]
+    given += [f"--{k}" for k, default in (("mode", "rolling"), ("embargo", "0"))
+              if getattr(args, k) != default]
     if given:
         raise ValueError(f"--resume takes the run's own settings; drop {', '.join(given)}")
     run_dir = Path(args.reports_dir) / args.resume
