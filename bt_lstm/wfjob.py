@@ -223,12 +223,21 @@ slippage {metrics['costs']['slippage']}): {esc(per['start'])} to {esc(per['end']
 fitted before it.</p>
 <p>{' | '.join(links)}</p>
 <h2>Strategy vs buy-and-hold</h2>{summary_html(metrics)}
-<h2>Forecasts</h2><p>{sc['n']} test bars: MSE {sc['mse']} vs {sc['zero_mse']} for a zero
-forecast; directional accuracy {sc['dir_acc']}.</p>
+<h2>Forecasts</h2><p>{sc['n']} test bars: MSE {_g(sc['mse'])} vs {_g(sc['zero_mse'])} for a
+zero forecast (ratio {_g(_ratio(sc['mse'], sc['zero_mse']))}, below 1 beats it); directional
+accuracy {_g(100 * sc['dir_acc'] if sc['dir_acc'] is not None else None)} %.</p>
 <img src="overview.png" alt="price by regime with fold boundaries; equity vs buy-and-hold">
 <h2>Folds</h2>{folds}
 </body></html>
 """
+
+
+def _g(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def format_fold_table(table: pd.DataFrame) -> str:
