@@ -160,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                                       resume=bool(args.resume),
                                       tearsheet=not args.no_tearsheet,
                                       start_progress=progress.start)
+        except KeyboardInterrupt:
+            progress.close()
+            kept = len(list((run_dir / "folds").glob("fold_*/manifest.json")))
+            print(f"interrupted: {kept} finished folds are kept in {run_dir / 'folds'}; finish "
+                  f"the run with: python runners/walk_forward.py --resume {run_dir.name}"
+                  + (f" --reports-dir {args.reports_dir}" if args.reports_dir != "reports"
+                     else ""), file=sys.stderr)
+            return 130
         finally:
             progress.close()
         print(format_summary(result.metrics))
@@ -197,6 +205,7 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 if __name__ == "__main__":

@@ -191,6 +191,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(baseline_run, tmp
     assert runner.main(args) == 130
     cut = tmp_path / "reports" / "cut"
     saved = sorted(p.parent.name for p in (cut / "folds").glob("fold_*/manifest.json"))
+    assert f"{len(saved)} finished folds are kept" in capsys.readouterr().err
     assert saved and len(saved) < len(pd.read_csv(baseline_run / "folds.csv"))
     assert not (cut / "forecasts.csv").exists()
     monkeypatch.setattr(wf, "_train_task", real)
