@@ -140,7 +140,14 @@ def load_model(folder: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
     if sha256_file(pt_path) != meta["weights_sha256"]:
         raise ArtifactError(f"{pt_path}: checksum does not match {meta_path.name}; the file is "
                             f"corrupt or was changed; retrain with --retrain")
-    model = build_model(meta["arch"], int(meta["n_features"]), dict(meta["hparams"]))
+    model_file = meta.get("model_file")
+    if model_file is not None:
+        _check_model_file(meta_path, meta)
+    try:
+        model = build_model(meta["arch"], int(meta["n_features"]), dict(meta["hparams"]),
+                            model_file)
+    except ValueError as exc:
+        raise ArtifactError(f"{meta_path}: cannot rebuild {meta['arch']}: {exc}") from None
     try:
         state = torch.load(pt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
@@ -149,6 +156,20 @@ def load_model(folder: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
                             f"({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, meta
+
+
+def _check_model_file(meta_path: Path, meta: dict[str, Any]) -> None:
+    """A user's architecture file must be where it was, unchanged since training."""
+    from bt_lstm.models import file_sha256
+
+    path = Path(meta["model_file"])
+    if not path.is_file():
+        raise ArtifactError(f"{meta_path}: architecture {meta['arch']!r} comes from {path}, "
+                            f"which is missing; put the file back there or retrain")
+    if file_sha256(path) != meta.get("model_file_sha256"):
+        raise ArtifactError(f"{meta_path}: {path} changed since the model was trained (sha256 "
+                            f"differs), so the saved weights may not fit it; restore the file or "
+                            f"retrain with --retrain")
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:

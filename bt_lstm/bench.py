@@ -126,8 +126,9 @@ def bench_inference(n_features: int, lookback: int, hidden: int, reps: int,
     batch = torch.from_numpy(rng.standard_normal((n_batch, lookback, n_features), np.float32))
     one = batch[:1]  # (1, L, F)
     for arch in registered_models():
-        model = build_seeded(arch, n_features, {"hidden_size": hidden, "num_layers": 1,
-                                                "dropout": 0.0}, seed=0).eval()
+        model = build_seeded(arch, n_features, {"lookback": lookback, "hidden_size": hidden,
+                                                "num_layers": 1, "dropout": 0.0},
+                             seed=0).eval()
         with torch.no_grad():
             for _ in range(20):
                 model(one)  # warm-up
@@ -166,8 +167,8 @@ def bench_training(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
     """Samples/s and seconds per epoch of ``train_model`` vs a bare loop, same model and data."""
     tcfg = cfg.train.__class__(**{**cfg.train.to_dict(), "epochs": epochs, "patience": epochs + 1,
                                   "device": "cpu"})
-    hp = {"hidden_size": cfg.model.hidden_size, "num_layers": cfg.model.num_layers,
-          "dropout": cfg.model.dropout}
+    hp = {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
+          "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout}
     n_feat = x_train.shape[2]
 
     def ours() -> None:

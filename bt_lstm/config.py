@@ -167,6 +167,7 @@ class ModelConfig(_Serialisable):
     hidden_size: int = 32
     num_layers: int = 1
     dropout: float = 0.0  # between stacked layers; ignored with one layer
+    model_file: str | None = None  # a user's Python file that registers `arch` (absolute path)
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or not self.arch:

@@ -43,8 +43,10 @@ class JobResult:
 
 def model_key(frame: pd.DataFrame, cfg: PipelineConfig) -> str:
     """Cache key: the data fingerprint, the training config and the library version."""
+    from bt_lstm.pipeline import model_file_meta
+
     blob = json.dumps({"data": fingerprint_frame(frame), "config": cfg.training_dict(),
-                       "version": __version__}, sort_keys=True)
+                       "version": __version__, **model_file_meta(cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -121,9 +121,10 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
     """
     xt, yt = prep.windows("train", regime)
     xv, yv = prep.windows("val", regime)
-    model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), cfg.train.seed)
+    model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), cfg.train.seed,
+                         cfg.model.model_file)
     result = train_model(model, xt, yt, xv, yv, cfg.train, progress)
-    meta = {
+    meta = {**model_file_meta(cfg),
         "arch": cfg.model.arch, "hparams": _hparams(cfg), "n_features": len(cfg.features.names),
         "regime": "pooled" if regime is None else REGIME_LABELS[regime],
         "train_period": period, "n_train": len(xt), "n_val": len(xv),
@@ -139,7 +140,8 @@ def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params
     """Rebuild the trained networks of a plan from their state_dicts into a Forecaster."""
     models = {}
     for name, state in states.items():
-        model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), 0)
+        model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), 0,
+                             cfg.model.model_file)
         model.load_state_dict(state)
         models[name] = model.eval()
     regime_models = {r: name for name, r in plan.items() if r is not None}
@@ -182,5 +184,15 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
 
 
 def _hparams(cfg: PipelineConfig) -> dict[str, Any]:
-    return {"hidden_size": cfg.model.hidden_size, "num_layers": cfg.model.num_layers,
-            "dropout": cfg.model.dropout}
+    return {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
+            "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout}
+
+
+def model_file_meta(cfg: PipelineConfig) -> dict[str, Any]:
+    """Where a user's architecture comes from, and its hash (checked again at load time)."""
+    if cfg.model.model_file is None:
+        return {}
+    from bt_lstm.models import file_sha256
+
+    return {"model_file": cfg.model.model_file,
+            "model_file_sha256": file_sha256(cfg.model.model_file)}

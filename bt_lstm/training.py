@@ -33,13 +33,14 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def build_seeded(arch: str, n_features: int, hparams: dict, seed: int) -> nn.Module:
+def build_seeded(arch: str, n_features: int, hparams: dict, seed: int,
+                 model_file: str | None = None) -> nn.Module:
     """Build a registered model with weights initialised from ``seed`` (global RNG untouched)."""
     from bt_lstm.models import build_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(arch, n_features, hparams)
+        return build_model(arch, n_features, hparams, model_file)
 
 
 def resolve_device(name: str) -> torch.device:

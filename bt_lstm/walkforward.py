@@ -22,8 +22,8 @@ from bt_lstm.config import PipelineConfig
 from bt_lstm.data import fingerprint_frame, parse_duration
 from bt_lstm.features import warmup_bars
 from bt_lstm.forecast import Forecaster, load_forecaster
-from bt_lstm.pipeline import (PreparedWindows, assemble_forecaster, plan_models,
-                              prepare_windows, train_one)
+from bt_lstm.pipeline import (PreparedWindows, assemble_forecaster, model_file_meta,
+                              plan_models, prepare_windows, train_one)
 from bt_lstm.regimes import REGIME_LABELS
 from bt_lstm.windows import SplitBounds
 
@@ -144,7 +144,8 @@ def _fold_key(frame: pd.DataFrame, fold: Fold, cfg: PipelineConfig) -> str:
     """What a fold's models depend on: its training bars, its spans, the config, the version."""
     train = frame.iloc[fold.train[0]:fold.train[1]]
     blob = json.dumps({"train_data": fingerprint_frame(train), "fold": asdict(fold),
-                       "config": cfg.training_dict(), "version": __version__}, sort_keys=True)
+                       "config": cfg.training_dict(), "version": __version__,
+                       **model_file_meta(cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -51,7 +51,13 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--train-frac", type=float, metavar="F", help=f"training share (default {_D.windows.train_frac})")
     g.add_argument("--val-frac", type=float, metavar="F",
                    help=f"validation share (default {_D.windows.val_frac}); the test part is the rest")
-    g.add_argument("--model", metavar="ARCH", help=f"registered architecture (default {_D.model.arch})")
+    g.add_argument("--model", metavar="ARCH",
+                   help=f"architecture: lstm, gru, mlp, stacked_lstm, or one registered by "
+                        f"--model-file (default {_D.model.arch})")
+    g.add_argument("--model-file", metavar="PY",
+                   help="your own architecture: a Python file that registers it with "
+                        "@bt_lstm.models.register_model (see README); saved models record its "
+                        "path and hash"),
     g.add_argument("--hidden-size", type=int, metavar="H", help=f"hidden units (default {_D.model.hidden_size})")
     g.add_argument("--layers", type=int, metavar="K", help=f"stacked layers (default {_D.model.num_layers})")
     g.add_argument("--dropout", type=float, metavar="P", help=f"dropout between layers (default {_D.model.dropout})")
@@ -84,7 +90,8 @@ _FLAG_FIELDS = {
     "lookback": ("windows", "lookback"), "train_frac": ("windows", "train_frac"),
     "val_frac": ("windows", "val_frac"), "model": ("model", "arch"),
     "hidden_size": ("model", "hidden_size"), "layers": ("model", "num_layers"),
-    "dropout": ("model", "dropout"), "epochs": ("train", "epochs"),
+    "dropout": ("model", "dropout"), "model_file": ("model", "model_file"),
+    "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "patience": ("train", "patience"), "min_regime_windows": ("train", "min_regime_windows"),
     "seed": ("train", "seed"), "device": ("train", "device"), "threads": ("train", "threads"),
@@ -110,9 +117,22 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     if getattr(args, "features", None):
         names = tuple(n.strip() for n in args.features.split(",") if n.strip())
         changes.setdefault("features", {})["names"] = names
+    if "model_file" in changes.get("model", {}):  # bundles must find it from any folder
+        changes["model"]["model_file"] = str(Path(changes["model"]["model_file"]).resolve())
     for section, fields in changes.items():
         cfg = replace(cfg, **{section: replace(getattr(cfg, section), **fields)})
+    check_architecture(cfg)
     return cfg
+
+
+def check_architecture(cfg: PipelineConfig) -> None:
+    """Unknown architectures and broken model files fail here, before any data is read."""
+    from bt_lstm.models import build_model
+
+    build_model(cfg.model.arch, len(cfg.features.names),
+                {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
+                 "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout},
+                cfg.model.model_file)
 
 
 def timeframe_label(bar: pd.Timedelta) -> str:

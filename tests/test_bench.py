@@ -18,7 +18,10 @@ def test_bench_writes_every_figure(market_csv, tiny_cfg, tmp_path, capsys):
     assert bt_["bars"] == 1200
     assert bt_["ratio"] == bt_["model_strategy_s"] / bt_["no_model_strategy_s"]
     assert bt_["model_strategy_fills"] >= 0 and bt_["no_model_orders"] >= 0
-    assert set(res["inference"]) == {"gru", "lstm"}
+    from bt_lstm.models import registered_models
+
+    assert set(res["inference"]) == set(registered_models()) >= {"gru", "lstm", "mlp",
+                                                                 "stacked_lstm"}
     for fig in res["inference"].values():
         assert fig["latency_ms_p99"] >= fig["latency_ms_median"] > 0
     tr = res["training"]
