@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -124,8 +125,6 @@ def test_user_architecture_file_round_trip(market_csv, tmp_path, capsys):
     out = tmp_path / "fresh.csv"
     subprocess.run([sys.executable, "-c", FRESH_FORECAST, str(bundle), str(market_csv), str(out)],
                    cwd=elsewhere, check=True, capture_output=True)
-    import pandas as pd
-
     fresh = pd.read_csv(out, index_col=0)["forecast"].to_numpy()
     np.testing.assert_array_equal(fresh, expected.to_numpy())
     # the backtest runner reuses it from another working directory too
@@ -136,6 +135,19 @@ def test_user_architecture_file_round_trip(market_csv, tmp_path, capsys):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "(reused)" in res.stdout
+    # and the evaluate runner scores it, again in a fresh process from another folder
+    res = subprocess.run([sys.executable, str(REPO / "runners" / "evaluate.py"), "--csv",
+                          str(market_csv), *TINY_FLAGS, "--model-file", str(model_file),
+                          "--model", "AttnLSTM", "--models-dir", str(models),
+                          "--reports-dir", str(tmp_path / "r3")], cwd=elsewhere,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    scored = json.loads((tmp_path / "r3" / "evaluate_candles_4h" / "evaluation.json").read_text())
+    assert scored["models"]["regime_model"]["overall"]["n"] > 0
+    evaluated = pd.read_csv(tmp_path / "r3" / "evaluate_candles_4h" / "forecasts.csv",
+                            index_col=0, parse_dates=True)
+    np.testing.assert_allclose(evaluated["regime_model"],
+                               expected.reindex(evaluated.index).to_numpy(), rtol=1e-12)
     # a changed file is refused with a clear error; so is a missing one
     model_file.write_text(model_file.read_text() + "\n# edited\n")
     with pytest.raises(ArtifactError, match="changed since the model was trained"):

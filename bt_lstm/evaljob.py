@@ -1,0 +1,165 @@
+"""Evaluation job: score the regime models and the baselines on test bars, write the outputs.
+
+For the main job's models the test part of its split is scored; for a walk-forward run, every
+fold's test span with that fold's models (baselines refitted on each fold's training span).
+"""
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bt_lstm.artifacts import atomic_write_json, atomic_write_text, replace_dir, staging_dir
+from bt_lstm.baselines import MODELS, segment_forecasts
+from bt_lstm.config import PipelineConfig
+from bt_lstm.evaluation import diebold_mariano, regression_scores
+from bt_lstm.forecast import Forecaster, load_forecaster
+from bt_lstm.jobs import clean_json
+from bt_lstm.regimes import REGIME_LABELS
+from bt_lstm.windows import split_bounds
+
+SCORE_COLUMNS = ("n", "mse", "rmse", "mae", "r2", "dir_acc", "ic")
+
+
+def main_job_forecasts(frame: pd.DataFrame, cfg: PipelineConfig,
+                       forecaster: Forecaster) -> pd.DataFrame:
+    """All models' forecasts on the main job's test part."""
+    return segment_forecasts(frame, cfg, split_bounds(len(frame), cfg.windows), forecaster)
+
+
+def walk_forward_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, folds: list,
+                           folds_dir: Path) -> pd.DataFrame:
+    """All models' forecasts on every fold's test span, each fold with its own models."""
+    from bt_lstm.walkforward import fold_frame
+
+    parts = []
+    for fold in folds:
+        fc = load_forecaster(folds_dir / f"fold_{fold.index:03d}")
+        part = segment_forecasts(fold_frame(frame, fold), cfg, fold.bounds(), fc)
+        parts.append(part.assign(fold=fold.index))
+    return pd.concat(parts)
+
+
+def score_models(table: pd.DataFrame) -> dict[str, Any]:
+    """Per model: overall and per-regime scores, and Diebold–Mariano against the zero forecast."""
+    realised = table["realised"].to_numpy()
+    zero_err = realised - table["zero"].to_numpy()
+    out: dict[str, Any] = {}
+    for name in MODELS:
+        f = table[name].to_numpy()
+        by_regime = {REGIME_LABELS[r]: regression_scores(f[mask], realised[mask])
+                     for r in range(3) for mask in [table["regime"].to_numpy() == r]}
+        dm = (diebold_mariano(realised - f, zero_err) if name != "zero"
+              else {"dm": None, "p_value": None, "n": int(len(f))})
+        out[name] = {"overall": regression_scores(f, realised), "by_regime": by_regime,
+                     "dm_vs_zero": dm}
+    return out
+
+
+def format_table(scores: dict[str, Any]) -> str:
+    """The overall scores of every model as a terminal table."""
+    head = (f"{'model':<14}{'n':>7}{'MSE':>11}{'RMSE':>10}{'MAE':>10}{'R2':>9}{'dir acc':>9}"
+            f"{'IC':>8}{'DM':>8}{'p':>7}")
+    lines = [head]
+    for name, s in scores.items():
+        o, dm = s["overall"], s["dm_vs_zero"]
+        lines.append(f"{name:<14}{o['n']:>7}{_f(o['mse'], '.3e'):>11}{_f(o['rmse'], '.5f'):>10}"
+                     f"{_f(o['mae'], '.5f'):>10}{_f(o['r2'], '.4f'):>9}"
+                     f"{_f(o['dir_acc'] * 100 if o['dir_acc'] == o['dir_acc'] else None, '.1f'):>8}%"
+                     f"{_f(o['ic'], '.3f'):>8}{_f(dm['dm'], '.2f'):>8}{_f(dm['p_value'], '.3f'):>7}")
+    return "\n".join(lines)
+
+
+def _f(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def write_evaluation(out_dir: Path, table: pd.DataFrame, scores: dict[str, Any],
+                     header: dict[str, Any]) -> None:
+    """evaluation.json, forecasts.csv, forecast_vs_realised.png and index.html, written whole."""
+    staged = staging_dir(out_dir)
+    try:
+        atomic_write_json(staged / "evaluation.json", clean_json(dict(header, models=scores)))
+        atomic_write_text(staged / "forecasts.csv", table.to_csv(index_label="timestamp"))
+        _plot(table, staged / "forecast_vs_realised.png", header["dataset"])
+        atomic_write_text(staged / "index.html", _page(scores, header))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    replace_dir(staged, out_dir)
+
+
+def _plot(table: pd.DataFrame, path: Path, dataset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5), sharex=True, sharey=True)
+    try:
+        lim = float(np.nanpercentile(np.abs(table["realised"]), 99.5)) or 1e-3
+        for r, ax in enumerate(axes):
+            part = table[table["regime"] == r]
+            ax.scatter(part["regime_model"], part["realised"], s=3, alpha=0.4, label="regime model")
+            ax.scatter(part["global_lstm"], part["realised"], s=3, alpha=0.3, label="global LSTM")
+            ax.axhline(0, color="#999", lw=0.5)
+            ax.axvline(0, color="#999", lw=0.5)
+            ax.set_title(f"{REGIME_LABELS[r]} ({len(part)} bars)")
+            ax.set_xlabel("forecast (log return)")
+            ax.set_ylim(-lim, lim)
+        axes[0].set_ylabel("realised next-bar log return")
+        axes[0].legend(fontsize=8, markerscale=3)
+        fig.suptitle(f"{dataset}: forecast vs realised on test bars")
+        fig.tight_layout()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        fig.savefig(tmp, format="png", dpi=100)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+
+
+def _page(scores: dict[str, Any], header: dict[str, Any]) -> str:
+    rows = []
+    for name, s in scores.items():
+        o, dm = s["overall"], s["dm_vs_zero"]
+        cells = [html.escape(name), str(o["n"]), _f(o["mse"], ".3e"), _f(o["rmse"], ".5f"),
+                 _f(o["mae"], ".5f"), _f(o["r2"], ".4f"), _f(o["dir_acc"], ".3f"),
+                 _f(o["ic"], ".3f"), _f(dm["dm"], ".2f"), _f(dm["p_value"], ".3f")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    regime_rows = []
+    for name, s in scores.items():
+        for regime, o in s["by_regime"].items():
+            regime_rows.append(f"<tr><td>{html.escape(name)}</td><td>{regime}</td><td>{o['n']}"
+                               f"</td><td>{_f(o['mse'], '.3e')}</td><td>{_f(o['r2'], '.4f')}"
+                               f"</td><td>{_f(o['dir_acc'], '.3f')}</td><td>"
+                               f"{_f(o['ic'], '.3f')}</td></tr>")
+    cols = "".join(f"<th>{c}</th>" for c in ("model", "n", "MSE", "RMSE", "MAE", "R²",
+                                              "dir. acc.", "Spearman IC", "DM vs zero", "p"))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>evaluation: {html.escape(header['dataset'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;
+font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+img{{max-width:100%}}</style></head><body>
+<h1>Forecast evaluation: {html.escape(header['dataset'])}</h1>
+<p>{html.escape(header['scope'])}: {html.escape(header['period']['start'])} to
+{html.escape(header['period']['end'])}. Baselines are fitted on the same training data as the
+regime models. DM: Diebold–Mariano statistic of squared-error loss against the zero forecast
+(negative: smaller loss than zero), two-sided p-value.</p>
+<table><tr>{cols}</tr>{''.join(rows)}</table>
+<img src="forecast_vs_realised.png" alt="forecast vs realised per regime">
+<h2>Per regime</h2><table><tr><th>model</th><th>regime</th><th>n</th><th>MSE</th><th>R²</th>
+<th>dir. acc.</th><th>Spearman IC</th></tr>{''.join(regime_rows)}</table>
+<p><a href="evaluation.json">evaluation.json</a> | <a href="forecasts.csv">forecasts.csv</a></p>
+</body></html>
+"""

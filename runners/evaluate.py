@@ -1,0 +1,115 @@
+"""Score forecasts on test bars beside baselines: MSE, RMSE, MAE, R², direction, Spearman IC, DM.
+
+The regime models are compared, per regime and overall, with a zero forecast, the training
+mean, last-return persistence, ridge regression on the flattened window, one global LSTM
+without regimes and an MLP, all fitted on the same training data, and each against the zero
+forecast with a Diebold–Mariano test.
+
+Examples
+--------
+    python runners/evaluate.py                          # the main job's models on SAMPLE
+    python runners/evaluate.py --csv ../shared/data/BTCUSDT_4h.csv
+    python runners/evaluate.py --run reports/wf_BTCUSDT_4h_20261123-150000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runners._common import (TrainProgress, add_data_args, add_pipeline_args,  # noqa: E402
+                             build_config, load_dataset, make_parser, run_cli, setup_logging)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(__doc__)
+    add_data_args(parser)
+    add_pipeline_args(parser)
+    run = parser.add_argument_group("run")
+    run.add_argument("--run", metavar="DIR",
+                     help="a walk-forward run folder (reports/<run_id>): score every fold's test "
+                          "span with that fold's models; data and config come from the run")
+    run.add_argument("--models-dir", default="models", metavar="DIR",
+                     help="where the main job keeps its models (default: models); models for "
+                          "this data and config are trained first if none are saved")
+    run.add_argument("--reports-dir", default="reports", metavar="DIR",
+                     help="where evaluate_<DATASET>_<timeframe>/ goes (default: reports); with "
+                          "--run the results go to <run>/evaluation/")
+    run.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    return parser
+
+
+def _run_mode(args: argparse.Namespace):
+    from bt_lstm.config import PipelineConfig
+    from bt_lstm.evaljob import walk_forward_forecasts
+    from bt_lstm.walkforward import WalkForwardSpec, make_folds
+    from runners.walk_forward import _trim
+
+    run_dir = Path(args.run)
+    if not (run_dir / "config.json").is_file():
+        raise ValueError(f"--run {run_dir}: not a walk-forward run folder (config.json missing)")
+    given = [f for f in ("symbol", "csv", "config") if getattr(args, f)]
+    if given:
+        raise ValueError(f"--run uses the run's own data and config; drop --{given[0]}")
+    saved = json.loads((run_dir / "config.json").read_text())
+    for key, value in saved["source"].items():
+        setattr(args, key, value)
+    cfg = PipelineConfig.from_dict(saved["pipeline"])
+    frame, dataset, timeframe = load_dataset(args, cfg, check_split=False)
+    frame = _trim(frame, args.start, args.end)
+    folds = make_folds(len(frame), WalkForwardSpec(**saved["walk_forward"]), cfg)
+    table = walk_forward_forecasts(frame, cfg, folds, run_dir / "folds")
+    scope = f"walk-forward run {run_dir.name}, {len(folds)} folds' test spans"
+    return table, dataset, timeframe, scope, run_dir / "evaluation"
+
+
+def _main_mode(args: argparse.Namespace):
+    from bt_lstm.evaljob import main_job_forecasts
+    from bt_lstm.jobs import obtain_forecaster
+
+    cfg = build_config(args)
+    frame, dataset, timeframe = load_dataset(args, cfg)
+    progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
+    try:
+        fc, _ = obtain_forecaster(frame, cfg, Path(args.models_dir) / f"{dataset}_{timeframe}",
+                                  False, progress.factory)
+    finally:
+        progress.close()
+    table = main_job_forecasts(frame, cfg, fc)
+    out = Path(args.reports_dir) / f"evaluate_{dataset}_{timeframe}"
+    return table, dataset, timeframe, "the main job's test part", out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+
+    def job() -> int:
+        from bt_lstm.evaljob import format_table, score_models, write_evaluation
+
+        if args.run:
+            table, dataset, timeframe, scope, out = _run_mode(args)
+        else:
+            table, dataset, timeframe, scope, out = _main_mode(args)
+        if not len(table):
+            raise ValueError("no test bar has a forecast to score; use more data")
+        scores = score_models(table)
+        header = {"dataset": dataset, "timeframe": timeframe, "scope": scope,
+                  "period": {"start": str(table.index[0]), "end": str(table.index[-1]),
+                             "bars": len(table)},
+                  "regime_bars": {str(r): int((table["regime"] == r).sum()) for r in range(3)}}
+        write_evaluation(out, table, scores, header)
+        print(f"{dataset} {timeframe}: {scope}, {header['period']['start']} -> "
+              f"{header['period']['end']} ({len(table)} bars)")
+        print(format_table(scores))
+        print(f"\nevaluation: {out}\n  {out / 'index.html'}\n  {out / 'evaluation.json'}")
+        return 0
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
