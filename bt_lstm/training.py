@@ -53,6 +53,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda")
 
 
+def configure_determinism() -> None:
+    """Make CUDA training repeatable: call at start-up, before any CUDA work.
+
+    cuBLAS needs its workspace setting before its first use; cuDNN must not pick kernels by
+    benchmarking; torch's non-deterministic kernels warn. Harmless on CPU, where results are
+    already repeatable for a given seed and thread count.
+    """
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def configure_threads(threads: int) -> None:
     """Set torch's intra-op threads when asked (0 leaves torch's choice)."""
     if threads > 0 and torch.get_num_threads() != threads:
@@ -88,6 +103,8 @@ def train_model(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_va
         raise ValueError(f"training needs windows in both parts (train={len(x_train)}, "
                          f"validation={len(x_val)})")
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        configure_determinism()
     configure_threads(cfg.threads)
     model.to(device)
     xt = torch.as_tensor(x_train, dtype=torch.float32, device=device)

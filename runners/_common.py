@@ -181,6 +181,10 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
 
 
 def setup_logging(quiet: bool) -> None:
+    """Logging for a runner; also where every runner starts, so CUDA determinism is set here."""
+    from bt_lstm.training import configure_determinism
+
+    configure_determinism()
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     # matplotlib (inside QuantStats) logs a line per missing font; not the user's concern.
