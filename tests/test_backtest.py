@@ -3,6 +3,7 @@ from __future__ import annotations
 import backtrader as bt
 import numpy as np
 import pandas as pd
+import pytest
 
 from bt_lstm.backtest import SignalData, make_feed, nums_to_index
 
@@ -50,3 +51,17 @@ def test_nums_to_index_equals_num2date():
     expected = pd.DatetimeIndex([bt.num2date(x) for x in nums]).round("s")
     assert (nums_to_index(nums) == expected).all()
     assert (nums_to_index(nums) == stamps).all()
+
+
+def test_performance_equals_a_plain_numpy_reference():
+    from bt_lstm.evaluation import performance
+
+    r = pd.Series([0.10, -0.10, 0.10], index=pd.date_range("2024-01-01", periods=3))
+    m = performance(r)
+    assert m["max_drawdown"] == pytest.approx(-0.10)  # 1.1 -> 0.99 is -10 % of the peak
+    assert m["total_return"] == pytest.approx(1.1 * 0.9 * 1.1 - 1)
+    x = r.to_numpy()
+    assert m["sharpe"] == pytest.approx(x.mean() / x.std(ddof=1) * np.sqrt(365))
+    assert m["sortino"] == pytest.approx(x.mean() / np.sqrt((0.1 ** 2) / 3) * np.sqrt(365))
+    assert m["cagr"] == pytest.approx((1.089) ** (365 / 3) - 1)
+    assert m["volatility"] == pytest.approx(x.std(ddof=1) * np.sqrt(365))
