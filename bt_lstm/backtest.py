@@ -60,6 +60,21 @@ def nums_to_index(nums: np.ndarray) -> pd.DatetimeIndex:
                             name="datetime")
 
 
+class TradableBarBroker(bt.brokers.BackBroker):
+    """Backtrader's broker, except that no order fills on an exchange placeholder candle.
+
+    Placeholders (volume 0, open = high = low = close) stand for outages: nobody traded at that
+    price. An order due at such a bar's open waits, still pending, for the next real bar.
+    """
+
+    def _try_exec(self, order: bt.Order) -> None:
+        d = order.data
+        if d.volume[0] == 0 and d.open[0] == d.high[0] == d.low[0] == d.close[0]:
+            self.skipped_placeholder_fills = getattr(self, "skipped_placeholder_fills", 0) + 1
+            return
+        super()._try_exec(order)
+
+
 class FractionalCommission(bt.CommInfoBase):
     """Percentage commission on notional with float sizes (backtrader's default rounds to int)."""
 
@@ -135,6 +150,7 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
         feed_frame["forecast"] = np.nan
         feed_frame["regime"] = -1.0
     cerebro = bt.Cerebro(stdstats=False, runonce=runonce, preload=preload)
+    cerebro.broker = TradableBarBroker()
     cerebro.adddata(make_feed(feed_frame, bar))
     cerebro.broker.setcash(cfg.cash)
     cerebro.broker.addcommissioninfo(FractionalCommission(commission=cfg.commission))
@@ -149,7 +165,11 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
         bars=strat.records_frame(), fills=strat.fills_frame(), trades=strat.trades_frame(),
         rejected=pd.DataFrame(strat.rejected),
         rounded_to_zero=strat.rounded_to_zero, final_value=cerebro.broker.getvalue(),
-        start_cash=cfg.cash)
+        start_cash=cfg.cash,
+        info={"deferred_fills": getattr(cerebro.broker, "skipped_placeholder_fills", 0)})
+    if result.info["deferred_fills"]:
+        logger.warning("%d fills were deferred past zero-volume placeholder candles to the next "
+                       "real bar's open", result.info["deferred_fills"])
     if len(result.rejected):
         logger.warning("%d orders were rejected by the broker (see rejected orders in the "
                        "report)", len(result.rejected))

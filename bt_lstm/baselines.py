@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from bt_lstm.config import PipelineConfig
+from bt_lstm.data import placeholder_mask
 from bt_lstm.forecast import Forecaster
 from bt_lstm.pipeline import PreparedWindows, _hparams, prepare_windows, train_one
 from bt_lstm.training import build_seeded
@@ -42,7 +43,8 @@ def segment_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBou
     """
     prep, _, scaler = prepare_windows(frame, cfg, bounds)
     ours = forecaster.forecast_frame(frame)
-    realised = make_target(frame["close"], cfg.windows.horizon).to_numpy()  # (T,)
+    realised = make_target(frame["close"], cfg.windows.horizon,
+                           placeholder_mask(frame)).to_numpy()  # (T,)
     valid = valid_window_ends(prep.scaled, prep.regimes, cfg.windows.lookback)
     t = np.arange(len(frame))
     test = (t >= bounds.test[0]) & (t < bounds.test[1]) & valid & np.isfinite(realised) \

@@ -20,6 +20,8 @@ BINANCE_COLUMNS = [
     "trades", "taker_buy_base", "taker_buy_quote", "ignore",
 ]
 REGIME_NAMES = {"bearish": 0, "sideways": 1, "bullish": 2}
+MAX_PRICE = 1e12  # no asset is quoted above this; 1e300 is a unit or parsing error
+MAX_VOLUME = 1e20
 DATA_DIR_ENV = "BT_LSTM_DATA_DIR"
 
 
@@ -90,12 +92,33 @@ def _epoch_unit(values: pd.Series) -> str:
     return "ns"
 
 
+_OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+
+
+def _check_offsets(raw: pd.Series, where: str) -> None:
+    """Naive and offset-carrying timestamps mixed is an error; several offsets, a warning."""
+    text = raw.astype(str).str.strip()
+    offsets = text.str.extract(_OFFSET.pattern, expand=False)
+    has = offsets.notna()
+    if has.any() and not has.all():
+        i = int(np.flatnonzero(~has.to_numpy())[0])
+        raise DataError(f"{where}: row {i + 2} ({text.iloc[i]}): some timestamps carry a UTC "
+                        f"offset and some do not, so the naive ones are ambiguous; give every "
+                        f"timestamp in UTC (e.g. 2021-01-01T00:00:00Z)")
+    distinct = sorted(set(offsets.dropna().str.replace("Z", "+00:00")))
+    if len(distinct) > 1:
+        logger.warning("%s: timestamps mix UTC offsets (%s), as local-time exports across a "
+                       "daylight-saving change do; each was converted to UTC", where,
+                       ", ".join(distinct))
+
+
 def _parse_times(raw: pd.Series, where: str) -> pd.DatetimeIndex:
     numeric = pd.to_numeric(raw, errors="coerce")
     try:
         if numeric.notna().all():
             times = pd.to_datetime(numeric.astype("int64"), unit=_epoch_unit(numeric), utc=True)
         else:
+            _check_offsets(raw, where)
             times = pd.to_datetime(raw.astype(str), utc=True, format="ISO8601")
     except (ValueError, TypeError, OverflowError) as exc:
         raise DataError(f"{where}: timestamps could not be read ({exc}); use ISO-8601 "
@@ -154,15 +177,17 @@ def load_ohlcv(path: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"{path}: no such file; check the path given to --csv")
     frame, kind = _read_table(path)
     where = str(path)
-    if frame.empty:
-        raise DataError(f"{where}: header only, no candles; add one row per candle")
     time_col = next((c for c in TIME_COLUMNS if c in frame.columns), None)
     missing = [c for c in OHLCV if c not in frame.columns]
     if time_col is None:
         missing.insert(0, "timestamp")
     if missing:
+        found = ", ".join(frame.columns)
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}; the header must hold "
-                        f"timestamp,open,high,low,close,volume (found: {', '.join(frame.columns)})")
+                        f"timestamp,open,high,low,close,volume (found: "
+                        f"{found[:120] + '...' if len(found) > 120 else found})")
+    if frame.empty:
+        raise DataError(f"{where}: header only, no candles; add one row per candle")
     index = _parse_times(frame[time_col], where)
     out = pd.DataFrame(index=index)
     out.index.name = "timestamp"
@@ -177,6 +202,7 @@ def load_ohlcv(path: str | os.PathLike) -> pd.DataFrame:
     if "regime" in frame.columns:
         out["regime"] = _parse_regime_column(frame["regime"], where)
     validate_ohlcv(out, where)
+    report_placeholders(out, where)
     return out
 
 
@@ -205,17 +231,39 @@ def validate_ohlcv(frame: pd.DataFrame, where: str = "data") -> None:
     _first_bad((values[:, :4] <= 0).any(axis=1), frame, where, "non-positive price",
                "prices must be > 0")
     _first_bad(v < 0, frame, where, "negative volume", "volume must be >= 0")
+    _first_bad((values[:, :4] > MAX_PRICE).any(axis=1) | (v > MAX_VOLUME), frame, where,
+               f"absurd value (a price above {MAX_PRICE:g} or a volume above {MAX_VOLUME:g})",
+               "check the units and the column order of that row")
     _first_bad(h < lo, frame, where, "high < low", "check the column order")
     _first_bad((o < lo) | (o > h) | (c < lo) | (c > h), frame, where,
                "open or close outside [low, high]", "check the column order or the candle")
     idx = frame.index
     dup = idx.duplicated()
     _first_bad(np.asarray(dup), frame, where, "duplicate timestamp",
-               "remove repeated candles")
+               "remove repeated candles (a local-time export repeats an hour when daylight "
+               "saving ends: export timestamps in UTC)")
     if len(idx) > 1:
         back = np.concatenate([[False], np.asarray(idx[1:] <= idx[:-1])])
         _first_bad(back, frame, where, "timestamp earlier than the row before",
                    "sort the file by time")
+
+
+def placeholder_mask(frame: pd.DataFrame) -> np.ndarray:
+    """(T,) bool: zero-volume candles with open = high = low = close, which exchanges insert
+    during outages. No trade happened at their price: never a fill price or a target."""
+    v = frame[OHLCV].to_numpy(dtype=float)
+    return (v[:, 4] == 0) & (v[:, 0] == v[:, 1]) & (v[:, 1] == v[:, 2]) & (v[:, 2] == v[:, 3])
+
+
+def report_placeholders(frame: pd.DataFrame, where: str) -> int:
+    """Log how many placeholder candles there are (kept, flagged); return the count."""
+    mask = placeholder_mask(frame)
+    if mask.any():
+        logger.warning("%s: %d zero-volume placeholder candles (open=high=low=close), first "
+                       "at %s: kept for the features, never used as a fill price or a "
+                       "training target", where, int(mask.sum()),
+                       frame.index[int(np.flatnonzero(mask)[0])])
+    return int(mask.sum())
 
 
 def find_gaps(index: pd.DatetimeIndex, bar: pd.Timedelta | None = None) -> GapReport:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import PipelineConfig
+from bt_lstm.data import placeholder_mask
 from bt_lstm.features import compute_features, warmup_bars
 from bt_lstm.forecast import Forecaster
 from bt_lstm.regimes import REGIME_LABELS, RegimeParams, apply_regimes, fit_regimes
@@ -79,7 +80,8 @@ def prepare_windows(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBound
     """Fit regimes and scaler on ``bounds.train`` only; index the windows of train and val."""
     train_end = bounds.train[1]
     features = compute_features(frame, cfg.features).to_numpy()  # (T, F)
-    target = make_target(frame["close"], cfg.windows.horizon).to_numpy()  # (T,)
+    target = make_target(frame["close"], cfg.windows.horizon,
+                         placeholder_mask(frame)).to_numpy()  # (T,)
     regime_params = fit_regimes(frame.iloc[:train_end], cfg.regimes, cfg.train.seed)
     regimes = apply_regimes(frame, regime_params).to_numpy()
     scaler = fit_scaler(features[:train_end], target[:train_end - cfg.windows.horizon])

@@ -21,7 +21,7 @@ from bt_lstm import __version__
 from bt_lstm.artifacts import atomic_write_json, atomic_write_text
 from bt_lstm.backtest import BacktestResult, run_backtest
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data import find_gaps, fingerprint_frame, infer_bar
+from bt_lstm.data import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
 from bt_lstm.evaluation import buy_and_hold_equity, forecast_scores
 from bt_lstm.jobs import clean_json, score_backtest, write_backtest_files
 from bt_lstm.regimes import REGIME_LABELS
@@ -152,7 +152,7 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     forecasters, windows = fit_folds(frame, folds, cfg, run_dir / "folds", jobs, scheduler,
                             start_progress)
     signals = stitch_forecasts(frame, folds, forecasters)
-    realised = make_target(frame["close"], cfg.windows.horizon)
+    realised = make_target(frame["close"], cfg.windows.horizon, placeholder_mask(frame))
     forecasts = signals.assign(realised=realised.reindex(signals.index))
     forecasts.index.name = "timestamp"
     test = frame.iloc[folds[0].test[0]:]

@@ -14,15 +14,27 @@ import pandas as pd
 from bt_lstm.config import WindowConfig
 
 
-def make_target(close: pd.Series, horizon: int = 1) -> pd.Series:
+def make_target(close: pd.Series, horizon: int = 1,
+                exclude: np.ndarray | None = None) -> pd.Series:
     """The log return over the next ``horizon`` bars: the only forward-looking value we build.
+
+    Parameters
+    ----------
+    exclude
+        (T,) bool, bars whose price is no trade (exchange placeholder candles): the target is
+        NaN where bar t or bar t + horizon is one.
 
     Notes
     -----
     NaN on the last ``horizon`` bars. Used only as a training label and as the realised return
     in evaluation, never as an input.
     """
-    return np.log(close.shift(-horizon) / close).rename("target")
+    target = np.log(close.shift(-horizon) / close).rename("target")
+    if exclude is not None and np.any(exclude):
+        ex = np.asarray(exclude, dtype=bool)
+        later = np.concatenate([ex[horizon:], np.zeros(horizon, dtype=bool)])
+        target = target.mask(ex | later)
+    return target
 
 
 @dataclass(frozen=True)

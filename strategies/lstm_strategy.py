@@ -69,6 +69,7 @@ class RegimeLSTMStrategy(bt.Strategy):
         self.closed_trades: list[tuple] = []
         self.rejected: list[dict] = []
         self.rounded_to_zero = 0
+        self._pending: bt.Order | None = None  # an order not filled yet (placeholder bar)
         self._rows: list[dict] = []
         self._history = self.p.history
 
@@ -99,8 +100,8 @@ class RegimeLSTMStrategy(bt.Strategy):
         # A tuple a bar and no date conversion: next() stays light (records_frame names them).
         self.records.append((len(self) - 1, regime, forecast, want, pos, value))
         have = (pos > 0) - (pos < 0)
-        if want == have:
-            return
+        if want == have or self._pending is not None:
+            return  # nothing to do, or the last order still waits for a tradable bar
         target = want * self.p.position_fraction * value / self.data.close[0]
         delta = target - pos
         step = self.p.size_step
@@ -112,9 +113,11 @@ class RegimeLSTMStrategy(bt.Strategy):
             logger.warning("%s: order size %.3g rounds to zero at step %g; no order sent",
                            self.data.datetime.datetime(0), delta, step)
             return
-        (self.buy if delta > 0 else self.sell)(size=size)
+        self._pending = (self.buy if delta > 0 else self.sell)(size=size)
 
     def notify_order(self, order: bt.Order) -> None:
+        if not order.alive() and self._pending is not None and order.ref == self._pending.ref:
+            self._pending = None
         if order.status == order.Completed:
             ex = order.executed
             self.fills.append((ex.dt, len(self) - 1, ex.size, ex.price, ex.comm))
