@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,6 +16,8 @@ from torch import nn
 
 from bt_lstm import __version__
 from bt_lstm.models import build_model
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -42,13 +46,70 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Temp, staging and set-aside names carry the writing process's id, so a later process can
+# tell the leftovers of a killed writer (removed, or restored) from a live writer's files.
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[^.]+\.tmp|[^.]+\.partial|old)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(folder: str | os.PathLike) -> list[str]:
+    """Tidy what killed writers left in ``folder``; return what was done, one line each.
+
+    A set-aside previous folder (``.NAME.PID.old``) whose replacement never arrived is moved
+    back to NAME; other leftovers of dead processes (temp files, staging folders, set-aside
+    folders already replaced) are removed. A live process's files are left alone.
+    """
+    folder = Path(folder)
+    done: list[str] = []
+    if not folder.is_dir():
+        return done
+    for entry in sorted(folder.iterdir()):
+        m = _LEFTOVER.match(entry.name)
+        if m is None or _pid_alive(int(m.group("pid"))):
+            continue
+        final = folder / m.group("name")
+        if entry.name.endswith(".old") and not final.exists():
+            os.replace(entry, final)
+            done.append(f"restored {final} (a replacement was interrupted)")
+        elif entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(f"removed stale {entry}")
+        else:
+            entry.unlink(missing_ok=True)
+            done.append(f"removed stale {entry}")
+    for line in done:
+        logger.warning(line)
+    return done
+
+
+def temp_beside(path: Path, suffix: str = ".tmp") -> str:
+    """A new empty temp file beside ``path`` (same filesystem), named for clean_stale."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix,
+                               dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    return tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file beside ``path``, fsync, then rename over it: never a torn file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_beside(path)
+    fd = os.open(tmp, os.O_WRONLY)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -73,7 +134,7 @@ def replace_dir(staged: Path, final: Path) -> None:
     final = Path(final)
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.{os.getpid()}.old")
         os.replace(final, old)
     os.replace(staged, final)
     _fsync_dir(final.parent)
@@ -84,7 +145,9 @@ def replace_dir(staged: Path, final: Path) -> None:
 def staging_dir(final: Path) -> Path:
     """A fresh temp folder beside ``final`` (same filesystem, so the final rename is atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    clean_stale(final.parent)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".partial",
+                                   dir=final.parent))
     os.chmod(staged, 0o777 & ~_umask())
     return staged
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bt_lstm.artifacts import atomic_write_json, atomic_write_text, replace_dir, staging_dir
+from bt_lstm.artifacts import (atomic_write_json, atomic_write_text, replace_dir, staging_dir,
+                               temp_beside)
 from bt_lstm.baselines import MODELS, segment_forecasts
 from bt_lstm.config import PipelineConfig
 from bt_lstm.evaluation import diebold_mariano, regression_scores
@@ -120,8 +120,7 @@ def _plot(table: pd.DataFrame, path: Path, dataset: str) -> None:
         axes[0].legend(fontsize=8, markerscale=3)
         fig.suptitle(f"{dataset}: forecast vs realised on test bars")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = temp_beside(path)
         fig.savefig(tmp, format="png", dpi=100)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)

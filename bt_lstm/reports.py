@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bt_lstm.artifacts import temp_beside
 from bt_lstm.evaluation import PERIODS_PER_YEAR
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,7 @@ def write_tearsheet(strategy_daily: pd.Series, benchmark_daily: pd.Series, path:
     strat = _naive(strategy_daily).rename("Strategy")
     bench = _naive(benchmark_daily).reindex(strat.index).fillna(0.0).rename("Buy & hold")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)
+    tmp = temp_beside(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -139,8 +136,7 @@ def write_overview_png(candles: pd.DataFrame, regimes: pd.Series, boundaries: li
         bottom.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = temp_beside(path)
         try:
             fig.savefig(tmp, format="png", dpi=110)
             os.chmod(tmp, 0o644)

@@ -66,7 +66,7 @@ def _git_commit() -> str | None:
 
 
 def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: WalkForwardSpec,
-              source: dict[str, Any], resume: bool) -> None:
+              source: dict[str, Any], resume: bool, force: bool = False) -> None:
     """Create the run folder with its config and manifest, or check them when resuming.
 
     Raises
@@ -87,9 +87,15 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
             raise ValueError(f"{run_dir}: the data changed since this run started (fingerprint "
                              f"differs); start a new run instead of --resume")
         return
-    if run_dir.exists():
+    if run_dir.exists() and not force:
         raise ValueError(f"{run_dir} already exists; runs are never overwritten: pass another "
-                         f"--run-id, or --resume {run_dir.name} to finish it")
+                         f"--run-id, --resume {run_dir.name} to finish it, or --force to move "
+                         f"it aside and start again")
+    if run_dir.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+        run_dir.rename(aside)  # moved, never deleted: the user decides what to keep
+        logger.warning("--force: the existing run was moved to %s", aside)
     run_dir.mkdir(parents=True)
     atomic_write_json(run_dir / "config.json", {"pipeline": cfg.to_dict(),
                                                 "walk_forward": spec.to_dict(),
@@ -133,7 +139,7 @@ def fold_table(folds: list[Fold], frame: pd.DataFrame, forecasts: pd.DataFrame,
 def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: PipelineConfig,
                      spec: WalkForwardSpec, strategy_cls: type, run_dir: Path,
                      source: dict[str, Any], jobs: int = 1, scheduler: str | None = None,
-                     resume: bool = False, tearsheet: bool = True,
+                     resume: bool = False, tearsheet: bool = True, force: bool = False,
                      start_progress: Callable[[int, int], TaskProgress] | None = None
                      ) -> WalkForwardResult:
     """Plan folds, fit (or reuse) each, forecast its test span, backtest the stitched span.
@@ -148,7 +154,7 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     gaps = find_gaps(frame.index, bar)
     if gaps.n_gaps:
         logger.warning("%s: %s", dataset, gaps.describe())
-    start_run(run_dir, frame, cfg, spec, source, resume)
+    start_run(run_dir, frame, cfg, spec, source, resume, force)
     forecasters, windows = fit_folds(frame, folds, cfg, run_dir / "folds", jobs, scheduler,
                             start_progress)
     signals = stitch_forecasts(frame, folds, forecasters)

@@ -50,13 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         frame, dataset, timeframe = load_dataset(args, cfg)
         name = f"{dataset}_{timeframe}"
         progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
+        model_dir = Path(args.models_dir) / name
+        report_dir = Path(args.reports_dir) / f"backtest_{name}"
         try:
             result = run_main_job(
                 frame, dataset, cfg, RegimeLSTMStrategy,
-                model_dir=Path(args.models_dir) / name,
-                report_dir=Path(args.reports_dir) / f"backtest_{name}",
+                model_dir=model_dir, report_dir=report_dir,
                 retrain=args.retrain, inference=args.inference, timeframe=timeframe,
                 progress_factory=progress.factory, tearsheet=not args.no_tearsheet)
+        except KeyboardInterrupt:
+            progress.close()
+            print(f"interrupted: {_kept(model_dir, 'models')}; {_kept(report_dir, 'report')}",
+                  file=sys.stderr)
+            return 130
         finally:
             progress.close()
         print(result.summary())
@@ -71,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli(job)
+
+
+def _kept(folder: Path, what: str) -> str:
+    """What an interruption left in place (writes are whole or not at all)."""
+    if (folder / "manifest.json").is_file() or (folder / "metrics.json").is_file():
+        verb = "are" if what.endswith("s") else "is"
+        return f"the {what} of the last complete run {verb} kept in {folder}"
+    return f"no {what} were saved yet ({folder} holds nothing from this run)"
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_ID",
                      help="finish an interrupted run: reuse its config and data, skip the folds "
                           "already trained; other data/fold/pipeline flags are not allowed")
+    run.add_argument("--force", action="store_true",
+                     help="a run folder of that --run-id exists: move it aside to "
+                          "<run_id>.replaced-<UTC time> (never deleted) and start again")
     run.add_argument("--reports-dir", default="reports", metavar="DIR",
                      help="where run folders go (default: reports)")
     run.add_argument("--no-tearsheet", action="store_true",
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_walk_forward(frame, dataset, timeframe, cfg, spec, RegimeLSTMStrategy,
                                       run_dir, source, jobs=args.jobs, scheduler=args.scheduler,
                                       resume=bool(args.resume),
-                                      tearsheet=not args.no_tearsheet,
+                                      tearsheet=not args.no_tearsheet, force=args.force,
                                       start_progress=progress.start)
         except KeyboardInterrupt:
             progress.close()
