@@ -177,18 +177,17 @@ def save_model(model: nn.Module, folder: Path, name: str, meta: dict[str, Any]) 
     atomic_write_json(folder / f"{name}.json", full)
 
 
-def load_model(folder: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from ``<name>.json`` and load ``<name>.pt`` into it (weights only).
+def read_model_meta(folder: Path, name: str) -> dict[str, Any]:
+    """``<name>.json`` of a bundle, checked for the fields and schema every model needs.
 
     Raises
     ------
     ArtifactError
-        Missing files, unknown schema, checksum mismatch or weights that do not fit.
+        Missing or unreadable file, missing fields, or another schema version.
     """
-    meta_path, pt_path = folder / f"{name}.json", folder / f"{name}.pt"
-    for p in (meta_path, pt_path):
-        if not p.is_file():
-            raise ArtifactError(f"{p}: missing; retrain with --retrain")
+    meta_path = Path(folder) / f"{name}.json"
+    if not meta_path.is_file():
+        raise ArtifactError(f"{meta_path}: missing; retrain with --retrain")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
@@ -200,6 +199,21 @@ def load_model(folder: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
     if meta["schema_version"] != SCHEMA_VERSION:
         raise ArtifactError(f"{meta_path}: schema_version {meta['schema_version']} is not "
                             f"{SCHEMA_VERSION}; retrain with --retrain")
+    return meta
+
+
+def load_model(folder: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from ``<name>.json`` and load ``<name>.pt`` into it (weights only).
+
+    Raises
+    ------
+    ArtifactError
+        Missing files, unknown schema, checksum mismatch or weights that do not fit.
+    """
+    meta_path, pt_path = folder / f"{name}.json", folder / f"{name}.pt"
+    meta = read_model_meta(folder, name)
+    if not pt_path.is_file():
+        raise ArtifactError(f"{pt_path}: missing; retrain with --retrain")
     if sha256_file(pt_path) != meta["weights_sha256"]:
         raise ArtifactError(f"{pt_path}: checksum does not match {meta_path.name}; the file is "
                             f"corrupt or was changed; retrain with --retrain")

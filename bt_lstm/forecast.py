@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bt_lstm.artifacts import (MANIFEST, SCHEMA_VERSION, ArtifactError, atomic_write_json,
-                               load_model, read_manifest, save_model)
+                               load_model, read_manifest, read_model_meta, save_model)
 from bt_lstm.config import FeatureConfig
 from bt_lstm.features import compute_features
 from bt_lstm.regimes import RegimeParams, apply_regimes
@@ -22,7 +22,8 @@ from bt_lstm.windows import ScalerParams, apply_scaler, gather_windows, valid_wi
 
 INFER_BATCH = 4096
 # Fields every model JSON of a bundle must agree on with the manifest.
-SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params")
+SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params", "arch",
+                 "hparams")
 
 
 @dataclass
@@ -88,6 +89,8 @@ class Forecaster:
         """Write every model, then the manifest last: a folder with a manifest is complete."""
         folder = Path(folder)
         shared = self.shared_meta()
+        first = model_meta[next(iter(self.models))]
+        shared.update(arch=first["arch"], hparams=first["hparams"])  # one config for all
         for name, model in self.models.items():
             save_model(model, folder, name, dict(model_meta[name], **shared))
         atomic_write_json(folder / MANIFEST, dict(
@@ -115,12 +118,12 @@ def load_forecaster(folder: str | Path) -> Forecaster:
     regime_models = {int(k): v for k, v in manifest["regime_models"].items()}
     models: dict[str, nn.Module] = {}
     for name in sorted(set(regime_models.values())):
-        model, meta = load_model(folder, name)
+        meta = read_model_meta(folder, name)  # checked against the manifest before any weights
         differing = [f for f in SHARED_FIELDS if meta.get(f) != manifest.get(f)]
         if differing:
             raise ArtifactError(f"{folder / (name + '.json')}: differs from {MANIFEST} in "
                                 f"{', '.join(differing)}; the bundle is inconsistent, retrain")
-        models[name] = model
+        models[name], _ = load_model(folder, name)
     info = {k: v for k, v in manifest.items()
             if k not in SHARED_FIELDS and k not in ("regime_models", "schema_version")}
     return Forecaster(feature_cfg=FeatureConfig.from_dict(manifest["feature_config"]),
