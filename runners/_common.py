@@ -209,6 +209,30 @@ def run_cli(job: Callable[[], int]) -> int:
         return 130
 
 
+def config_from_file(path: str | None) -> PipelineConfig:
+    """The default config, or the one saved in ``path`` (a run's config.json)."""
+    if not path:
+        return PipelineConfig()
+    if not Path(path).is_file():
+        raise ValueError(f"--config {path}: no such file")
+    return PipelineConfig.from_json(Path(path).read_text())
+
+
+def main_job_models(args: argparse.Namespace, cfg: PipelineConfig, frame: pd.DataFrame,
+                    dataset: str, timeframe: str):
+    """The main job's saved models for this data and config, trained first if none match."""
+    from bt_lstm.jobs import obtain_forecaster
+
+    progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
+    try:
+        forecaster, _ = obtain_forecaster(
+            frame, cfg, Path(args.models_dir) / f"{dataset}_{timeframe}", False,
+            progress.factory)
+    finally:
+        progress.close()
+    return forecaster
+
+
 class TrainProgress:
     """One tqdm bar per trained model (epochs, losses), on stderr."""
 

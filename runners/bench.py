@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runners._common import make_parser, run_cli, setup_logging  # noqa: E402
+from runners._common import config_from_file, make_parser, run_cli, setup_logging  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> int:
         from bt_lstm import bench
         from bt_lstm.artifacts import atomic_write_json
-        from bt_lstm.config import PipelineConfig
         from bt_lstm.pipeline import fit_pipeline, prepare_windows
         from bt_lstm.windows import split_bounds
         from strategies.lstm_strategy import RegimeLSTMStrategy
@@ -117,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.reps < 1 or args.train_epochs < 1:
             raise ValueError("--reps and --train-epochs must be >= 1")
-        cfg = PipelineConfig()
-        if args.config:
-            if not Path(args.config).is_file():
-                raise ValueError(f"--config {args.config}: no such file")
-            cfg = PipelineConfig.from_json(Path(args.config).read_text())
+        cfg = config_from_file(args.config)
         frame, source = _load(args)
         res = {"label": args.label, "data": source, "reps": args.reps,
                "machine": bench.machine_info()}

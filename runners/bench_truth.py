@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runners._common import make_parser, run_cli, setup_logging  # noqa: E402
+from runners._common import config_from_file, make_parser, run_cli, setup_logging  # noqa: E402
 
 
 def build_parser():
@@ -43,17 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> int:
         from bt_lstm.artifacts import atomic_write_json
-        from bt_lstm.config import PipelineConfig
         from bt_lstm.jobs import clean_json
         from bt_lstm.synthetic import make_market
         from bt_lstm.truth import format_truth, run_truth_bench
         from strategies.lstm_strategy import RegimeLSTMStrategy
 
-        cfg = PipelineConfig()
-        if args.config:
-            if not Path(args.config).is_file():
-                raise ValueError(f"--config {args.config}: no such file")
-            cfg = PipelineConfig.from_json(Path(args.config).read_text())
+        cfg = config_from_file(args.config)
         market = make_market(n_bars=args.bars, seed=args.seed)
         if not args.quiet:
             print(f"training on the synthetic market ({args.bars} bars, seed {args.seed}) ...",

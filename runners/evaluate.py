@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runners._common import (TrainProgress, add_data_args, add_pipeline_args,  # noqa: E402
-                             build_config, load_dataset, make_parser, run_cli, setup_logging)
+from runners._common import (add_data_args, add_pipeline_args, build_config,  # noqa: E402
+                             load_dataset, main_job_models, make_parser, run_cli,
+                             setup_logging)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,17 +69,10 @@ def _run_mode(args: argparse.Namespace):
 
 def _main_mode(args: argparse.Namespace):
     from bt_lstm.evaljob import main_job_forecasts
-    from bt_lstm.jobs import obtain_forecaster
 
     cfg = build_config(args)
     frame, dataset, timeframe = load_dataset(args, cfg)
-    progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
-    try:
-        fc, _ = obtain_forecaster(frame, cfg, Path(args.models_dir) / f"{dataset}_{timeframe}",
-                                  False, progress.factory)
-    finally:
-        progress.close()
-    table = main_job_forecasts(frame, cfg, fc)
+    table = main_job_forecasts(frame, cfg, main_job_models(args, cfg, frame, dataset, timeframe))
     out = Path(args.reports_dir) / f"evaluate_{dataset}_{timeframe}"
     return table, dataset, timeframe, "the main job's test part", out
 

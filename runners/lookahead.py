@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runners._common import (TrainProgress, add_data_args, add_pipeline_args,  # noqa: E402
-                             build_config, load_dataset, make_parser, run_cli, setup_logging)
+from runners._common import (add_data_args, add_pipeline_args, build_config,  # noqa: E402
+                             load_dataset, main_job_models, make_parser, run_cli,
+                             setup_logging)
 
 
 def build_parser():
@@ -45,18 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> int:
         from bt_lstm.artifacts import atomic_write_json
         from bt_lstm.audit import RTOL, format_audit, run_audit
-        from bt_lstm.jobs import clean_json, obtain_forecaster
+        from bt_lstm.jobs import clean_json
 
         if args.cuts < 2:
             raise ValueError(f"--cuts {args.cuts}: use at least 2")
         cfg = build_config(args)
         frame, dataset, timeframe = load_dataset(args, cfg)
-        progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
-        try:
-            fc, _ = obtain_forecaster(frame, cfg, Path(args.models_dir) / f"{dataset}_{timeframe}",
-                                      False, progress.factory)
-        finally:
-            progress.close()
+        fc = main_job_models(args, cfg, frame, dataset, timeframe)
         report = run_audit(frame, fc, cfg.strategy.threshold, cfg.strategy.long_only, args.cuts)
         out = Path(args.reports_dir) / f"lookahead_{dataset}_{timeframe}.json"
         atomic_write_json(out, clean_json({
