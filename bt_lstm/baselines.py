@@ -14,7 +14,7 @@ import torch
 from bt_lstm.config import PipelineConfig
 from bt_lstm.data import placeholder_mask
 from bt_lstm.forecast import Forecaster
-from bt_lstm.pipeline import PreparedWindows, _hparams, prepare_windows, train_one
+from bt_lstm.pipeline import PreparedWindows, model_hparams, prepare_windows, train_one
 from bt_lstm.training import build_seeded
 from bt_lstm.windows import SplitBounds, gather_windows, make_target, valid_window_ends
 
@@ -26,7 +26,7 @@ def _net_forecast(prep: PreparedWindows, cfg: PipelineConfig, arch: str, x_test:
     """Train one network of ``arch`` on all regimes' training windows; forecast ``x_test``."""
     net_cfg = replace(cfg, model=replace(cfg.model, arch=arch, model_file=None))
     state, _ = train_one(prep, net_cfg, arch, None, target_scale, period)
-    model = build_seeded(arch, x_test.shape[2], _hparams(net_cfg), 0)
+    model = build_seeded(arch, x_test.shape[2], model_hparams(net_cfg), 0)
     model.load_state_dict(state)
     with torch.no_grad():
         return model.eval()(torch.from_numpy(x_test)).numpy().astype(float) * target_scale

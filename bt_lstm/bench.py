@@ -23,6 +23,7 @@ from torch import nn
 from bt_lstm import __version__
 from bt_lstm.config import PipelineConfig, TrainConfig
 from bt_lstm.models import registered_models
+from bt_lstm.pipeline import model_hparams
 from bt_lstm.training import build_seeded, train_model
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,7 @@ def bench_training(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
     """Samples/s and seconds per epoch of ``train_model`` vs a bare loop, same model and data."""
     tcfg = cfg.train.__class__(**{**cfg.train.to_dict(), "epochs": epochs, "patience": epochs + 1,
                                   "device": "cpu"})
-    hp = {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
-          "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout}
+    hp = model_hparams(cfg)
     n_feat = x_train.shape[2]
 
     def ours() -> None:

@@ -6,21 +6,20 @@ fold's test span with that fold's models (baselines refitted on each fold's trai
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bt_lstm.artifacts import (atomic_write_json, atomic_write_text, replace_dir, staging_dir,
-                               temp_beside)
+from bt_lstm.artifacts import atomic_write_json, atomic_write_text, replace_dir, staging_dir
 from bt_lstm.baselines import MODELS, segment_forecasts
 from bt_lstm.config import PipelineConfig
 from bt_lstm.evaluation import diebold_mariano, regression_scores
 from bt_lstm.forecast import Forecaster, load_forecaster
 from bt_lstm.jobs import clean_json
 from bt_lstm.regimes import REGIME_LABELS
+from bt_lstm.reports import save_figure
 from bt_lstm.windows import split_bounds
 
 SCORE_COLUMNS = ("n", "mse", "rmse", "mae", "r2", "dir_acc", "ic")
@@ -68,10 +67,11 @@ def format_table(scores: dict[str, Any]) -> str:
     lines = [head]
     for name, s in scores.items():
         o, dm = s["overall"], s["dm_vs_zero"]
+        acc = o["dir_acc"] * 100 if o["dir_acc"] == o["dir_acc"] else None  # NaN stays n/a
         lines.append(f"{name:<14}{o['n']:>7}{_f(o['mse'], '.3e'):>11}{_f(o['rmse'], '.5f'):>10}"
-                     f"{_f(o['mae'], '.5f'):>10}{_f(o['r2'], '.4f'):>9}"
-                     f"{_f(o['dir_acc'] * 100 if o['dir_acc'] == o['dir_acc'] else None, '.1f'):>8}%"
-                     f"{_f(o['ic'], '.3f'):>8}{_f(dm['dm'], '.2f'):>8}{_f(dm['p_value'], '.3f'):>7}")
+                     f"{_f(o['mae'], '.5f'):>10}{_f(o['r2'], '.4f'):>9}{_f(acc, '.1f'):>8}%"
+                     f"{_f(o['ic'], '.3f'):>8}{_f(dm['dm'], '.2f'):>8}"
+                     f"{_f(dm['p_value'], '.3f'):>7}")
     return "\n".join(lines)
 
 
@@ -120,10 +120,7 @@ def _plot(table: pd.DataFrame, path: Path, dataset: str) -> None:
         axes[0].legend(fontsize=8, markerscale=3)
         fig.suptitle(f"{dataset}: forecast vs realised on test bars")
         fig.tight_layout()
-        tmp = temp_beside(path)
-        fig.savefig(tmp, format="png", dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
 

@@ -123,11 +123,12 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
     """
     xt, yt = prep.windows("train", regime)
     xv, yv = prep.windows("val", regime)
-    model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), cfg.train.seed,
-                         cfg.model.model_file)
+    model = build_seeded(cfg.model.arch, len(cfg.features.names), model_hparams(cfg),
+                         cfg.train.seed, cfg.model.model_file)
     result = train_model(model, xt, yt, xv, yv, cfg.train, progress)
     meta = {**model_file_meta(cfg),
-        "arch": cfg.model.arch, "hparams": _hparams(cfg), "n_features": len(cfg.features.names),
+        "arch": cfg.model.arch, "hparams": model_hparams(cfg),
+        "n_features": len(cfg.features.names),
         "regime": "pooled" if regime is None else REGIME_LABELS[regime],
         "train_period": period, "n_train": len(xt), "n_val": len(xv),
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
@@ -142,7 +143,7 @@ def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params
     """Rebuild the trained networks of a plan from their state_dicts into a Forecaster."""
     models = {}
     for name, state in states.items():
-        model = build_seeded(cfg.model.arch, len(cfg.features.names), _hparams(cfg), 0,
+        model = build_seeded(cfg.model.arch, len(cfg.features.names), model_hparams(cfg), 0,
                              cfg.model.model_file)
         model.load_state_dict(state)
         models[name] = model.eval()
@@ -185,7 +186,8 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
     return FitResult(forecaster, meta, fallbacks), bounds
 
 
-def _hparams(cfg: PipelineConfig) -> dict[str, Any]:
+def model_hparams(cfg: PipelineConfig) -> dict[str, Any]:
+    """The keyword arguments every registered architecture is built with (beside n_features)."""
     return {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
             "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout}
 

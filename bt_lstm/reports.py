@@ -135,17 +135,22 @@ def write_overview_png(candles: pd.DataFrame, regimes: pd.Series, boundaries: li
         bottom.set_ylabel("equity (start = 1)")
         bottom.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
-        path = Path(path)
-        tmp = temp_beside(path)
-        try:
-            fig.savefig(tmp, format="png", dpi=110)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG atomically: a temp file beside ``path``, then rename."""
+    path = Path(path)
+    tmp = temp_beside(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def summary_html(metrics: dict[str, Any]) -> str:

@@ -138,8 +138,8 @@ def format_truth(res: dict[str, Any]) -> str:
                      f"{(f'{share:.2f}' if share is not None else 'n/a'):>18}")
     s = res["strategy"]
     lines += ["", f"{'strategy':<20}{'Sharpe':>10}{'return':>12}{'trades':>8}",
-              f"  {'model':<18}{s['model']['sharpe']:>10.2f}{100 * s['model']['total_return']:>11.1f}%"
-              f"{s['model']['trades']:>8}",
+              f"  {'model':<18}{s['model']['sharpe']:>10.2f}"
+              f"{100 * s['model']['total_return']:>11.1f}%{s['model']['trades']:>8}",
               f"  {'oracle':<18}{s['oracle']['sharpe']:>10.2f}"
               f"{100 * s['oracle']['total_return']:>11.1f}%{s['oracle']['trades']:>8}",
               f"  {'buy & hold':<18}{s['model']['buy_and_hold_sharpe']:>10.2f}", ""]

@@ -5,6 +5,7 @@ Everything it reports comes from test bars forecast by models that never saw the
 from __future__ import annotations
 
 import html
+import json
 import logging
 import platform
 import subprocess
@@ -78,8 +79,6 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
     fingerprint = fingerprint_frame(frame)
     manifest_path = run_dir / "manifest.json"
     if resume:
-        import json
-
         if not manifest_path.is_file():
             raise ValueError(f"{run_dir}: no walk-forward run to resume (manifest.json missing)")
         saved = json.loads(manifest_path.read_text())

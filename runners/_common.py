@@ -128,10 +128,9 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
 def check_architecture(cfg: PipelineConfig) -> None:
     """Unknown architectures and broken model files fail here, before any data is read."""
     from bt_lstm.models import build_model
+    from bt_lstm.pipeline import model_hparams
 
-    build_model(cfg.model.arch, len(cfg.features.names),
-                {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
-                 "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout},
+    build_model(cfg.model.arch, len(cfg.features.names), model_hparams(cfg),
                 cfg.model.model_file)
 
 
