@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "all bars before it (default rolling)")
     g.add_argument("--embargo", metavar="SPAN", default="0",
                    help="extra bars (or duration) skipped after the purge gap before each test "
-                        "span (default 0; the purge gap is --gap-bars of the config, >= horizon)")
+                        "span (default 0; the purge gap itself is windows.gap_bars of the "
+                        "config, >= the horizon, set through --config)")
     g.add_argument("--start", metavar="DATE",
                    help="use candles from this date on (e.g. 2019-01-01); the first fold trains "
                         "on the bars after it")
