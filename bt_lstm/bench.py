@@ -49,15 +49,14 @@ def bench_backtest(frame: pd.DataFrame, model_dir: Path, strategy_cls: type, bas
                    cfg: PipelineConfig, reps: int) -> dict[str, Any]:
     """Wall time of the model strategy (batch forecasts + Backtrader) vs a no-model strategy.
 
-    Both run on the same feed class and the same broker (cash, commission, slippage). The model
-    strategy is also timed with a threshold no forecast reaches: it then sends no order, which
-    separates the cost of the model work from Backtrader's cost per order.
+    Both run on the same feed class, the same broker (cash, commission, slippage) and the same
+    garbage-collector setting (``gc_frozen``). The model strategy is also timed with a threshold
+    no forecast reaches: it then sends no order, which separates the cost of the model work from
+    Backtrader's cost per order.
     """
     from dataclasses import replace
 
-    import backtrader as bt
-
-    from bt_lstm.backtest import FractionalCommission, make_feed, run_backtest
+    from bt_lstm.backtest import gc_frozen, make_cerebro, run_backtest
     from bt_lstm.forecast import load_forecaster
 
     forecaster = load_forecaster(model_dir)
@@ -71,15 +70,10 @@ def bench_backtest(frame: pd.DataFrame, model_dir: Path, strategy_cls: type, bas
     def baseline_run() -> Any:
         feed_frame = frame[["open", "high", "low", "close", "volume"]].assign(
             forecast=np.nan, regime=-1.0)
-        cerebro = bt.Cerebro(stdstats=False)
-        cerebro.adddata(make_feed(feed_frame))
-        cerebro.broker.setcash(cfg.strategy.cash)
-        cerebro.broker.addcommissioninfo(FractionalCommission(commission=cfg.strategy.commission))
-        if cfg.strategy.slippage > 0:
-            cerebro.broker.set_slippage_perc(cfg.strategy.slippage, slip_open=True,
-                                             slip_match=True, slip_out=False)
+        cerebro = make_cerebro(feed_frame, cfg.strategy)
         cerebro.addstrategy(baseline_cls)
-        return cerebro.run()[0]
+        with gc_frozen():  # the same conditions as run_backtest gives the model strategy
+            return cerebro.run()[0]
 
     n_fills = len(model_run().fills)
     n_base_orders = baseline_run().n_orders
@@ -96,6 +90,24 @@ def bench_backtest(frame: pd.DataFrame, model_dir: Path, strategy_cls: type, bas
             "runs_s": {"model": model_all, "no_model": base_all}}
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process image so far, in MiB.
+
+    On Linux this is ``VmHWM``. Not ``ru_maxrss``: Linux carries the parent's peak into a child
+    across fork and exec, so a spawned child reported the peak of the (much larger) benchmark
+    process instead of its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (1024.0 * 1024.0) if platform.system() == "Darwin" else peak / 1024.0
+
+
 def _rss_child(frame: pd.DataFrame, model_dir: str, strategy_cls: type, cfg: PipelineConfig,
                queue: Any) -> None:
     from bt_lstm.backtest import run_backtest
@@ -104,7 +116,7 @@ def _rss_child(frame: pd.DataFrame, model_dir: str, strategy_cls: type, cfg: Pip
     forecaster = load_forecaster(model_dir)
     signals = forecaster.forecast_frame(frame)
     run_backtest(frame, strategy_cls, cfg.strategy, signals=signals, forecaster=forecaster)
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+    queue.put(peak_rss_mib())
 
 
 def peak_rss_backtest(frame: pd.DataFrame, model_dir: Path, strategy_cls: type,
@@ -114,9 +126,9 @@ def peak_rss_backtest(frame: pd.DataFrame, model_dir: Path, strategy_cls: type,
     queue = ctx.Queue()
     proc = ctx.Process(target=_rss_child, args=(frame, str(model_dir), strategy_cls, cfg, queue))
     proc.start()
-    kib = queue.get(timeout=600)
+    mib = queue.get(timeout=600)
     proc.join()
-    return kib / 1024.0
+    return mib
 
 
 def bench_inference(n_features: int, lookback: int, hidden: int, reps: int,

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import gc
+
 import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
 
-from bt_lstm.backtest import SignalData, make_feed, nums_to_index
+from bt_lstm.backtest import (SignalData, gc_frozen, make_cerebro, make_feed, nums_to_index,
+                               run_backtest)
+from bt_lstm.config import StrategyConfig
+from strategies.lstm_strategy import RegimeLSTMStrategy
 
 
 class Recorder(bt.Strategy):
@@ -65,3 +70,55 @@ def test_performance_equals_a_plain_numpy_reference():
     assert m["sortino"] == pytest.approx(x.mean() / np.sqrt((0.1 ** 2) / 3) * np.sqrt(365))
     assert m["cagr"] == pytest.approx((1.089) ** (365 / 3) - 1)
     assert m["volatility"] == pytest.approx(x.std(ddof=1) * np.sqrt(365))
+
+
+class _Cycle:
+    def __init__(self):
+        self.me = self
+
+
+def test_gc_frozen_skips_old_objects_collects_new_ones_and_restores_the_collector():
+    assert gc.get_freeze_count() == 0
+    old = _Cycle()
+    with gc_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and not any(o is old for o in gc.get_objects())
+        with gc_frozen():  # nested: the inner exit must not unfreeze the outer block
+            pass
+        assert gc.get_freeze_count() == frozen
+        new = _Cycle()
+        ref = __import__("weakref").ref(new)
+        del new
+        gc.collect()
+        assert ref() is None  # garbage made inside the block is still collected
+    assert gc.get_freeze_count() == 0
+    assert any(o is old for o in gc.get_objects())  # handed back to the collector
+
+    gc.freeze()  # someone else's freeze: left exactly as it was
+    try:
+        before = gc.get_freeze_count()
+        with gc_frozen():
+            pass
+        assert gc.get_freeze_count() == before
+    finally:
+        gc.unfreeze()
+
+
+def test_frozen_collector_changes_no_result(market):
+    frame = market.frame.iloc[:600]
+    signals = pd.DataFrame({"forecast": 0.004 * np.sin(np.arange(600) / 3.0),
+                            "regime": np.arange(600) % 3}, index=frame.index)
+    cfg = StrategyConfig(threshold=0.001)
+    ours = run_backtest(frame, RegimeLSTMStrategy, cfg, signals=signals, forecaster=object())
+    assert len(ours.fills) > 50 and gc.get_freeze_count() == 0
+
+    feed = frame.assign(forecast=signals["forecast"], regime=signals["regime"].astype(float))
+    cerebro = make_cerebro(feed, cfg)
+    cerebro.addstrategy(RegimeLSTMStrategy, threshold=cfg.threshold, long_only=cfg.long_only,
+                        position_fraction=cfg.position_fraction, size_step=cfg.size_step,
+                        forecaster=object())
+    gc.collect()
+    plain = cerebro.run()[0]  # the collector running as usual
+    pd.testing.assert_frame_equal(ours.fills, plain.fills_frame())
+    pd.testing.assert_frame_equal(ours.bars, plain.records_frame())
+    assert ours.final_value == cerebro.broker.getvalue()

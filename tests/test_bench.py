@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
+import numpy as np
+
+from bt_lstm.bench import peak_rss_mib
 from runners import bench
 
 
@@ -34,3 +38,21 @@ def test_bench_writes_every_figure(market_csv, tiny_cfg, tmp_path, capsys):
 def test_bench_bad_config_path_is_a_clear_error(tmp_path, capsys):
     assert bench.main(["--config", str(tmp_path / "nope.json"), "--skip-rerun"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _report_peak(queue):
+    queue.put(peak_rss_mib())
+
+
+def test_a_spawned_childs_peak_memory_is_its_own_not_the_parents():
+    ballast = np.ones(1024 * 1024 * 1024 // 8)  # 1 GiB touched in this process
+    assert peak_rss_mib() >= 1024
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_report_peak, args=(queue,))
+    proc.start()
+    child = queue.get(timeout=120)
+    proc.join()
+    del ballast
+    # The child imports bt_lstm (torch: a few hundred MiB) but never held the parent's GiB.
+    assert 0 < child < 1024
