@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -123,10 +122,6 @@ class BacktestResult:
         return self.bars["value"]
 
 
-_frozen_depth = 0
-_frozen_lock = threading.Lock()
-
-
 @contextmanager
 def gc_frozen() -> Iterator[None]:
     """Exempt every object that exists on entry from Python's cyclic garbage collector.
@@ -142,24 +137,18 @@ def gc_frozen() -> Iterator[None]:
     and on exit everything is handed back to the collector, so nothing is leaked. No result
     depends on when the collector runs (tests/test_golden.py pins fills and trades).
 
-    Nests safely; if something else has already frozen objects (``gc.freeze`` is process-wide),
-    this does nothing rather than unfreeze what it did not freeze.
+    Where objects are already frozen (an enclosing ``gc_frozen`` or another library's
+    ``gc.freeze``, which is process-wide) it does nothing, so it never unfreezes what it did
+    not freeze.
     """
-    global _frozen_depth
-    with _frozen_lock:
-        own = _frozen_depth > 0 or gc.get_freeze_count() == 0
-        if own:
-            if _frozen_depth == 0:
-                gc.freeze()
-            _frozen_depth += 1
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
     try:
         yield
     finally:
-        if own:
-            with _frozen_lock:
-                _frozen_depth -= 1
-                if _frozen_depth == 0:
-                    gc.unfreeze()
+        gc.unfreeze()
 
 
 def make_cerebro(feed_frame: pd.DataFrame, cfg: StrategyConfig, bar: pd.Timedelta | None = None,
