@@ -60,7 +60,8 @@ class _Serialisable:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Any:
         if not isinstance(data, Mapping):
-            raise TypeError(f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}")
+            raise TypeError(f"{cls.__name__}.from_dict expects a mapping, got "
+                            f"{type(data).__name__}")
         known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
         unknown = [k for k in data if k not in known]
         if unknown:
@@ -122,7 +123,8 @@ class RegimeConfig(_Serialisable):
 
     method: str = "rule"  # rule | gmm | column (use the data's own `regime` column)
     trend_bars: int = 45  # trailing window of the trend and volatility inputs
-    vol_quantile: float = 0.4  # rule: training quantile of trailing volatility below which = sideways
+    # rule: training quantile of trailing volatility below which = sideways
+    vol_quantile: float = 0.4
     gmm_restarts: int = 5  # gmm: n_init of the GaussianMixture
 
     def __post_init__(self) -> None:
@@ -150,7 +152,8 @@ class WindowConfig(_Serialisable):
         _in_range(self, "val_frac", 0.0, 1.0, lo_open=True, hi_open=True)
         if self.train_frac + self.val_frac >= 1.0:
             _fail(type(self), "val_frac", self.val_frac,
-                  f"a value leaving a test part: train_frac + val_frac < 1 (train_frac={self.train_frac})")
+                  f"a value leaving a test part: train_frac + val_frac < 1 "
+                  f"(train_frac={self.train_frac})")
         if self.gap_bars < self.horizon:
             _fail(type(self), "gap_bars", self.gap_bars, f"at least horizon={self.horizon}")
 

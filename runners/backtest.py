@@ -1,91 +1,10 @@
-"""Train (or reuse) regime LSTMs, backtest them out of sample in Backtrader, write a tearsheet.
-
-Examples
---------
-    python runners/backtest.py                          # bundled SAMPLE market, offline
-    python runners/backtest.py --symbol BTCUSDT         # reads data/BTCUSDT_4h.csv
-    python runners/backtest.py --csv candles.csv --timeframe 1h --threshold 0.002
-"""
-from __future__ import annotations
-
+"""`bt-lstm backtest` as a script; --help lists its flags and examples."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works from a checkout, uninstalled
 
-from runners._common import (add_data_args, add_pipeline_args, build_config,  # noqa: E402
-                             load_dataset, make_parser, run_cli, setup_logging, TrainProgress)
-
-
-def build_parser():
-    parser = make_parser(__doc__)
-    add_data_args(parser)
-    add_pipeline_args(parser)
-    run = parser.add_argument_group("run")
-    run.add_argument("--retrain", action="store_true",
-                     help="train again even when models for this data and config are saved")
-    run.add_argument("--inference", choices=("batch", "per_bar"), default="batch",
-                     help="batch: forecasts computed for all bars at once, then read bar by bar "
-                          "(fast, identical); per_bar: the strategy runs the model in every "
-                          "bar (slow, as in live trading). Default: batch")
-    run.add_argument("--models-dir", default="models", metavar="DIR",
-                     help="where trained model bundles are kept and reused (default: models)")
-    run.add_argument("--reports-dir", default="reports", metavar="DIR",
-                     help="where the report folder is written (default: reports)")
-    run.add_argument("--no-tearsheet", action="store_true",
-                     help="skip the QuantStats HTML tearsheet (metrics.json is still written)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.quiet)
-
-    def job() -> int:
-        from bt_lstm.jobs import run_main_job
-        from strategies.lstm_strategy import RegimeLSTMStrategy
-
-        cfg = build_config(args)
-        frame, dataset, timeframe = load_dataset(args, cfg)
-        name = f"{dataset}_{timeframe}"
-        progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
-        model_dir = Path(args.models_dir) / name
-        report_dir = Path(args.reports_dir) / f"backtest_{name}"
-        try:
-            result = run_main_job(
-                frame, dataset, cfg, RegimeLSTMStrategy,
-                model_dir=model_dir, report_dir=report_dir,
-                retrain=args.retrain, inference=args.inference, timeframe=timeframe,
-                progress_factory=progress.factory, tearsheet=not args.no_tearsheet)
-        except KeyboardInterrupt:
-            progress.close()
-            print(f"interrupted: {_kept(model_dir, 'models')}; {_kept(report_dir, 'report')}",
-                  file=sys.stderr)
-            return 130
-        finally:
-            progress.close()
-        print(result.summary())
-        fallbacks = result.metrics["fallbacks"]
-        for regime, why in fallbacks.items():
-            print(f"note: regime {regime} used the pooled model ({why})")
-        print(f"\nmodels:  {result.model_dir}" + ("  (reused)" if result.reused_models else ""))
-        print(f"report:  {result.report_dir}")
-        for f in ("tearsheet.html", "metrics.json", "returns.csv", "trades.csv"):
-            if (result.report_dir / f).exists():
-                print(f"  {result.report_dir / f}")
-        return 0
-
-    return run_cli(job)
-
-
-def _kept(folder: Path, what: str) -> str:
-    """What an interruption left in place (writes are whole or not at all)."""
-    if (folder / "manifest.json").is_file() or (folder / "metrics.json").is_file():
-        verb = "are" if what.endswith("s") else "is"
-        return f"the {what} of the last complete run {verb} kept in {folder}"
-    return f"no {what} were saved yet ({folder} holds nothing from this run)"
-
+from bt_lstm.cli.backtest import build_parser, main  # noqa: E402,F401 (tests call both)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,68 +1,10 @@
-"""Known-truth benchmark on the synthetic market: prints a table and writes bench_truth.json.
-
-The generator knows each bar's true regime and true expected next-bar return, so on its test
-part this reports each regime classifier's balanced accuracy (and recall per regime), the
-out-of-sample R² of the regime LSTM, a global LSTM, an MLP and ridge against the oracle's R²
-(the ceiling), and the Sharpe of the strategy trading the oracle's forecast against the one
-trading the model's. Targets: regime LSTM R² >= 0.8 x oracle; default classifier >= 0.85
-balanced accuracy. A missed target is reported, not hidden (exit code stays 0).
-
-Examples
---------
-    python runners/bench_truth.py
-    python runners/bench_truth.py --bars 10000 --seed 7 --out reports/bench_truth_s7.json
-"""
-from __future__ import annotations
-
+"""`bt-lstm bench-truth` as a script; --help lists its flags and examples."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works from a checkout, uninstalled
 
-from runners._common import config_from_file, make_parser, run_cli, setup_logging  # noqa: E402
-
-
-def build_parser():
-    parser = make_parser(__doc__)
-    parser.add_argument("--bars", type=int, default=6570, metavar="N",
-                        help="bars of the synthetic market (default 6570: the SAMPLE market)")
-    parser.add_argument("--seed", type=int, default=42, metavar="N",
-                        help="seed of the synthetic market (default 42: the SAMPLE market)")
-    parser.add_argument("--config", metavar="JSON",
-                        help="pipeline config to benchmark, e.g. a run's config.json (default: "
-                             "the default config)")
-    parser.add_argument("--out", default="reports/bench_truth.json", metavar="FILE",
-                        help="where the JSON goes (default reports/bench_truth.json)")
-    parser.add_argument("--quiet", action="store_true", help="warnings only")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(quiet=True)
-
-    def job() -> int:
-        from bt_lstm.artifacts import atomic_write_json
-        from bt_lstm.jobs import clean_json
-        from bt_lstm.synthetic import make_market
-        from bt_lstm.truth import format_truth, run_truth_bench
-        from strategies.lstm_strategy import RegimeLSTMStrategy
-
-        cfg = config_from_file(args.config)
-        market = make_market(n_bars=args.bars, seed=args.seed)
-        if not args.quiet:
-            print(f"training on the synthetic market ({args.bars} bars, seed {args.seed}) ...",
-                  file=sys.stderr)
-        res = run_truth_bench(market, cfg, RegimeLSTMStrategy)
-        res = clean_json(dict(res, market={"bars": args.bars, "seed": args.seed},
-                              config=cfg.to_dict()))
-        atomic_write_json(args.out, res)
-        print(format_truth(res))
-        print(f"\nwritten: {args.out}")
-        return 0
-
-    return run_cli(job)
-
+from bt_lstm.cli.bench_truth import build_parser, main  # noqa: E402,F401 (tests call both)
 
 if __name__ == "__main__":
     sys.exit(main())

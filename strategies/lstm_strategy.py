@@ -8,8 +8,8 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from bt_lstm.backtest import nums_to_index
-from bt_lstm.forecast import Forecaster, load_forecaster
+from bt_lstm.backtest.engine import nums_to_index
+from bt_lstm.models.forecast import Forecaster, load_forecaster
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class RegimeLSTMStrategy(bt.Strategy):
             raise ValueError("inference='per_bar' needs model_dir or forecaster")
         if self.p.inference == "batch" and not hasattr(self.data.lines, "forecast"):
             raise ValueError("inference='batch' needs a feed with forecast/regime lines "
-                             "(bt_lstm.backtest.SignalData)")
+                             "(bt_lstm.backtest.engine.SignalData)")
         # Rows are tuples holding backtrader's float dates: converting a date per fill costs
         # more than the fill itself; the *_frame methods convert them all at once.
         self.records: list[tuple] = []

@@ -1,4 +1,5 @@
-"""SmaCross: a no-model Backtrader strategy, the speed and sanity baseline for RegimeLSTMStrategy."""
+"""SmaCross: a no-model Backtrader strategy, the speed and sanity baseline of RegimeLSTMStrategy.
+"""
 from __future__ import annotations
 
 import backtrader as bt

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bt_lstm.config import (ModelConfig, PipelineConfig, TrainConfig, WindowConfig)
-from bt_lstm.pipeline import fit_pipeline
-from bt_lstm.synthetic import make_market
+from bt_lstm.config import ModelConfig, PipelineConfig, TrainConfig, WindowConfig
+from bt_lstm.data.synthetic import make_market
+from bt_lstm.research.pipeline import fit_pipeline
 
 # Small models are faster on one thread, and the suite runs on 2 cores.
 torch.set_num_threads(1)

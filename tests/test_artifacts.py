@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bt_lstm.artifacts import ArtifactError, atomic_write_text, load_model
-from bt_lstm.forecast import load_forecaster
-from bt_lstm.pipeline import fit_pipeline
+from bt_lstm.data.files import atomic_write_text
+from bt_lstm.models.artifacts import ArtifactError, load_model
+from bt_lstm.models.forecast import load_forecaster
+from bt_lstm.research.pipeline import fit_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ def test_save_load_in_fresh_process_from_other_cwd_gives_identical_forecasts(
     market.frame.to_csv(csv)
     out = tmp_path / "out.npy"
     code = ("import sys, numpy as np, pandas as pd\n"
-            "from bt_lstm.forecast import load_forecaster\n"
+            "from bt_lstm.models.forecast import load_forecaster\n"
             f"f = load_forecaster({str(saved)!r})\n"
             f"frame = pd.read_csv({str(csv)!r}, index_col=0, parse_dates=True)\n"
             f"np.save({str(out)!r}, f.forecast_frame(frame)['forecast'].to_numpy())\n")

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from bt_lstm import forecast as forecast_module
-from bt_lstm.audit import run_audit
 from conftest import TINY_FLAGS
+
+from bt_lstm.models import forecast as forecast_module
+from bt_lstm.research.audit import run_audit
 from runners import lookahead as runner
 
 real_features = forecast_module.compute_features

@@ -7,8 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bt_lstm.backtest import (SignalData, gc_frozen, make_cerebro, make_feed, nums_to_index,
-                               run_backtest)
+from bt_lstm.backtest.engine import (
+    SignalData,
+    gc_frozen,
+    make_cerebro,
+    make_feed,
+    nums_to_index,
+    run_backtest,
+)
 from bt_lstm.config import StrategyConfig
 from strategies.lstm_strategy import RegimeLSTMStrategy
 
@@ -59,7 +65,7 @@ def test_nums_to_index_equals_num2date():
 
 
 def test_performance_equals_a_plain_numpy_reference():
-    from bt_lstm.evaluation import performance
+    from bt_lstm.backtest.metrics import performance
 
     r = pd.Series([0.10, -0.10, 0.10], index=pd.date_range("2024-01-01", periods=3))
     m = performance(r)

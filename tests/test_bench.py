@@ -6,7 +6,7 @@ import multiprocessing
 
 import numpy as np
 
-from bt_lstm.bench import peak_rss_mib
+from bt_lstm.jobs.bench import peak_rss_mib
 from runners import bench
 
 
@@ -22,7 +22,7 @@ def test_bench_writes_every_figure(market_csv, tiny_cfg, tmp_path, capsys):
     assert bt_["bars"] == 1200
     assert bt_["ratio"] == bt_["model_strategy_s"] / bt_["no_model_strategy_s"]
     assert bt_["model_strategy_fills"] >= 0 and bt_["no_model_orders"] >= 0
-    from bt_lstm.models import registered_models
+    from bt_lstm.models.nets import registered_models
 
     assert set(res["inference"]) == set(registered_models()) >= {"gru", "lstm", "mlp",
                                                                  "stacked_lstm"}

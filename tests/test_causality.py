@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from bt_lstm.config import FeatureConfig, RegimeConfig
-from bt_lstm.features import compute_features, warmup_bars
-from bt_lstm.regimes import apply_regimes, fit_regimes
+from bt_lstm.signals.features import compute_features, warmup_bars
+from bt_lstm.signals.regimes import apply_regimes, fit_regimes
 
 CUTS = [150, 400, 777, 1100]
 

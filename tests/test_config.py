@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from bt_lstm.config import (FeatureConfig, PipelineConfig, StrategyConfig, TrainConfig,
-                            WindowConfig, replace)
+from bt_lstm.config import (
+    FeatureConfig,
+    PipelineConfig,
+    StrategyConfig,
+    TrainConfig,
+    WindowConfig,
+    replace,
+)
 
 
 def test_round_trip_through_json():

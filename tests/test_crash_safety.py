@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-
-from bt_lstm.artifacts import clean_stale
 from conftest import TINY_FLAGS
+
+from bt_lstm.data.files import clean_stale
 from runners import backtest as backtest_runner
 from runners import walk_forward as wf_runner
 
@@ -20,7 +20,7 @@ SIZE = 4 << 20  # 4 MiB a write: long enough to be killed in the middle of one
 WRITER = """
 import sys
 from pathlib import Path
-from bt_lstm.artifacts import atomic_write_bytes
+from bt_lstm.data.files import atomic_write_bytes
 path = Path(sys.argv[1])
 i = 0
 while True:
@@ -49,7 +49,7 @@ def test_sigkill_during_atomic_writes_leaves_a_complete_file(tmp_path, delay):
 SWAPPER = """
 import os, signal, sys
 from pathlib import Path
-from bt_lstm import artifacts
+from bt_lstm.data import files as artifacts
 final = Path(sys.argv[1])
 staged = artifacts.staging_dir(final)
 (staged / "metrics.json").write_text("new")
@@ -93,7 +93,7 @@ def test_ctrl_c_during_training_keeps_the_last_good_models(market_csv, tmp_path,
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bt_lstm.pipeline.train_model", interrupted)
+    monkeypatch.setattr("bt_lstm.research.pipeline.train_model", interrupted)
     capsys.readouterr()
     assert backtest_runner.main([*args, "--retrain"]) == 130
     err = capsys.readouterr().err

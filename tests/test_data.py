@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-import logging
-
-import numpy as np
 import pandas as pd
 import pytest
 
-from bt_lstm.data import (DataError, find_gaps, fingerprint_frame, load_ohlcv,
-                          resolve_data_path)
+from bt_lstm.data.candles import (
+    DataError,
+    find_gaps,
+    fingerprint_frame,
+    load_ohlcv,
+    resolve_data_path,
+)
 
 ROWS = [  # open time, o, h, l, c, v
     ("2021-01-01T00:00:00Z", 10.0, 11.0, 9.0, 10.5, 5.0),

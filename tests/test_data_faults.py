@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-
-from bt_lstm.backtest import run_backtest
-from bt_lstm.config import StrategyConfig
-from bt_lstm.data import DataError, fingerprint_frame, load_ohlcv, placeholder_mask
-from bt_lstm.windows import make_target
 from conftest import TINY_FLAGS
+
+from bt_lstm.backtest.engine import run_backtest
+from bt_lstm.config import StrategyConfig
+from bt_lstm.data.candles import DataError, fingerprint_frame, load_ohlcv, placeholder_mask
+from bt_lstm.signals.windows import make_target
 from runners import backtest as runner
 from strategies.lstm_strategy import RegimeLSTMStrategy
 

@@ -11,10 +11,10 @@ import torch
 SCRIPT = """
 import hashlib, json, sys
 import numpy as np
-from bt_lstm.backtest import run_backtest
+from bt_lstm.backtest.engine import run_backtest
 from bt_lstm.config import ModelConfig, PipelineConfig, TrainConfig, WindowConfig
-from bt_lstm.pipeline import fit_pipeline
-from bt_lstm.synthetic import make_market
+from bt_lstm.research.pipeline import fit_pipeline
+from bt_lstm.data.synthetic import make_market
 from strategies.lstm_strategy import RegimeLSTMStrategy
 
 seed = int(sys.argv[1])
@@ -56,7 +56,7 @@ def test_same_seed_is_bit_identical_across_processes_and_another_seed_is_not():
 def test_cuda_training_applies_the_determinism_settings(market, tiny_cfg):
     from dataclasses import replace
 
-    from bt_lstm.pipeline import fit_pipeline
+    from bt_lstm.research.pipeline import fit_pipeline
 
     cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, device="cuda"))
     a, _ = fit_pipeline(market.frame, cfg)

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_FLAGS
 from scipy.stats import spearmanr
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from bt_lstm.baselines import MODELS
-from bt_lstm.evaluation import diebold_mariano, forecast_scores, regression_scores
-from conftest import TINY_FLAGS
+from bt_lstm.research.baselines import MODELS
+from bt_lstm.research.scoring import diebold_mariano, forecast_scores, regression_scores
 from runners import evaluate as runner
 from runners import walk_forward as wf_runner
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from golden.backtest_case import GOLDEN, golden_case
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bt_lstm.config import replace
-from bt_lstm.forecast import load_forecaster
-from bt_lstm.pipeline import fit_pipeline
+from bt_lstm.models.forecast import load_forecaster
+from bt_lstm.research.pipeline import fit_pipeline
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]

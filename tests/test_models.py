@@ -10,19 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from bt_lstm.artifacts import ArtifactError, load_model, save_model
-from bt_lstm.config import TrainConfig
-from bt_lstm.forecast import load_forecaster
-from bt_lstm.models import build_model, registered_models
-from bt_lstm.training import build_seeded, train_model
 from conftest import REPO, TINY_FLAGS
+
+from bt_lstm.config import TrainConfig
+from bt_lstm.models.artifacts import ArtifactError, load_model, save_model
+from bt_lstm.models.forecast import load_forecaster
+from bt_lstm.models.nets import build_model, registered_models
+from bt_lstm.models.training import build_seeded, train_model
 from runners import backtest as backtest_runner
 
 HP = {"lookback": 6, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
 LOAD_AND_PREDICT = """
 import sys, numpy as np, torch
-from bt_lstm.artifacts import load_model
+from bt_lstm.models.artifacts import load_model
 model, _ = load_model(__import__("pathlib").Path(sys.argv[1]), sys.argv[2])
 x = torch.from_numpy(np.load(sys.argv[3]))
 with torch.no_grad():
@@ -95,8 +95,8 @@ class AttnLSTM(nn.Module):
 
 FRESH_FORECAST = """
 import sys, pandas as pd
-from bt_lstm.data import load_ohlcv
-from bt_lstm.forecast import load_forecaster
+from bt_lstm.data.candles import load_ohlcv
+from bt_lstm.models.forecast import load_forecaster
 fc = load_forecaster(sys.argv[1])
 fc.forecast_frame(load_ohlcv(sys.argv[2]))["forecast"].to_csv(sys.argv[3])
 """
@@ -118,7 +118,7 @@ def test_user_architecture_file_round_trip(market_csv, tmp_path, capsys):
     assert meta["arch"] == "AttnLSTM" and meta["model_file"] == str(model_file.resolve())
     assert len(meta["model_file_sha256"]) == 64
     expected = load_forecaster(bundle).forecast_frame(
-        __import__("bt_lstm.data", fromlist=["x"]).load_ohlcv(market_csv))["forecast"]
+        __import__("bt_lstm.data.candles", fromlist=["x"]).load_ohlcv(market_csv))["forecast"]
     # a fresh process, started from another folder, rebuilds the user's model from the bundle
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

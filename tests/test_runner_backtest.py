@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, TINY_FLAGS, real_data_dir
+
 from runners import backtest as runner
 
 
@@ -143,7 +143,7 @@ def test_failed_run_keeps_the_previous_report(market_csv, tmp_path, monkeypatch)
 
     def crash(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr("bt_lstm.jobs.write_tearsheet", crash)
+    monkeypatch.setattr("bt_lstm.jobs.backtest.write_tearsheet", crash)
     assert runner.main(args[:-1] + ["--threshold", "0.01"]) == 2
     assert (report / "metrics.json").read_text() == before
     assert sorted(p.name for p in report.parent.iterdir()) == ["backtest_candles_4h"]

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bt_lstm.backtest import run_backtest
+from bt_lstm.backtest.engine import run_backtest
 from bt_lstm.config import StrategyConfig
 from strategies.lstm_strategy import RegimeLSTMStrategy
 
@@ -159,8 +159,8 @@ def test_runonce_and_preload_off_give_the_same_result(both_paths, market, fitted
 def test_batch_and_per_bar_agree_on_real_btcusdt(tiny_cfg):
     from conftest import real_data_dir
 
-    from bt_lstm.data import load_ohlcv
-    from bt_lstm.pipeline import fit_pipeline
+    from bt_lstm.data.candles import load_ohlcv
+    from bt_lstm.research.pipeline import fit_pipeline
 
     data = real_data_dir()
     if data is None:

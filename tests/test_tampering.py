@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from bt_lstm.artifacts import ArtifactError
-from bt_lstm.forecast import load_forecaster
+from bt_lstm.models.artifacts import ArtifactError
+from bt_lstm.models.forecast import load_forecaster
 
 
 @pytest.fixture()

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from bt_lstm import walkforward as wf
-from bt_lstm.config import PipelineConfig
-from bt_lstm.walkforward import WalkForwardSpec, fit_folds, make_folds, parse_span
 from conftest import TINY_FLAGS
+
+from bt_lstm.config import PipelineConfig
+from bt_lstm.research import walkforward as wf
+from bt_lstm.research.walkforward import WalkForwardSpec, fit_folds, make_folds, parse_span
 from runners import walk_forward as runner
 
 SPANS = ["--train-bars", "400", "--test-bars", "200", *TINY_FLAGS]

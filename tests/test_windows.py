@@ -4,10 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bt_lstm.config import PipelineConfig, WindowConfig
-from bt_lstm.pipeline import fit_pipeline
-from bt_lstm.windows import (apply_scaler, fit_scaler, gather_windows, make_target,
-                             split_bounds, valid_window_ends, window_view)
+from bt_lstm.config import WindowConfig
+from bt_lstm.research.pipeline import fit_pipeline
+from bt_lstm.signals.windows import (
+    apply_scaler,
+    fit_scaler,
+    gather_windows,
+    make_target,
+    split_bounds,
+    valid_window_ends,
+    window_view,
+)
 
 
 def test_target_is_next_bar_log_return():

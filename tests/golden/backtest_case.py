@@ -19,9 +19,9 @@ GOLDEN = Path(__file__).with_name("backtest.json")
 
 def golden_case() -> dict:
     """Run the case; return what the golden file pins."""
-    from bt_lstm.backtest import run_backtest
+    from bt_lstm.backtest.engine import run_backtest
     from bt_lstm.config import StrategyConfig
-    from bt_lstm.synthetic import make_market
+    from bt_lstm.data.synthetic import make_market
     from strategies.lstm_strategy import RegimeLSTMStrategy
 
     frame = make_market(n_bars=400, seed=11).frame

@@ -1,4 +1,5 @@
-"""Shared command-line plumbing of the runners: flags -> config, data loading, error handling."""
+"""Shared command-line plumbing of every subcommand: argument groups, flags -> config, data
+loading, progress bars and error handling (user mistakes: one line on stderr, exit code 2)."""
 from __future__ import annotations
 
 import argparse
@@ -9,15 +10,15 @@ from typing import Callable
 
 import pandas as pd
 
-from bt_lstm.config import (DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConfig,
-                            replace)
-
+from bt_lstm.config import DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConfig, replace
 
 _D = PipelineConfig()  # defaults shown in --help come from the config itself
 
 
-def make_parser(doc: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=doc,
+def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """A parser showing ``doc`` (examples keep their layout); ``prog`` names the command in
+    usage lines (default: the script's file name, as ``python runners/x.py`` shows it)."""
+    return argparse.ArgumentParser(prog=prog, description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -47,10 +48,13 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                         "(Gaussian mixture), column (the CSV's own `regime` column)")
     g.add_argument("--trend-bars", type=int, metavar="N",
                    help=f"trailing window of the regime inputs (default {_D.regimes.trend_bars})")
-    g.add_argument("--lookback", type=int, metavar="N", help=f"bars per model window (default {_D.windows.lookback})")
-    g.add_argument("--train-frac", type=float, metavar="F", help=f"training share (default {_D.windows.train_frac})")
+    g.add_argument("--lookback", type=int, metavar="N",
+                   help=f"bars per model window (default {_D.windows.lookback})")
+    g.add_argument("--train-frac", type=float, metavar="F",
+                   help=f"training share (default {_D.windows.train_frac})")
     g.add_argument("--val-frac", type=float, metavar="F",
-                   help=f"validation share (default {_D.windows.val_frac}); the test part is the rest")
+                   help=f"validation share "
+                        f"(default {_D.windows.val_frac}); the test part is the rest")
     g.add_argument("--model", metavar="ARCH",
                    help=f"architecture: lstm, gru, mlp, stacked_lstm, or one registered by "
                         f"--model-file (default {_D.model.arch})")
@@ -58,30 +62,58 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                    help="your own architecture: a Python file that registers it with "
                         "@bt_lstm.models.register_model (see README); saved models record its "
                         "path and hash"),
-    g.add_argument("--hidden-size", type=int, metavar="H", help=f"hidden units (default {_D.model.hidden_size})")
-    g.add_argument("--layers", type=int, metavar="K", help=f"stacked layers (default {_D.model.num_layers})")
-    g.add_argument("--dropout", type=float, metavar="P", help=f"dropout between layers (default {_D.model.dropout})")
-    g.add_argument("--epochs", type=int, metavar="N", help=f"most epochs (default {_D.train.epochs})")
-    g.add_argument("--batch-size", type=int, metavar="N", help=f"mini-batch size (default {_D.train.batch_size})")
-    g.add_argument("--lr", type=float, metavar="LR", help=f"Adam learning rate (default {_D.train.lr})")
+    g.add_argument("--hidden-size", type=int, metavar="H",
+                   help=f"hidden units (default {_D.model.hidden_size})")
+    g.add_argument("--layers", type=int, metavar="K",
+                   help=f"stacked layers (default {_D.model.num_layers})")
+    g.add_argument("--dropout", type=float, metavar="P",
+                   help=f"dropout between layers (default {_D.model.dropout})")
+    g.add_argument("--epochs", type=int, metavar="N",
+                   help=f"most epochs (default {_D.train.epochs})")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"mini-batch size (default {_D.train.batch_size})")
+    g.add_argument("--lr", type=float, metavar="LR",
+                   help=f"Adam learning rate (default {_D.train.lr})")
     g.add_argument("--patience", type=int, metavar="N",
-                   help=f"early stopping: epochs without validation improvement (default {_D.train.patience})")
+                   help=f"early stopping: epochs without validation improvement "
+                        f"(default {_D.train.patience})")
     g.add_argument("--min-regime-windows", type=int, metavar="N",
-                   help=f"fewer training windows -> the regime uses a pooled model (default {_D.train.min_regime_windows})")
+                   help=f"fewer training windows -> the regime uses a pooled model "
+                        f"(default {_D.train.min_regime_windows})")
     g.add_argument("--seed", type=int, metavar="N", help=f"random seed (default {_D.train.seed})")
     g.add_argument("--device", choices=DEVICES, help=f"where to train (default {_D.train.device})")
     g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (0: torch default)")
     s = parser.add_argument_group("strategy and costs")
     s.add_argument("--threshold", type=float, metavar="X",
-                   help=f"|forecast| (next-bar log return) needed to hold a position (default {_D.strategy.threshold})")
+                   help=f"|forecast| (next-bar log return) needed to hold a position "
+                        f"(default {_D.strategy.threshold})")
     s.add_argument("--long-only", action="store_true", default=None, help="never go short")
     s.add_argument("--fraction", type=float, metavar="F",
-                   help=f"fraction of equity per position (default {_D.strategy.position_fraction})")
+                   help=f"fraction of equity per position "
+                        f"(default {_D.strategy.position_fraction})")
     s.add_argument("--commission", type=float, metavar="F",
                    help=f"commission, fraction of notional (default {_D.strategy.commission})")
     s.add_argument("--slippage", type=float, metavar="F",
                    help=f"slippage, fraction of price (default {_D.strategy.slippage})")
-    s.add_argument("--cash", type=float, metavar="X", help=f"starting cash (default {_D.strategy.cash:g})")
+    s.add_argument("--cash", type=float, metavar="X",
+                   help=f"starting cash (default {_D.strategy.cash:g})")
+
+
+MAIN_JOB_MODELS = ("where the main job keeps its models (default: models); models for this "
+                   "data and config are trained first if none are saved")
+
+
+def add_output_args(group: argparse._ArgumentGroup, reports: str, models: str | None = None,
+                    tearsheet: str | None = None, quiet: str = "no progress bars, warnings only"
+                    ) -> None:
+    """--models-dir (when ``models`` gives its help), --reports-dir, --no-tearsheet (when
+    ``tearsheet`` gives its help) and --quiet: the output flags every job shares."""
+    if models is not None:
+        group.add_argument("--models-dir", default="models", metavar="DIR", help=models)
+    group.add_argument("--reports-dir", default="reports", metavar="DIR", help=reports)
+    if tearsheet is not None:
+        group.add_argument("--no-tearsheet", action="store_true", help=tearsheet)
+    group.add_argument("--quiet", action="store_true", help=quiet)
 
 
 # flag -> (config section, field)
@@ -127,8 +159,7 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
 
 def check_architecture(cfg: PipelineConfig) -> None:
     """Unknown architectures and broken model files fail here, before any data is read."""
-    from bt_lstm.models import build_model
-    from bt_lstm.pipeline import model_hparams
+    from bt_lstm.models.nets import build_model, model_hparams
 
     build_model(cfg.model.arch, len(cfg.features.names), model_hparams(cfg),
                 cfg.model.model_file)
@@ -150,9 +181,15 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
     ``check_split``: refuse data too short for the main job's train/validation/test split
     (walk-forward checks its own fold plan instead).
     """
-    from bt_lstm.data import DataError, infer_bar, load_ohlcv, parse_timeframe, resolve_data_path
-    from bt_lstm.pipeline import check_enough_bars
-    from bt_lstm.synthetic import SAMPLE_NAME, make_sample
+    from bt_lstm.data.candles import (
+        DataError,
+        infer_bar,
+        load_ohlcv,
+        parse_timeframe,
+        resolve_data_path,
+    )
+    from bt_lstm.data.synthetic import SAMPLE_NAME, make_sample
+    from bt_lstm.research.pipeline import check_enough_bars
 
     if args.csv and args.symbol:
         raise DataError("give either --csv or --symbol, not both")
@@ -179,9 +216,22 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
     return frame, name, label
 
 
+def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    """The candles from ``start`` to ``end`` (inclusive; either may be None)."""
+    out = frame
+    if start:
+        out = out[out.index >= pd.Timestamp(start)]
+    if end:
+        out = out[out.index <= pd.Timestamp(end)]
+    if len(out) < 2:
+        raise ValueError(f"no candles between --start {start} and --end {end} "
+                         f"(the data covers {frame.index[0]} to {frame.index[-1]})")
+    return out
+
+
 def setup_logging(quiet: bool) -> None:
     """Logging for a runner; also where every runner starts, so CUDA determinism is set here."""
-    from bt_lstm.training import configure_determinism
+    from bt_lstm.models.training import configure_determinism
 
     configure_determinism()
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
@@ -194,11 +244,9 @@ def setup_logging(quiet: bool) -> None:
 
 def run_cli(job: Callable[[], int]) -> int:
     """Run ``job``; user mistakes become one line on stderr and exit code 2."""
-    from bt_lstm.artifacts import ArtifactError
-
     try:
         return job()
-    except (ValueError, TypeError, ArtifactError, FloatingPointError, OSError) as exc:
+    except (ValueError, TypeError, FloatingPointError, OSError) as exc:  # incl. ArtifactError
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
@@ -220,7 +268,7 @@ def config_from_file(path: str | None) -> PipelineConfig:
 def main_job_models(args: argparse.Namespace, cfg: PipelineConfig, frame: pd.DataFrame,
                     dataset: str, timeframe: str):
     """The main job's saved models for this data and config, trained first if none match."""
-    from bt_lstm.jobs import obtain_forecaster
+    from bt_lstm.jobs.backtest import obtain_forecaster
 
     progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
     try:

@@ -8,10 +8,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from bt_lstm.artifacts import temp_beside
-from bt_lstm.evaluation import PERIODS_PER_YEAR
+from bt_lstm.backtest.metrics import PERIODS_PER_YEAR
+from bt_lstm.data.files import temp_beside
+from bt_lstm.signals.regimes import REGIME_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +138,34 @@ def write_overview_png(candles: pd.DataFrame, regimes: pd.Series, boundaries: li
         bottom.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def write_forecast_plot(table: pd.DataFrame, path: Path, dataset: str) -> None:
+    """Forecast vs realised scatter per regime (regime model and global LSTM), atomic PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5), sharex=True, sharey=True)
+    try:
+        lim = float(np.nanpercentile(np.abs(table["realised"]), 99.5)) or 1e-3
+        for r, ax in enumerate(axes):
+            part = table[table["regime"] == r]
+            ax.scatter(part["regime_model"], part["realised"], s=3, alpha=0.4, label="regime model")
+            ax.scatter(part["global_lstm"], part["realised"], s=3, alpha=0.3, label="global LSTM")
+            ax.axhline(0, color="#999", lw=0.5)
+            ax.axvline(0, color="#999", lw=0.5)
+            ax.set_title(f"{REGIME_LABELS[r]} ({len(part)} bars)")
+            ax.set_xlabel("forecast (log return)")
+            ax.set_ylim(-lim, lim)
+        axes[0].set_ylabel("realised next-bar log return")
+        axes[0].legend(fontsize=8, markerscale=3)
+        fig.suptitle(f"{dataset}: forecast vs realised on test bars")
+        fig.tight_layout()
+        save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
 

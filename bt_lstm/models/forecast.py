@@ -13,12 +13,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bt_lstm.artifacts import (MANIFEST, SCHEMA_VERSION, ArtifactError, atomic_write_json,
-                               load_model, read_manifest, read_model_meta, save_model)
+from bt_lstm.models.artifacts import (MANIFEST, SCHEMA_VERSION, ArtifactError, load_model,
+                                      read_manifest, read_model_meta, save_model)
+from bt_lstm.data.files import atomic_write_json
 from bt_lstm.config import FeatureConfig
-from bt_lstm.features import compute_features
-from bt_lstm.regimes import RegimeParams, apply_regimes
-from bt_lstm.windows import ScalerParams, apply_scaler, gather_windows, valid_window_ends
+from bt_lstm.signals.features import compute_features
+from bt_lstm.signals.regimes import RegimeParams, apply_regimes
+from bt_lstm.signals.windows import ScalerParams, apply_scaler, gather_windows, valid_window_ends
 
 INFER_BATCH = 4096
 # Fields every model JSON of a bundle must agree on with the manifest.

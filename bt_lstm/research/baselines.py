@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data import placeholder_mask
-from bt_lstm.forecast import Forecaster
-from bt_lstm.pipeline import PreparedWindows, model_hparams, prepare_windows, train_one
-from bt_lstm.training import build_seeded
-from bt_lstm.windows import SplitBounds, gather_windows, make_target, valid_window_ends
+from bt_lstm.data.candles import placeholder_mask
+from bt_lstm.models.forecast import Forecaster
+from bt_lstm.models.nets import model_hparams
+from bt_lstm.models.training import predict_windows
+from bt_lstm.research.pipeline import PreparedWindows, prepare_windows, train_one
+from bt_lstm.signals.windows import SplitBounds, gather_windows, make_target, valid_window_ends
 
 MODELS = ("regime_model", "zero", "train_mean", "persistence", "ridge", "global_lstm", "mlp")
 
@@ -26,10 +26,7 @@ def _net_forecast(prep: PreparedWindows, cfg: PipelineConfig, arch: str, x_test:
     """Train one network of ``arch`` on all regimes' training windows; forecast ``x_test``."""
     net_cfg = replace(cfg, model=replace(cfg.model, arch=arch, model_file=None))
     state, _ = train_one(prep, net_cfg, arch, None, target_scale, period)
-    model = build_seeded(arch, x_test.shape[2], model_hparams(net_cfg), 0)
-    model.load_state_dict(state)
-    with torch.no_grad():
-        return model.eval()(torch.from_numpy(x_test)).numpy().astype(float) * target_scale
+    return predict_windows(arch, model_hparams(net_cfg), state, x_test) * target_scale
 
 
 def segment_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds,

@@ -12,15 +12,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bt_lstm.artifacts import atomic_write_json, atomic_write_text, replace_dir, staging_dir
-from bt_lstm.baselines import MODELS, segment_forecasts
+from bt_lstm.backtest.reports import write_forecast_plot
 from bt_lstm.config import PipelineConfig
-from bt_lstm.evaluation import diebold_mariano, regression_scores
-from bt_lstm.forecast import Forecaster, load_forecaster
-from bt_lstm.jobs import clean_json
-from bt_lstm.regimes import REGIME_LABELS
-from bt_lstm.reports import save_figure
-from bt_lstm.windows import split_bounds
+from bt_lstm.data.files import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_json,
+    replace_dir,
+    staging_dir,
+)
+from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.models.forecast import Forecaster, load_forecaster
+from bt_lstm.research.baselines import MODELS, segment_forecasts
+from bt_lstm.research.scoring import diebold_mariano, regression_scores
+from bt_lstm.signals.regimes import REGIME_LABELS
+from bt_lstm.signals.windows import split_bounds
 
 SCORE_COLUMNS = ("n", "mse", "rmse", "mae", "r2", "dir_acc", "ic")
 
@@ -34,7 +40,7 @@ def main_job_forecasts(frame: pd.DataFrame, cfg: PipelineConfig,
 def walk_forward_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, folds: list,
                            folds_dir: Path) -> pd.DataFrame:
     """All models' forecasts on every fold's test span, each fold with its own models."""
-    from bt_lstm.walkforward import fold_frame
+    from bt_lstm.research.walkforward import fold_frame
 
     parts = []
     for fold in folds:
@@ -88,41 +94,15 @@ def write_evaluation(out_dir: Path, table: pd.DataFrame, scores: dict[str, Any],
     try:
         atomic_write_json(staged / "evaluation.json", clean_json(dict(header, models=scores)))
         atomic_write_text(staged / "forecasts.csv", table.to_csv(index_label="timestamp"))
-        _plot(table, staged / "forecast_vs_realised.png", header["dataset"])
+        write_forecast_plot(table, staged / "forecast_vs_realised.png", header["dataset"])
         atomic_write_text(staged / "index.html", _page(scores, header))
+        write_manifest(staged, **header)
     except BaseException:
         import shutil
 
         shutil.rmtree(staged, ignore_errors=True)
         raise
     replace_dir(staged, out_dir)
-
-
-def _plot(table: pd.DataFrame, path: Path, dataset: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5), sharex=True, sharey=True)
-    try:
-        lim = float(np.nanpercentile(np.abs(table["realised"]), 99.5)) or 1e-3
-        for r, ax in enumerate(axes):
-            part = table[table["regime"] == r]
-            ax.scatter(part["regime_model"], part["realised"], s=3, alpha=0.4, label="regime model")
-            ax.scatter(part["global_lstm"], part["realised"], s=3, alpha=0.3, label="global LSTM")
-            ax.axhline(0, color="#999", lw=0.5)
-            ax.axvline(0, color="#999", lw=0.5)
-            ax.set_title(f"{REGIME_LABELS[r]} ({len(part)} bars)")
-            ax.set_xlabel("forecast (log return)")
-            ax.set_ylim(-lim, lim)
-        axes[0].set_ylabel("realised next-bar log return")
-        axes[0].legend(fontsize=8, markerscale=3)
-        fig.suptitle(f"{dataset}: forecast vs realised on test bars")
-        fig.tight_layout()
-        save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
 
 
 def _page(scores: dict[str, Any], header: dict[str, Any]) -> str:

@@ -9,22 +9,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bt_lstm import __version__
-from bt_lstm.artifacts import (ArtifactError, atomic_write_json, atomic_write_text, read_manifest,
-                               replace_dir, staging_dir)
-from bt_lstm.backtest import BacktestResult, run_backtest
+from bt_lstm.backtest.engine import BacktestResult, run_backtest
+from bt_lstm.backtest.metrics import score_backtest
+from bt_lstm.backtest.reports import format_summary, write_tearsheet
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data import find_gaps, fingerprint_frame, infer_bar
-from bt_lstm.evaluation import (bar_returns, buy_and_hold_equity, daily_returns, performance,
-                                trading_stats)
-from bt_lstm.forecast import Forecaster, load_forecaster
-from bt_lstm.pipeline import ProgressFactory, check_enough_bars, fit_pipeline
-from bt_lstm.regimes import REGIME_LABELS
-from bt_lstm.reports import format_summary, write_tearsheet
-from bt_lstm.windows import split_bounds
+from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar
+from bt_lstm.data.files import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_json,
+    replace_dir,
+    staging_dir,
+)
+from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.models.artifacts import ArtifactError, read_manifest
+from bt_lstm.models.forecast import Forecaster, load_forecaster
+from bt_lstm.research.pipeline import ProgressFactory, check_enough_bars, fit_pipeline
+from bt_lstm.signals.regimes import REGIME_LABELS
+from bt_lstm.signals.windows import split_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ class JobResult:
 
 def model_key(frame: pd.DataFrame, cfg: PipelineConfig) -> str:
     """Cache key: the data fingerprint, the training config and the library version."""
-    from bt_lstm.pipeline import model_file_meta
+    from bt_lstm.research.pipeline import model_file_meta
 
     blob = json.dumps({"data": fingerprint_frame(frame), "config": cfg.training_dict(),
                        "version": __version__, **model_file_meta(cfg)}, sort_keys=True)
@@ -107,22 +112,13 @@ def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strateg
     strat_daily, bh_daily, strategy, bh = score_backtest(test, result, cfg)
     metrics = _metrics(dataset, timeframe, test, result, strategy, bh, len(strat_daily),
                        forecaster, reused, model_dir, gaps.describe(), cfg)
-    _write_report(report_dir, metrics, cfg, result, strat_daily, bh_daily, tearsheet)
+    run = {"run_id": report_dir.name, "dataset": dataset, "timeframe": timeframe,
+           "data_fingerprint": fingerprint_frame(frame), "bars": len(frame),
+           "first_bar": str(frame.index[0]), "last_bar": str(frame.index[-1]),
+           "seeds": {"train": cfg.train.seed, "regimes": cfg.train.seed},
+           "models": {"dir": str(model_dir), "model_key": forecaster.info.get("model_key")}}
+    _write_report(report_dir, metrics, cfg, result, strat_daily, bh_daily, tearsheet, run)
     return JobResult(metrics, report_dir, model_dir, reused, result)
-
-
-def score_backtest(test: pd.DataFrame, result: BacktestResult, cfg: PipelineConfig
-                   ) -> tuple[pd.Series, pd.Series, dict[str, Any], dict[str, Any]]:
-    """Daily returns and performance of the strategy and of buy-and-hold over ``test``."""
-    cash = cfg.strategy.cash
-    strat_daily = daily_returns(bar_returns(result.equity, cash))
-    bh_equity = buy_and_hold_equity(test, cash, cfg.strategy.commission, cfg.strategy.slippage)
-    bh_daily = daily_returns(bar_returns(bh_equity, cash))
-    strategy = performance(strat_daily)
-    strategy.update(trading_stats(result.bars, result.trades, result.fills, result.rejected,
-                                  result.rounded_to_zero))
-    strategy["final_value"] = float(result.final_value)
-    return strat_daily, bh_daily, strategy, performance(bh_daily)
 
 
 def _metrics(dataset: str, timeframe: str | None, test: pd.DataFrame, result: BacktestResult,
@@ -148,7 +144,7 @@ def _metrics(dataset: str, timeframe: str | None, test: pd.DataFrame, result: Ba
 
 def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig,
                   result: BacktestResult, strat_daily: pd.Series, bh_daily: pd.Series,
-                  tearsheet: bool) -> None:
+                  tearsheet: bool, run: dict[str, Any]) -> None:
     staged = staging_dir(report_dir)
     try:
         if tearsheet:
@@ -157,6 +153,7 @@ def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig
         write_backtest_files(staged, result, strat_daily, bh_daily)
         atomic_write_json(staged / "config.json", cfg.to_dict())
         atomic_write_json(staged / "metrics.json", clean_json(metrics))
+        write_manifest(staged, **run)
     except BaseException:
         import shutil
 
@@ -173,16 +170,3 @@ def write_backtest_files(folder: Path, result: BacktestResult, strat_daily: pd.S
     atomic_write_text(folder / "bars.csv", result.bars.to_csv())
     atomic_write_text(folder / "trades.csv", result.trades.to_csv(index=False))
     atomic_write_text(folder / "fills.csv", result.fills.to_csv(index=False))
-
-
-def clean_json(obj: Any) -> Any:
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, dict):
-        return {k: clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean_json(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

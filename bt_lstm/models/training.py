@@ -4,11 +4,12 @@ Legend: N windows, L lookback, F features. X is (N, L, F) float32, y is (N,) flo
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class TrainResult:
 def build_seeded(arch: str, n_features: int, hparams: dict, seed: int,
                  model_file: str | None = None) -> nn.Module:
     """Build a registered model with weights initialised from ``seed`` (global RNG untouched)."""
-    from bt_lstm.models import build_model
+    from bt_lstm.models.nets import build_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -155,3 +156,27 @@ def _fit(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor,
     model.to("cpu")
     best.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return best
+
+
+def predict_windows(arch: str, hparams: dict, state: dict, x: np.ndarray) -> np.ndarray:
+    """Forecasts (N,) of a network rebuilt from ``arch``/``hparams`` with weights ``state``,
+    for windows ``x`` (N, L, F) float32, in the model's (scaled) target units."""
+    model = build_seeded(arch, x.shape[2], hparams, 0)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(x)).numpy().astype(float)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block on one torch thread, then restore the previous count.
+
+    Thread counts change float summation order; one thread everywhere makes results identical
+    for any number of worker processes, and small models are fastest that way.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -6,6 +6,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bt_lstm.backtest.engine import BacktestResult
+from bt_lstm.config import PipelineConfig
+
 PERIODS_PER_YEAR = 365  # crypto trades every day
 
 
@@ -75,64 +78,15 @@ def trading_stats(bars: pd.DataFrame, trades: pd.DataFrame, fills: pd.DataFrame,
     }
 
 
-def forecast_scores(forecast: np.ndarray, realised: np.ndarray) -> dict[str, float]:
-    """MSE, MAE and directional accuracy of a forecast, beside the zero forecast's MSE and MAE.
-
-    Rows where either value is NaN are left out; ``n`` counts the rest. Directional accuracy is
-    the share of rows where sign(forecast) == sign(realised).
-    """
-    f = np.asarray(forecast, dtype=float)
-    r = np.asarray(realised, dtype=float)
-    ok = np.isfinite(f) & np.isfinite(r)
-    f, r = f[ok], r[ok]
-    if not len(f):
-        nan = float("nan")
-        return {"n": 0, "mse": nan, "mae": nan, "dir_acc": nan, "zero_mse": nan, "zero_mae": nan}
-    return {"n": int(len(f)), "mse": float(np.mean((f - r) ** 2)),
-            "mae": float(np.mean(np.abs(f - r))),
-            "dir_acc": float(np.mean(np.sign(f) == np.sign(r))),
-            "zero_mse": float(np.mean(r ** 2)), "zero_mae": float(np.mean(np.abs(r)))}
-
-
-def regression_scores(forecast: np.ndarray, realised: np.ndarray) -> dict[str, float]:
-    """MSE, RMSE, MAE, R², directional accuracy and Spearman IC of a forecast, with ``n``.
-
-    R² is ``1 - SSE / SST`` with SST around the mean of the realised values scored (so a
-    constant forecast at that mean scores 0). NaN rows in either input are left out.
-    """
-    from scipy.stats import spearmanr
-
-    f = np.asarray(forecast, dtype=float)
-    r = np.asarray(realised, dtype=float)
-    ok = np.isfinite(f) & np.isfinite(r)
-    f, r = f[ok], r[ok]
-    nan = float("nan")
-    if len(f) < 2:
-        return {"n": int(len(f)), "mse": nan, "rmse": nan, "mae": nan, "r2": nan,
-                "dir_acc": nan, "ic": nan}
-    sse = float(np.sum((f - r) ** 2))
-    sst = float(np.sum((r - r.mean()) ** 2))
-    ic = float(spearmanr(f, r).statistic) if np.ptp(f) > 0 and np.ptp(r) > 0 else nan
-    return {"n": int(len(f)), "mse": sse / len(f), "rmse": float(np.sqrt(sse / len(f))),
-            "mae": float(np.mean(np.abs(f - r))), "r2": 1.0 - sse / sst if sst > 0 else nan,
-            "dir_acc": float(np.mean(np.sign(f) == np.sign(r))), "ic": ic}
-
-
-def diebold_mariano(errors_a: np.ndarray, errors_b: np.ndarray) -> dict[str, float]:
-    """Diebold–Mariano test of equal squared-error loss for one-step forecasts.
-
-    ``d_t = e_a,t² - e_b,t²``; ``DM = mean(d) / sqrt(var(d) / n)`` with the lag-0 variance
-    (``ddof=0``), as for horizon 1; two-sided p-value from the standard normal. A negative
-    statistic means ``a`` has the smaller loss. NaN when the losses are identical.
-    """
-    from scipy.stats import norm
-
-    a = np.asarray(errors_a, dtype=float)
-    b = np.asarray(errors_b, dtype=float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    d = a[ok] ** 2 - b[ok] ** 2
-    var = float(np.mean((d - d.mean()) ** 2)) if len(d) else 0.0
-    if len(d) < 2 or var <= 0:
-        return {"dm": float("nan"), "p_value": float("nan"), "n": int(len(d))}
-    stat = float(d.mean() / np.sqrt(var / len(d)))
-    return {"dm": stat, "p_value": float(2 * norm.sf(abs(stat))), "n": int(len(d))}
+def score_backtest(test: pd.DataFrame, result: BacktestResult, cfg: PipelineConfig
+                   ) -> tuple[pd.Series, pd.Series, dict[str, Any], dict[str, Any]]:
+    """Daily returns and performance of the strategy and of buy-and-hold over ``test``."""
+    cash = cfg.strategy.cash
+    strat_daily = daily_returns(bar_returns(result.equity, cash))
+    bh_equity = buy_and_hold_equity(test, cash, cfg.strategy.commission, cfg.strategy.slippage)
+    bh_daily = daily_returns(bar_returns(bh_equity, cash))
+    strategy = performance(strat_daily)
+    strategy.update(trading_stats(result.bars, result.trades, result.fills, result.rejected,
+                                  result.rounded_to_zero))
+    strategy["final_value"] = float(result.final_value)
+    return strat_daily, bh_daily, strategy, performance(bh_daily)

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bt_lstm import forecast as forecast_module
-from bt_lstm.forecast import Forecaster
-from bt_lstm.windows import apply_scaler
+from bt_lstm.models import forecast as forecast_module
+from bt_lstm.models.forecast import Forecaster
+from bt_lstm.signals.windows import apply_scaler
 
 # Tolerances of the comparison. Values computed in float64 must agree to RTOL; forecasts come
 # from float32 inference, whose last bits move with the size of the batch a window is in, so

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bt_lstm.backtest import run_backtest
-from bt_lstm.baselines import segment_forecasts
+from bt_lstm.backtest.engine import run_backtest
+from bt_lstm.backtest.metrics import score_backtest
 from bt_lstm.config import PipelineConfig
-from bt_lstm.evaluation import regression_scores
-from bt_lstm.jobs import score_backtest
-from bt_lstm.pipeline import fit_pipeline
-from bt_lstm.regimes import REGIME_LABELS, apply_regimes, fit_regimes
-from bt_lstm.synthetic import SyntheticMarket
-from bt_lstm.windows import split_bounds
+from bt_lstm.data.synthetic import SyntheticMarket
+from bt_lstm.research.baselines import segment_forecasts
+from bt_lstm.research.pipeline import fit_pipeline
+from bt_lstm.research.scoring import regression_scores
+from bt_lstm.signals.regimes import REGIME_LABELS, apply_regimes, fit_regimes
+from bt_lstm.signals.windows import split_bounds
 
 TARGET_R2_SHARE = 0.8  # regime LSTM R² >= 0.8 x the oracle's
 TARGET_BALANCED_ACCURACY = 0.85  # default classifier, against the true regimes

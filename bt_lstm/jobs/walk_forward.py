@@ -7,11 +7,8 @@ from __future__ import annotations
 import html
 import json
 import logging
-import platform
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,23 +16,27 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm import __version__
-from bt_lstm.artifacts import atomic_write_json, atomic_write_text
-from bt_lstm.backtest import BacktestResult, run_backtest
+from bt_lstm.backtest.engine import BacktestResult, run_backtest
+from bt_lstm.backtest.metrics import buy_and_hold_equity, score_backtest
+from bt_lstm.backtest.reports import summary_html, write_overview_png, write_tearsheet
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
-from bt_lstm.evaluation import buy_and_hold_equity, forecast_scores
-from bt_lstm.jobs import clean_json, score_backtest, write_backtest_files
-from bt_lstm.regimes import REGIME_LABELS
-from bt_lstm.reports import summary_html, write_overview_png, write_tearsheet
-from bt_lstm.walkforward import (Fold, TaskProgress, WalkForwardSpec, fit_folds, make_folds,
-                                 stitch_forecasts)
-from bt_lstm.windows import make_target
+from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
+from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
+from bt_lstm.jobs.backtest import write_backtest_files
+from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.research.scoring import forecast_scores
+from bt_lstm.research.walkforward import (
+    Fold,
+    TaskProgress,
+    WalkForwardSpec,
+    fit_folds,
+    make_folds,
+    stitch_forecasts,
+)
+from bt_lstm.signals.regimes import REGIME_LABELS
+from bt_lstm.signals.windows import make_target
 
 logger = logging.getLogger(__name__)
-
-PACKAGES = ("torch", "backtrader", "pandas", "numpy", "scikit-learn", "quantstats", "joblib",
-            "distributed")
-
 
 @dataclass
 class WalkForwardResult:
@@ -45,25 +46,6 @@ class WalkForwardResult:
     fold_table: pd.DataFrame
     metrics: dict[str, Any]
     backtest: BacktestResult
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _git_commit() -> str | None:
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: WalkForwardSpec,
@@ -99,13 +81,9 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
     atomic_write_json(run_dir / "config.json", {"pipeline": cfg.to_dict(),
                                                 "walk_forward": spec.to_dict(),
                                                 "source": source})
-    atomic_write_json(run_dir / "manifest.json", {
-        "run_id": run_dir.name, "created": datetime.now(timezone.utc).isoformat(),
-        "data_fingerprint": fingerprint, "bars": len(frame),
-        "first_bar": str(frame.index[0]), "last_bar": str(frame.index[-1]), "source": source,
-        "seeds": {"train": cfg.train.seed, "regimes": cfg.train.seed},
-        "library_version": __version__, "packages": _versions(), "git_commit": _git_commit(),
-        "python": platform.python_version()})
+    write_manifest(run_dir, run_id=run_dir.name, data_fingerprint=fingerprint, bars=len(frame),
+                   first_bar=str(frame.index[0]), last_bar=str(frame.index[-1]), source=source,
+                   seeds={"train": cfg.train.seed, "regimes": cfg.train.seed})
 
 
 def fold_table(folds: list[Fold], frame: pd.DataFrame, forecasts: pd.DataFrame,

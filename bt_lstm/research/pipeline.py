@@ -12,13 +12,22 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data import placeholder_mask
-from bt_lstm.features import compute_features, warmup_bars
-from bt_lstm.forecast import Forecaster
-from bt_lstm.regimes import REGIME_LABELS, RegimeParams, apply_regimes, fit_regimes
-from bt_lstm.training import ProgressFn, build_seeded, train_model
-from bt_lstm.windows import (ScalerParams, SplitBounds, apply_scaler, fit_scaler, gather_windows,
-                             make_target, split_bounds, valid_window_ends)
+from bt_lstm.data.candles import placeholder_mask
+from bt_lstm.models.forecast import Forecaster
+from bt_lstm.models.nets import model_hparams
+from bt_lstm.models.training import ProgressFn, build_seeded, train_model
+from bt_lstm.signals.features import compute_features, warmup_bars
+from bt_lstm.signals.regimes import REGIME_LABELS, RegimeParams, apply_regimes, fit_regimes
+from bt_lstm.signals.windows import (
+    ScalerParams,
+    SplitBounds,
+    apply_scaler,
+    fit_scaler,
+    gather_windows,
+    make_target,
+    split_bounds,
+    valid_window_ends,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -186,17 +195,11 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
     return FitResult(forecaster, meta, fallbacks), bounds
 
 
-def model_hparams(cfg: PipelineConfig) -> dict[str, Any]:
-    """The keyword arguments every registered architecture is built with (beside n_features)."""
-    return {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
-            "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout}
-
-
 def model_file_meta(cfg: PipelineConfig) -> dict[str, Any]:
     """Where a user's architecture comes from, and its hash (checked again at load time)."""
     if cfg.model.model_file is None:
         return {}
-    from bt_lstm.models import file_sha256
+    from bt_lstm.data.files import sha256_file
 
     return {"model_file": cfg.model.model_file,
-            "model_file_sha256": file_sha256(cfg.model.model_file)}
+            "model_file_sha256": sha256_file(cfg.model.model_file)}

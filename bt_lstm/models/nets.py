@@ -5,7 +5,6 @@ Legend: B batch, L lookback, F features, H hidden size. Every model maps (B, L, 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -13,6 +12,9 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from bt_lstm.config import PipelineConfig
+from bt_lstm.data.files import sha256_file
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -52,10 +54,6 @@ def registered_models() -> list[str]:
 _LOADED_FILES: dict[str, str] = {}  # sha256 of a user's architecture file -> module name
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_model_file(path: str | Path) -> str:
     """Import a user's architecture file (which registers itself); return its sha256.
 
@@ -65,7 +63,7 @@ def load_model_file(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model file {path}: no such file")
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     if sha in _LOADED_FILES:
         return sha
     name = f"bt_lstm_user_models_{sha[:16]}"
@@ -82,6 +80,12 @@ def load_model_file(path: str | Path) -> str:
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     _LOADED_FILES[sha] = name
     return sha
+
+
+def model_hparams(cfg: PipelineConfig) -> dict[str, Any]:
+    """The keyword arguments every registered architecture is built with (beside n_features)."""
+    return {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
+            "num_layers": cfg.model.num_layers, "dropout": cfg.model.dropout}
 
 
 def build_model(arch: str, n_features: int, hparams: dict[str, Any],

@@ -97,7 +97,7 @@ def _timeframe(bar: pd.Timedelta) -> tuple[int, int]:
 def make_feed(frame: pd.DataFrame, bar: pd.Timedelta | None = None,
               feed_cls: type = SignalData) -> bt.feed.DataBase:
     """A feed of ``frame`` with timeframe/compression set, so analyzers bucket bars right."""
-    from bt_lstm.data import infer_bar
+    from bt_lstm.data.candles import infer_bar
 
     timeframe, compression = _timeframe(bar if bar is not None else infer_bar(frame.index))
     return feed_cls(dataname=frame, timeframe=timeframe, compression=compression)

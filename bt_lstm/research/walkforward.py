@@ -17,15 +17,23 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm import __version__
-from bt_lstm.artifacts import ArtifactError, read_manifest, replace_dir, staging_dir
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data import fingerprint_frame, parse_duration
-from bt_lstm.features import warmup_bars
-from bt_lstm.forecast import Forecaster, load_forecaster
-from bt_lstm.pipeline import (PreparedWindows, assemble_forecaster, model_file_meta,
-                              plan_models, prepare_windows, train_one)
-from bt_lstm.regimes import REGIME_LABELS
-from bt_lstm.windows import SplitBounds
+from bt_lstm.data.candles import fingerprint_frame, parse_duration
+from bt_lstm.data.files import replace_dir, staging_dir
+from bt_lstm.models.artifacts import ArtifactError, read_manifest
+from bt_lstm.models.forecast import Forecaster, load_forecaster
+from bt_lstm.models.training import one_torch_thread
+from bt_lstm.research.pipeline import (
+    PreparedWindows,
+    assemble_forecaster,
+    model_file_meta,
+    plan_models,
+    prepare_windows,
+    train_one,
+)
+from bt_lstm.signals.features import warmup_bars
+from bt_lstm.signals.regimes import REGIME_LABELS
+from bt_lstm.signals.windows import SplitBounds
 
 logger = logging.getLogger(__name__)
 
@@ -149,24 +157,10 @@ def _fold_key(frame: pd.DataFrame, fold: Fold, cfg: PipelineConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Every task trains on one torch thread, whatever the worker: identical results for any
-    --jobs or scheduler (thread counts change float summation order), and small models are
-    fastest that way."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _train_task(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int | None,
                 target_scale: float, period: list[str]) -> tuple[dict, dict]:
-    with _one_thread():
+    # one torch thread per task: identical results for any --jobs or scheduler
+    with one_torch_thread():
         return train_one(prep, cfg, name, regime, target_scale, period)
 
 

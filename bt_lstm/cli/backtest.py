@@ -1,0 +1,96 @@
+"""Train (or reuse) regime LSTMs, backtest them out of sample in Backtrader, write a tearsheet.
+
+Examples
+--------
+    python runners/backtest.py                          # bundled SAMPLE market, offline
+    python runners/backtest.py --symbol BTCUSDT         # reads data/BTCUSDT_4h.csv
+    python runners/backtest.py --csv candles.csv --timeframe 1h --threshold 0.002
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bt_lstm.cli.common import (
+    TrainProgress,
+    add_data_args,
+    add_output_args,
+    add_pipeline_args,
+    build_config,
+    load_dataset,
+    make_parser,
+    run_cli,
+    setup_logging,
+)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = make_parser(__doc__, prog)
+    add_data_args(parser)
+    add_pipeline_args(parser)
+    run = parser.add_argument_group("run")
+    run.add_argument("--retrain", action="store_true",
+                     help="train again even when models for this data and config are saved")
+    run.add_argument("--inference", choices=("batch", "per_bar"), default="batch",
+                     help="batch: forecasts computed for all bars at once, then read bar by bar "
+                          "(fast, identical); per_bar: the strategy runs the model in every "
+                          "bar (slow, as in live trading). Default: batch")
+    add_output_args(run, models="where trained model bundles are kept and reused (default: "
+                                "models)",
+                    reports="where the report folder is written (default: reports)",
+                    tearsheet="skip the QuantStats HTML tearsheet (metrics.json is still written)")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    setup_logging(args.quiet)
+
+    def job() -> int:
+        from bt_lstm.jobs.backtest import run_main_job
+        from strategies.lstm_strategy import RegimeLSTMStrategy
+
+        cfg = build_config(args)
+        frame, dataset, timeframe = load_dataset(args, cfg)
+        name = f"{dataset}_{timeframe}"
+        progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
+        model_dir = Path(args.models_dir) / name
+        report_dir = Path(args.reports_dir) / f"backtest_{name}"
+        try:
+            result = run_main_job(
+                frame, dataset, cfg, RegimeLSTMStrategy,
+                model_dir=model_dir, report_dir=report_dir,
+                retrain=args.retrain, inference=args.inference, timeframe=timeframe,
+                progress_factory=progress.factory, tearsheet=not args.no_tearsheet)
+        except KeyboardInterrupt:
+            progress.close()
+            print(f"interrupted: {_kept(model_dir, 'models')}; {_kept(report_dir, 'report')}",
+                  file=sys.stderr)
+            return 130
+        finally:
+            progress.close()
+        print(result.summary())
+        fallbacks = result.metrics["fallbacks"]
+        for regime, why in fallbacks.items():
+            print(f"note: regime {regime} used the pooled model ({why})")
+        print(f"\nmodels:  {result.model_dir}" + ("  (reused)" if result.reused_models else ""))
+        print(f"report:  {result.report_dir}")
+        for f in ("tearsheet.html", "metrics.json", "returns.csv", "trades.csv"):
+            if (result.report_dir / f).exists():
+                print(f"  {result.report_dir / f}")
+        return 0
+
+    return run_cli(job)
+
+
+def _kept(folder: Path, what: str) -> str:
+    """What an interruption left in place (writes are whole or not at all)."""
+    if (folder / "manifest.json").is_file() or (folder / "metrics.json").is_file():
+        verb = "are" if what.endswith("s") else "is"
+        return f"the {what} of the last complete run {verb} kept in {folder}"
+    return f"no {what} were saved yet ({folder} holds nothing from this run)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
