@@ -229,11 +229,13 @@ def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.Da
     return out
 
 
-def setup_logging(quiet: bool) -> None:
-    """Logging for a runner; also where every runner starts, so CUDA determinism is set here."""
-    from bt_lstm.models.training import configure_determinism
+def setup_logging(quiet: bool, torch: bool = True) -> None:
+    """Logging for a runner; also where every runner starts, so CUDA determinism is set here
+    (``torch=False``: a command that never trains, such as download, skips importing torch)."""
+    if torch:
+        from bt_lstm.models.training import configure_determinism
 
-    configure_determinism()
+        configure_determinism()
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     # matplotlib (inside QuantStats) logs a line per missing font; not the user's concern.

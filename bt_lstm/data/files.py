@@ -16,6 +16,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+DATA_DIR_ENV = "BT_LSTM_DATA_DIR"  # default folder of <SYMBOL>_<timeframe>.csv files
+
 
 def _umask() -> int:
     mask = os.umask(0)
