@@ -37,6 +37,20 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                         "data)")
 
 
+def add_download_args(parser: argparse.ArgumentParser) -> None:
+    """--download and --base-url: fetch a --symbol's candles before the job (backtest,
+    walk-forward)."""
+    g = parser.add_argument_group("download (with --symbol)")
+    g.add_argument("--download", action="store_true",
+                   help="first download <data-dir>/<SYMBOL>_<timeframe>.csv from Binance's "
+                        "public archive when it is missing, or extend it when its last candle "
+                        "is more than a day old (as `download` does); without it a missing file "
+                        "is an error naming the download command (BTCUSDT 4h falls back to the "
+                        "bundled snapshot)")
+    g.add_argument("--base-url", metavar="URL",
+                   help="with --download: archive root instead of https://data.binance.vision")
+
+
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pipeline (flags override --config; unset flags keep defaults)")
     g.add_argument("--config", metavar="JSON",
@@ -181,25 +195,22 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
     ``check_split``: refuse data too short for the main job's train/validation/test split
     (walk-forward checks its own fold plan instead).
     """
-    from bt_lstm.data.candles import (
-        DataError,
-        infer_bar,
-        load_ohlcv,
-        parse_timeframe,
-        resolve_data_path,
-    )
+    from bt_lstm.data.candles import DataError, infer_bar, load_ohlcv, parse_timeframe
     from bt_lstm.data.synthetic import SAMPLE_NAME, make_sample
     from bt_lstm.research.pipeline import check_enough_bars
 
     if args.csv and args.symbol:
         raise DataError("give either --csv or --symbol, not both")
+    if getattr(args, "download", False) and not args.symbol:
+        raise DataError("--download needs --symbol (it fetches <SYMBOL>_<timeframe>.csv)")
+    if getattr(args, "base_url", None) and not getattr(args, "download", False):
+        raise DataError("--base-url applies to --download; add --download or drop it")
     if args.csv:
         frame, name = load_ohlcv(args.csv), Path(args.csv).stem
     elif args.symbol:
         tf = args.timeframe or "4h"
         parse_timeframe(tf)
-        frame, name = load_ohlcv(resolve_data_path(args.symbol, tf, args.data_dir)), \
-            args.symbol.upper()
+        frame, name = load_symbol(args, tf), args.symbol.upper()
     else:
         if args.timeframe and parse_timeframe(args.timeframe) != pd.Timedelta("4h"):
             raise DataError("the SAMPLE market is 4h; drop --timeframe or give --csv/--symbol")
@@ -214,6 +225,31 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
     if name.lower().endswith(f"_{label}"):  # BTCUSDT_4h.csv is dataset BTCUSDT, 4h bars
         name = name[: -len(label) - 1]
     return frame, name, label
+
+
+def load_symbol(args: argparse.Namespace, tf: str) -> pd.DataFrame:
+    """--symbol's candles: downloaded first with --download (when missing or stale), else the
+    file in --data-dir, else the bundled snapshot (BTCUSDT 4h), else an error naming the exact
+    download command."""
+    from bt_lstm.data.candles import data_path, load_ohlcv, resolve_data_path
+    from bt_lstm.data.snapshot import find_snapshot, load_snapshot
+
+    path = data_path(args.symbol, tf, args.data_dir)
+    if getattr(args, "download", False):
+        from bt_lstm.cli.download import fetch_with_progress
+        from bt_lstm.data.download import DownloadRequest, is_stale
+        from bt_lstm.data.download.archive import DEFAULT_BASE_URL
+
+        if is_stale(path, tf):
+            req = DownloadRequest(args.symbol.upper(), tf, data_dir=str(path.parent),
+                                  base_url=args.base_url or DEFAULT_BASE_URL)
+            print(fetch_with_progress(req, quiet=args.quiet).summary(), file=sys.stderr)
+        return load_ohlcv(path)
+    snap = None if path.is_file() else find_snapshot(args.symbol, tf)
+    if snap is not None:
+        print(f"note: {snap.describe(args.data_dir)}", file=sys.stderr)
+        return load_snapshot(snap)
+    return load_ohlcv(resolve_data_path(args.symbol, tf, args.data_dir))
 
 
 def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:

@@ -23,16 +23,17 @@ class Snapshot:
     path: Path
     info: dict
 
-    def describe(self) -> str:
+    def describe(self, data_dir: str | None = None) -> str:
         """One line: what it is, its range, and the command that replaces it with fresh data."""
         return (f"no {self.symbol}_{self.timeframe}.csv in the data folder: using the bundled "
                 f"snapshot of {self.symbol} {self.timeframe} ({self.info['rows']:,} candles, "
                 f"{self.info['first']} to {self.info['last']} UTC, {self.info['source_short']}); "
-                f"update with: {download_command(self.symbol, self.timeframe)}")
+                f"update with: {download_command(self.symbol, self.timeframe, data_dir)}")
 
 
-def find_snapshot(symbol: str, timeframe: str, folder: Path = SNAPSHOT_DIR) -> Snapshot | None:
+def find_snapshot(symbol: str, timeframe: str, folder: Path | None = None) -> Snapshot | None:
     """The bundled snapshot of ``symbol`` ``timeframe``, or None when the package has none."""
+    folder = SNAPSHOT_DIR if folder is None else folder
     name = f"{symbol.upper()}_{timeframe}"
     meta = folder / f"{name}.json"
     data = folder / f"{name}.csv.gz"

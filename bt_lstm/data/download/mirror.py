@@ -8,6 +8,7 @@ switched on per file or per request.
 """
 from __future__ import annotations
 
+import bisect
 import calendar
 import hashlib
 import io
@@ -32,8 +33,11 @@ class MirrorFaults:
     bad_checksum: set = field(default_factory=set)   # .CHECKSUM with another digest
     truncated: set = field(default_factory=set)      # zip cut in half (checksum of the cut)
     with_header: set = field(default_factory=set)    # CSV with a header row (futures style)
-    api_replies: list = field(default_factory=list)  # [(status, headers)] served before data
+    api_replies: list = field(default_factory=list)  # [(status, headers)] served before klines
+    archive_replies: list = field(default_factory=list)  # the same, before archive files
     delay_s: float = 0.0                             # sleep before each answer
+    stall_files: set = field(default_factory=set)    # never answered (a run to kill)
+    stall_klines_from: int | None = None             # klines requests from this index stall
 
 
 def _kline(row: Row, bar_ms: int, us: bool) -> list:
@@ -59,6 +63,7 @@ class KlineMirror:
         self.faults = faults or MirrorFaults()
         self.now_ms = now_ms
         self.requests: list[str] = []
+        self._zips: dict = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -108,10 +113,13 @@ class KlineMirror:
         else:
             y, m = fields[0], fields[1]
             hi = calendar.timegm((y + (m == 12), m % 12 + 1, 1, 0, 0, 0)) * 1000
-        chunk = [r for r in rows if lo <= r[0] < hi]
-        if not chunk:
+        key = (sym, tf, zname)
+        if key not in self._zips:
+            i, j = bisect.bisect_left(rows, (lo,)), bisect.bisect_left(rows, (hi,))
+            self._zips[key] = self.zip_bytes(zname, rows[i:j], bar) if j > i else None
+        data = self._zips[key]
+        if data is None:
             return None
-        data = self.zip_bytes(zname, chunk, bar)
         if not checksum:
             return data
         digest = hashlib.sha256(data).hexdigest()
@@ -173,10 +181,21 @@ class KlineMirror:
                 url = urlparse(self.path)
                 with mirror._lock:
                     mirror.requests.append(self.path)
-                if mirror.faults.delay_s:
-                    time.sleep(mirror.faults.delay_s)
+                    n_klines = sum(r.startswith("/api/v3/klines") for r in mirror.requests)
+                faults = mirror.faults
+                if faults.delay_s:
+                    time.sleep(faults.delay_s)
+                if (url.path.rsplit("/", 1)[-1] in faults.stall_files or (
+                        url.path == "/api/v3/klines" and faults.stall_klines_from is not None
+                        and n_klines > faults.stall_klines_from)):
+                    time.sleep(600)  # until the client is killed
+                    return None
                 if url.path.startswith("/api/"):
                     return self._api(url)
+                with mirror._lock:
+                    fault = faults.archive_replies.pop(0) if faults.archive_replies else None
+                if fault is not None:
+                    return self._send(fault[0], b"refused", "text/plain", list(fault[1].items()))
                 data = mirror.archive_file(url.path)
                 if data is None:
                     return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>",

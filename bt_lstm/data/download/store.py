@@ -146,7 +146,7 @@ class DownloadResult:
             return f"{self.symbol} {self.timeframe}: no candles"
         g = self.gaps
         gaps = ("no gaps" if g.n_gaps == 0 else
-                f"{g.n_gaps} gaps, {g.n_missing} missing candles (largest {g.largest} after "
+                f"{g.n_gaps} gap{'s' if g.n_gaps != 1 else ''}, {g.n_missing} missing candles (largest {g.largest} after "
                 f"{short_ms(g.largest_after_ms)})")
         what = (f"{self.n_new} new" if self.written else "up to date, file unchanged")
         return (f"{self.symbol} {self.timeframe}: {self.rows} rows, {short_ms(self.first_ms)} "

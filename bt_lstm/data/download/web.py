@@ -47,6 +47,7 @@ def http_get(url: str, timeout: float = 30.0, retries: int = RETRIES,
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
+            exc.close()  # its body holds the connection open
             if exc.code == 404:
                 return None
             if exc.code in (418, 451):
