@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,3 +283,77 @@ def test_loader_accepts_common_time_column_names(tmp_path, header):
 
 def test_download_error_is_a_value_error():
     assert issubclass(DownloadError, ValueError)  # run_cli: one line, exit 2
+
+
+# -- the bundled snapshot and the jobs' --download ------------------------------------------
+
+def test_the_snapshot_matches_its_json(tmp_path):
+    from bt_lstm.data.snapshot import find_snapshot, load_snapshot
+
+    snap = find_snapshot("BTCUSDT", "4h")
+    assert snap is not None and snap.path.stat().st_size <= 1_000_000
+    frame = load_snapshot(snap)
+    assert len(frame) == snap.info["rows"] == 18158
+    assert str(frame.index[0]) == "2017-08-17 04:00:00" and snap.info["first"] == "2017-08-17 04:00"
+    assert str(frame.index[-1]) == "2025-12-02 00:00:00"
+    assert "Binance" in snap.info["provenance"]
+    from tests.conftest import real_data_dir
+
+    shared = real_data_dir()
+    if shared is not None:  # the very candles of ../shared/data
+        assert frame.equals(load_ohlcv(shared / "BTCUSDT_4h.csv"))
+
+
+def test_a_tampered_snapshot_is_refused(tmp_path, monkeypatch, capsys):
+    from bt_lstm.data import snapshot
+    from runners import backtest
+
+    folder = tmp_path / "snap"
+    shutil.copytree(snapshot.SNAPSHOT_DIR, folder)
+    gz = folder / "BTCUSDT_4h.csv.gz"
+    data = bytearray(gz.read_bytes())
+    data[-20] ^= 0xFF
+    gz.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="damaged or was altered"):
+        snapshot.load_snapshot(snapshot.find_snapshot("BTCUSDT", "4h", folder))
+    monkeypatch.setattr(snapshot, "SNAPSHOT_DIR", folder)
+    rc = backtest.main(["--symbol", "BTCUSDT", "--data-dir", str(tmp_path / "none"), "--quiet",
+                        "--models-dir", str(tmp_path / "m"), "--reports-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "damaged or was altered" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_symbol_names_the_download_command(tmp_path, capsys):
+    from runners import backtest
+
+    rc = backtest.main(["--symbol", "SOLUSDT", "--data-dir", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    command = f"python runners/download.py --symbol SOLUSDT --timeframe 4h --data-dir {tmp_path}"
+    assert command in err
+
+
+def test_backtest_download_fetches_a_missing_symbol(mirror, tmp_path, capsys):
+    from runners import backtest
+    from tests.conftest import TINY_FLAGS
+
+    out = tmp_path / "out"
+    argv = ["--symbol", SYM, "--download", "--base-url", mirror.url, "--data-dir",
+            str(tmp_path / "data"), *TINY_FLAGS, "--no-tearsheet", "--models-dir",
+            str(out / "models"), "--reports-dir", str(out / "reports")]
+    assert backtest.main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "data" / f"{SYM}_4h.csv").read_bytes() == expected_bytes(ROWS)
+    assert (out / "reports" / f"backtest_{SYM}_4h" / "metrics.json").is_file()
+
+
+def test_walk_forward_download_flag_and_its_errors(mirror, tmp_path, capsys):
+    from runners import walk_forward
+
+    rc = walk_forward.main(["--download", "--quiet", "--reports-dir", str(tmp_path)])
+    assert rc == 2 and "--download needs --symbol" in capsys.readouterr().err
+    rc = walk_forward.main(["--symbol", "NOPEUSDT", "--download", "--base-url", mirror.url,
+                            "--data-dir", str(tmp_path / "d"), "--quiet", "--reports-dir",
+                            str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown symbol" in err and err.count("\n") == 1
