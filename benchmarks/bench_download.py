@@ -1,0 +1,91 @@
+"""Speed of the downloader against a local Binance mirror (127.0.0.1) serving the bundled
+BTCUSDT 4h candles in the archive layout: a full-history download and a no-op incremental
+update, each as the user runs it (``python runners/download.py ...`` in a fresh process).
+
+    python benchmarks/bench_download.py                    # writes reports/bench_download.json
+    python benchmarks/bench_download.py --reps 5 --out /tmp/bench.json
+
+Targets (issue 12): full history <= 10 s on 2 cores; a no-op update <= 1 s plus interpreter
+start. Measured here, never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bt_lstm.data.candles import load_ohlcv  # noqa: E402
+from bt_lstm.data.download.mirror import KlineMirror  # noqa: E402
+from bt_lstm.data.snapshot import find_snapshot, load_snapshot  # noqa: E402
+
+
+def timed(argv: list[str]) -> float:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {res.stderr.strip()[-500:]}")
+    return wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per figure (3)")
+    ap.add_argument("--out", default="reports/bench_download.json", help="where the JSON goes")
+    args = ap.parse_args()
+    frame = load_snapshot(find_snapshot("BTCUSDT", "4h"))
+    rows = [(int(t) // 1_000_000, *map(float, v)) for t, v in
+            zip(frame.index.asi8, frame[["open", "high", "low", "close", "volume"]].to_numpy())]
+    figures: dict = {}
+    with KlineMirror({"BTCUSDT": {"4h": rows}}) as mirror, tempfile.TemporaryDirectory() as tmp:
+        base = ["runners/download.py", "--symbol", "BTCUSDT", "--timeframe", "4h",
+                "--base-url", mirror.url, "--quiet"]
+        timed([*base, "--data-dir", f"{tmp}/warm"])  # the mirror builds and caches its zips
+        full, noop = [], []
+        for rep in range(args.reps):
+            folder = f"{tmp}/rep{rep}"
+            full.append(timed([*base, "--data-dir", folder]))
+            noop.append(timed([*base, "--data-dir", folder]))
+        got = load_ohlcv(Path(folder) / "BTCUSDT_4h.csv")
+        start = [timed(["-c", "pass"]) for _ in range(args.reps)]
+        imports = [timed(["-c", "import bt_lstm.cli.download, bt_lstm.data.download, tqdm"])
+                   for _ in range(args.reps)]
+        n_requests = len(mirror.requests)
+    figures = {
+        "full_history_s": statistics.median(full),
+        "noop_update_s": statistics.median(noop),
+        "interpreter_start_s": statistics.median(start),
+        "interpreter_and_imports_s": statistics.median(imports),
+        "noop_update_minus_interpreter_s": statistics.median(noop) - statistics.median(start),
+        "all_runs": {"full_history_s": full, "noop_update_s": noop},
+        "rows": len(got), "identical_to_snapshot": bool(got.equals(frame)),
+        "requests_served": n_requests,
+        "targets": {"full_history_s": 10.0, "noop_update_minus_interpreter_s": 1.0},
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    for key in ("full_history_s", "noop_update_s", "interpreter_start_s",
+                "interpreter_and_imports_s", "noop_update_minus_interpreter_s"):
+        print(f"{key:34s} {figures[key]:7.2f}")
+    print(f"rows {len(got)}, identical to the snapshot: {figures['identical_to_snapshot']}")
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
