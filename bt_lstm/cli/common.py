@@ -6,11 +6,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable
 
 from bt_lstm.config import DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConfig, replace
+
+if TYPE_CHECKING:  # pandas is imported where it is used: `download` never needs it
+    import pandas as pd
 
 _D = PipelineConfig()  # defaults shown in --help come from the config itself
 
@@ -212,7 +213,7 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
         parse_timeframe(tf)
         frame, name = load_symbol(args, tf), args.symbol.upper()
     else:
-        if args.timeframe and parse_timeframe(args.timeframe) != pd.Timedelta("4h"):
+        if args.timeframe and parse_timeframe(args.timeframe) != parse_timeframe("4h"):
             raise DataError("the SAMPLE market is 4h; drop --timeframe or give --csv/--symbol")
         frame, name = make_sample().frame, SAMPLE_NAME
     if check_split:
@@ -254,6 +255,8 @@ def load_symbol(args: argparse.Namespace, tf: str) -> pd.DataFrame:
 
 def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
     """The candles from ``start`` to ``end`` (inclusive; either may be None)."""
+    import pandas as pd
+
     out = frame
     if start:
         out = out[out.index >= pd.Timestamp(start)]
