@@ -46,8 +46,8 @@ def main() -> int:
     ap.add_argument("--out", default="reports/bench_download.json", help="where the JSON goes")
     args = ap.parse_args()
     frame = load_snapshot(find_snapshot("BTCUSDT", "4h"))
-    rows = [(int(t) // 1_000_000, *map(float, v)) for t, v in
-            zip(frame.index.asi8, frame[["open", "high", "low", "close", "volume"]].to_numpy())]
+    values = frame[["open", "high", "low", "close", "volume"]].to_numpy()
+    rows = [(int(t), *map(float, v)) for t, v in zip(frame.index.as_unit("ms").asi8, values)]
     figures: dict = {}
     with KlineMirror({"BTCUSDT": {"4h": rows}}) as mirror, tempfile.TemporaryDirectory() as tmp:
         base = ["runners/download.py", "--symbol", "BTCUSDT", "--timeframe", "4h",

@@ -357,3 +357,16 @@ def test_walk_forward_download_flag_and_its_errors(mirror, tmp_path, capsys):
                             str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "unknown symbol" in err and err.count("\n") == 1
+
+
+def test_a_file_in_another_layout_is_extended(mirror, tmp_path, capsys):
+    """A stored Binance-style export (epoch ms, `Open Time` header) is continued after its last
+    candle and rewritten in the canonical layout."""
+    head = [r for r in ROWS if r[0] < ms(2024, 6)]
+    lines = ["Open Time,Open,High,Low,Close,Volume"] + [",".join(map(str, r)) for r in head]
+    path = tmp_path / f"{SYM}_4h.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert run(archive_args(mirror, tmp_path), capsys)[0] == 0
+    assert path.read_bytes() == expected_bytes(ROWS)
+    zips = [r for r in mirror.requests if r.endswith(".zip")]
+    assert sorted(z.rsplit("-4h-", 1)[1] for z in zips)[0] == "2024-05.zip" and len(zips) == 10

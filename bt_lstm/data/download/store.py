@@ -90,7 +90,7 @@ def read_existing(path: Path) -> tuple[list[Row], bytes]:
         from bt_lstm.data.candles import load_ohlcv
 
         frame = load_ohlcv(path)
-        stamps = (frame.index.asi8 // 1_000_000).tolist()
+        stamps = frame.index.as_unit("ms").asi8.tolist()
         values = frame[["open", "high", "low", "close", "volume"]].to_numpy().tolist()
         rows = [(int(t), *map(float, v)) for t, v in zip(stamps, values)]
     return rows, data
