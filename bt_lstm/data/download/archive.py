@@ -131,25 +131,33 @@ def fetch_file(url: str) -> list[Row] | None:
     return parse_kline_csv(verify_zip(data, http_get(url + ".CHECKSUM"), name), name)
 
 
-def _run_task(task: Task, cache: PartCache) -> tuple[list[Row] | None, list[str]]:
-    """(rows or None, labels of files not on the server) for one task, from the cache if a
-    previous run completed it."""
+def _run_task(task: Task, cache: PartCache) -> list[Row] | None:
+    """Rows of one file (None: not on the server), from the cache if a previous run got it."""
     cached = cache.get(task.key)
     if cached is not None:
-        return cached, []
+        return cached
     rows = fetch_file(task.url)
     if rows is not None:
         cache.put(task.key, rows)
-        return rows, []
-    if not task.daily_fallback:
-        return None, [task.label]
-    found: list[Row] = []
-    missing = []
-    for day in task.daily_fallback:
-        got, miss = _run_task(day, cache)
-        found += got or []
-        missing += miss
-    return (found or None), ([task.label] if not found else missing)
+    return rows
+
+
+def _run_all(tasks: list[Task], cache: PartCache, progress) -> list[list[Row] | None]:
+    """Every task's rows, fetched in parallel; the first failure stops the rest."""
+    if not tasks:
+        return []
+    step = progress(len(tasks), "file") if progress is not None else None
+    results: list = [None] * len(tasks)
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    try:
+        futures = {pool.submit(_run_task, t, cache): i for i, t in enumerate(tasks)}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            if step is not None:
+                step(tasks[futures[fut]].label)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
 
 
 def fetch_archive(symbol: str, tf: str, start_ms: int, end_ms: int, now_ms: int,
@@ -162,24 +170,22 @@ def fetch_archive(symbol: str, tf: str, start_ms: int, end_ms: int, now_ms: int,
         raise DownloadError(f"timeframe {tf!r} is not in Binance's archive; use one of "
                             f"{', '.join(TIMEFRAMES)}")
     tasks = plan_tasks(base_url, symbol, tf, start_ms, end_ms, now_ms)
-    step = progress(len(tasks), "file") if progress is not None else None
-    results: dict[int, tuple] = {}
-    pool = ThreadPoolExecutor(max_workers=WORKERS)
-    try:
-        futures = {pool.submit(_run_task, t, cache): i for i, t in enumerate(tasks)}
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            if step is not None:
-                step(tasks[futures[fut]].label)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    got = _run_all(tasks, cache, progress)
+    # a recent month whose monthly zip is not published yet: its daily files, in parallel too
+    days = [d for t, g in zip(tasks, got) if g is None for d in t.daily_fallback]
+    by_key = dict(zip((d.key for d in days), _run_all(days, cache, progress)))
     rows: list[Row] = []
     missing: list[str] = []
-    for i in range(len(tasks)):
-        got, miss = results[i]
-        if got is None and not rows and require_rows:
+    for task, month in zip(tasks, got):
+        miss = [] if month is not None else [task.label]
+        if month is None and task.daily_fallback:
+            found = [(d, by_key[d.key]) for d in task.daily_fallback]
+            if any(r is not None for _, r in found):
+                month = [row for _, r in found for row in (r or [])]
+                miss = [d.label for d, r in found if r is None]
+        if month is None and not rows and require_rows:
             continue  # before the first file the server has: not listed yet
-        rows += got or []
+        rows += month or []
         missing += miss
     if not rows and require_rows:
         raise DownloadError(

@@ -14,7 +14,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bt_lstm.data.files import atomic_write_bytes
@@ -53,54 +53,73 @@ def parse_iso(text: str) -> int:
     return int(datetime.fromisoformat(text[:19]).replace(tzinfo=timezone.utc).timestamp()) * 1000
 
 
+def format_line(r: Row) -> str:
+    """One row as a canonical CSV line (no newline)."""
+    return f"{iso_ms(r[0])},{r[1]!r},{r[2]!r},{r[3]!r},{r[4]!r},{r[5]!r}"
+
+
 def format_rows(rows: list[Row]) -> bytes:
     """Rows -> the canonical CSV bytes (header included)."""
-    out = [HEADER]
-    out += [f"{iso_ms(r[0])},{r[1]!r},{r[2]!r},{r[3]!r},{r[4]!r},{r[5]!r}" for r in rows]
-    return ("\n".join(out) + "\n").encode()
+    return ("\n".join([HEADER, *map(format_line, rows)]) + "\n").encode()
+
+
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
+def parse_canonical_lines(data: bytes) -> list[tuple[int, str]] | None:
+    """(open ms, line) of each row of a canonical CSV, or None when ``data`` is in another
+    layout. Values are kept as text: a stored row is written back byte for byte."""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if not lines or lines[0].strip().lower() != HEADER:
+        return None
+    out = []
+    try:
+        for line in lines[1:]:
+            if not line:
+                continue
+            if line.count(",") != 5 or line[19:21] != "Z,":
+                return None
+            out.append(((datetime.fromisoformat(line[:19]) - _EPOCH) // _MS, line))
+    except ValueError:
+        return None
+    return out
 
 
 def parse_canonical(data: bytes) -> list[Row] | None:
     """Rows of a canonical CSV, or None when ``data`` is in another layout."""
-    text = data.decode("utf-8", errors="replace")
-    lines = text.splitlines()
-    if not lines or lines[0].strip().lower() != HEADER:
+    lines = parse_canonical_lines(data)
+    if lines is None:
         return None
-    rows = []
     try:
-        for rec in csv.reader(io.StringIO("\n".join(lines[1:]))):
-            if not rec:
-                continue
-            if len(rec) != 6 or not _ISO.match(rec[0]):
-                return None
-            rows.append((parse_iso(rec[0]), *map(float, rec[1:])))
+        return [(t, *map(float, line.split(",")[1:])) for t, line in lines]
     except ValueError:
         return None
-    return rows
 
 
-def read_existing(path: Path) -> tuple[list[Row], bytes]:
-    """The rows stored in ``path`` (any layout the loader reads) and its bytes; ([], b'') when
-    there is no file."""
+def read_existing(path: Path) -> tuple[list[tuple[int, str]], bytes]:
+    """The rows stored in ``path`` (any layout the loader reads) as (open ms, canonical line),
+    and the file's bytes; ([], b'') when there is no file."""
     if not path.is_file():
         return [], b""
     data = path.read_bytes()
-    rows = parse_canonical(data)
-    if rows is None:  # another layout (a Binance export, epoch stamps ...): the full loader
+    lines = parse_canonical_lines(data)
+    if lines is None:  # another layout (a Binance export, epoch stamps ...): the full loader
         from bt_lstm.data.candles import load_ohlcv
 
         frame = load_ohlcv(path)
         stamps = frame.index.as_unit("ms").asi8.tolist()
         values = frame[["open", "high", "low", "close", "volume"]].to_numpy().tolist()
         rows = [(int(t), *map(float, v)) for t, v in zip(stamps, values)]
-    return rows, data
+        lines = [(r[0], format_line(r)) for r in rows]
+    return lines, data
 
 
-def merge_rows(old: list[Row], new: list[Row]) -> list[Row]:
+def merge_lines(old: list[tuple[int, str]], new: list[Row]) -> list[tuple[int, str]]:
     """Stored rows, replaced by fetched rows of the same open time, sorted by open time."""
-    by_time = {r[0]: r for r in old}
-    by_time.update((r[0], r) for r in new)
-    return [by_time[t] for t in sorted(by_time)]
+    by_time = dict(old)
+    by_time.update((r[0], format_line(r)) for r in new)
+    return [(t, by_time[t]) for t in sorted(by_time)]
 
 
 @dataclass(frozen=True)
@@ -111,17 +130,17 @@ class GapSummary:
     largest_after_ms: int | None
 
 
-def find_row_gaps(rows: list[Row], bar_ms: int) -> GapSummary:
-    """Missing candles between consecutive rows (reported, never filled)."""
+def find_row_gaps(times: list[int], bar_ms: int) -> GapSummary:
+    """Missing candles between consecutive open times (reported, never filled)."""
     n_gaps = n_missing = largest = 0
     after = None
-    for a, b in zip(rows, rows[1:]):
-        missing = (b[0] - a[0]) // bar_ms - 1
+    for a, b in zip(times, times[1:]):
+        missing = (b - a) // bar_ms - 1
         if missing > 0:
             n_gaps += 1
             n_missing += missing
             if missing > largest:
-                largest, after = missing, a[0]
+                largest, after = missing, a
     return GapSummary(n_gaps, n_missing, largest, after)
 
 
@@ -178,9 +197,9 @@ class PartCache:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def write_rows(path: Path, rows: list[Row], old_bytes: bytes) -> bool:
-    """Write ``rows`` atomically unless the file already holds exactly these bytes."""
-    data = format_rows(rows)
+def write_lines(path: Path, lines: list[tuple[int, str]], old_bytes: bytes) -> bool:
+    """Write the rows atomically unless the file already holds exactly these bytes."""
+    data = ("\n".join([HEADER, *(line for _, line in lines)]) + "\n").encode()
     if data == old_bytes:
         return False
     atomic_write_bytes(path, data)

@@ -15,11 +15,11 @@ from bt_lstm.data.download.store import (
     DownloadResult,
     PartCache,
     find_row_gaps,
-    merge_rows,
+    merge_lines,
     read_existing,
     short_ms,
     timeframe_ms,
-    write_rows,
+    write_lines,
 )
 
 logger = logging.getLogger(__name__)
@@ -131,13 +131,14 @@ def download_candles(req: DownloadRequest, progress=None, now_ms: int | None = N
         if not new and not old:
             raise DownloadError(f"{req.exchange} returned no candles for {req.symbol} "
                                 f"{req.timeframe} from {short_ms(start_ms)}; nothing written")
-    rows = merge_rows(old, new)
-    written = write_rows(req.path, rows, old_bytes) if rows else False
+    lines = merge_lines(old, new)
+    written = write_lines(req.path, lines, old_bytes) if lines else False
     cache.clear()
-    n_new = len({r[0] for r in new} - {r[0] for r in old})
-    return DownloadResult(req.path, req.file_symbol, req.timeframe, len(rows),
-                          rows[0][0] if rows else None, rows[-1][0] if rows else None, n_new,
-                          written, find_row_gaps(rows, bar_ms), missing, req.source)
+    times = [t for t, _ in lines]
+    n_new = len({r[0] for r in new} - {t for t, _ in old})
+    return DownloadResult(req.path, req.file_symbol, req.timeframe, len(lines),
+                          times[0] if times else None, times[-1] if times else None, n_new,
+                          written, find_row_gaps(times, bar_ms), missing, req.source)
 
 
 def is_stale(path: Path, timeframe: str, now_ms: int | None = None) -> bool:
