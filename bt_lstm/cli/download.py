@@ -51,7 +51,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--api-url", metavar="URL",
                    help="with --source ccxt: send the exchange's API requests to this scheme "
                         "and host instead (a proxy, a mirror, a local server in tests)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar; the summary line only")
+    o = parser.add_argument_group("output")
+    o.add_argument("--quiet", action="store_true", help="no progress bar; the summary line only")
     return parser
 
 
