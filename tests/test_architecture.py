@@ -45,6 +45,10 @@ def test_import_contracts_hold():
      "The library never imports strategies/"),
     ("bt_lstm/research/audit.py", "import matplotlib",
      "quantstats and matplotlib only in bt_lstm.backtest.reports"),
+    ("bt_lstm/jobs/backtest.py", "import ccxt",
+     "ccxt and HTTP clients only under bt_lstm.data"),
+    ("bt_lstm/cli/common.py", "import urllib.request",
+     "ccxt and HTTP clients only under bt_lstm.data"),
 ])
 def test_a_wrong_import_breaks_its_contract(tmp_path, module, line, contract):
     """A copy of the tree with one planted import fails lint-imports, naming the contract."""
@@ -101,7 +105,8 @@ def test_top_level_help_lists_every_command_without_heavy_imports():
 
 @pytest.mark.parametrize("runner, command", [
     ("backtest", "backtest"), ("walk_forward", "walk-forward"), ("evaluate", "evaluate"),
-    ("lookahead", "lookahead"), ("bench", "bench"), ("bench_truth", "bench-truth")])
+    ("lookahead", "lookahead"), ("bench", "bench"), ("bench_truth", "bench-truth"),
+    ("download", "download")])
 def test_subcommand_help_equals_the_runner_help(runner, command):
     """`bt-lstm X --help` and `python runners/X.py --help` differ only in the usage name."""
     script = subprocess.run([sys.executable, str(REPO / "runners" / f"{runner}.py"), "--help"],

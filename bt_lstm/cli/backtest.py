@@ -15,6 +15,7 @@ from pathlib import Path
 from bt_lstm.cli.common import (
     TrainProgress,
     add_data_args,
+    add_download_args,
     add_output_args,
     add_pipeline_args,
     build_config,
@@ -28,6 +29,7 @@ from bt_lstm.cli.common import (
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__, prog)
     add_data_args(parser)
+    add_download_args(parser)
     add_pipeline_args(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--retrain", action="store_true",

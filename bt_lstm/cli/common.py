@@ -6,11 +6,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable
 
 from bt_lstm.config import DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConfig, replace
+
+if TYPE_CHECKING:  # pandas is imported where it is used: `download` never needs it
+    import pandas as pd
 
 _D = PipelineConfig()  # defaults shown in --help come from the config itself
 
@@ -35,6 +36,20 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", metavar="DIR",
                    help="folder of <SYMBOL>_<timeframe>.csv files (default: $BT_LSTM_DATA_DIR or "
                         "data)")
+
+
+def add_download_args(parser: argparse.ArgumentParser) -> None:
+    """--download and --base-url: fetch a --symbol's candles before the job (backtest,
+    walk-forward)."""
+    g = parser.add_argument_group("download (with --symbol)")
+    g.add_argument("--download", action="store_true",
+                   help="first download <data-dir>/<SYMBOL>_<timeframe>.csv from Binance's "
+                        "public archive when it is missing, or extend it when its last candle "
+                        "is more than a day old (as `download` does); without it a missing file "
+                        "is an error naming the download command (BTCUSDT 4h falls back to the "
+                        "bundled snapshot)")
+    g.add_argument("--base-url", metavar="URL",
+                   help="with --download: archive root instead of https://data.binance.vision")
 
 
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
@@ -181,27 +196,24 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
     ``check_split``: refuse data too short for the main job's train/validation/test split
     (walk-forward checks its own fold plan instead).
     """
-    from bt_lstm.data.candles import (
-        DataError,
-        infer_bar,
-        load_ohlcv,
-        parse_timeframe,
-        resolve_data_path,
-    )
+    from bt_lstm.data.candles import DataError, infer_bar, load_ohlcv, parse_timeframe
     from bt_lstm.data.synthetic import SAMPLE_NAME, make_sample
     from bt_lstm.research.pipeline import check_enough_bars
 
     if args.csv and args.symbol:
         raise DataError("give either --csv or --symbol, not both")
+    if getattr(args, "download", False) and not args.symbol:
+        raise DataError("--download needs --symbol (it fetches <SYMBOL>_<timeframe>.csv)")
+    if getattr(args, "base_url", None) and not getattr(args, "download", False):
+        raise DataError("--base-url applies to --download; add --download or drop it")
     if args.csv:
         frame, name = load_ohlcv(args.csv), Path(args.csv).stem
     elif args.symbol:
         tf = args.timeframe or "4h"
         parse_timeframe(tf)
-        frame, name = load_ohlcv(resolve_data_path(args.symbol, tf, args.data_dir)), \
-            args.symbol.upper()
+        frame, name = load_symbol(args, tf), args.symbol.upper()
     else:
-        if args.timeframe and parse_timeframe(args.timeframe) != pd.Timedelta("4h"):
+        if args.timeframe and parse_timeframe(args.timeframe) != parse_timeframe("4h"):
             raise DataError("the SAMPLE market is 4h; drop --timeframe or give --csv/--symbol")
         frame, name = make_sample().frame, SAMPLE_NAME
     if check_split:
@@ -216,8 +228,35 @@ def load_dataset(args: argparse.Namespace, cfg: PipelineConfig, check_split: boo
     return frame, name, label
 
 
+def load_symbol(args: argparse.Namespace, tf: str) -> pd.DataFrame:
+    """--symbol's candles: downloaded first with --download (when missing or stale), else the
+    file in --data-dir, else the bundled snapshot (BTCUSDT 4h), else an error naming the exact
+    download command."""
+    from bt_lstm.data.candles import data_path, load_ohlcv, resolve_data_path
+    from bt_lstm.data.snapshot import find_snapshot, load_snapshot
+
+    path = data_path(args.symbol, tf, args.data_dir)
+    if getattr(args, "download", False):
+        from bt_lstm.cli.download import fetch_with_progress
+        from bt_lstm.data.download import DownloadRequest, is_stale
+        from bt_lstm.data.download.archive import DEFAULT_BASE_URL
+
+        if is_stale(path, tf):
+            req = DownloadRequest(args.symbol.upper(), tf, data_dir=str(path.parent),
+                                  base_url=args.base_url or DEFAULT_BASE_URL)
+            print(fetch_with_progress(req, quiet=args.quiet).summary(), file=sys.stderr)
+        return load_ohlcv(path)
+    snap = None if path.is_file() else find_snapshot(args.symbol, tf)
+    if snap is not None:
+        print(f"note: {snap.describe(args.data_dir)}", file=sys.stderr)
+        return load_snapshot(snap)
+    return load_ohlcv(resolve_data_path(args.symbol, tf, args.data_dir))
+
+
 def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
     """The candles from ``start`` to ``end`` (inclusive; either may be None)."""
+    import pandas as pd
+
     out = frame
     if start:
         out = out[out.index >= pd.Timestamp(start)]
@@ -229,11 +268,13 @@ def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.Da
     return out
 
 
-def setup_logging(quiet: bool) -> None:
-    """Logging for a runner; also where every runner starts, so CUDA determinism is set here."""
-    from bt_lstm.models.training import configure_determinism
+def setup_logging(quiet: bool, torch: bool = True) -> None:
+    """Logging for a runner; also where every runner starts, so CUDA determinism is set here
+    (``torch=False``: a command that never trains, such as download, skips importing torch)."""
+    if torch:
+        from bt_lstm.models.training import configure_determinism
 
-    configure_determinism()
+        configure_determinism()
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     # matplotlib (inside QuantStats) logs a line per missing font; not the user's concern.

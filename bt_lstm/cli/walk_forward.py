@@ -22,6 +22,7 @@ from pathlib import Path
 from bt_lstm.cli.common import (
     _FLAG_FIELDS,
     add_data_args,
+    add_download_args,
     add_output_args,
     add_pipeline_args,
     build_config,
@@ -36,6 +37,7 @@ from bt_lstm.cli.common import (
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__, prog)
     add_data_args(parser)
+    add_download_args(parser)
     g = parser.add_argument_group("folds")
     g.add_argument("--train", metavar="SPAN",
                    help="training span per fold, as a duration (365d, 8w, 6h) or a number of "
@@ -94,6 +96,8 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace, di
     given = [f"--{k.replace('_', '-')}" for k in flags if getattr(args, k, None) is not None]
     given += [f"--{k}" for k, default in (("mode", "rolling"), ("embargo", "0"))
               if getattr(args, k) != default]
+    given += [f for f, k in (("--download", "download"), ("--base-url", "base_url"))
+              if getattr(args, k, None)]
     if given:
         raise ValueError(f"--resume takes the run's own settings; drop {', '.join(given)}")
     run_dir = Path(args.reports_dir) / args.resume

@@ -11,10 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bt_lstm.data.files import DATA_DIR_ENV
+
 logger = logging.getLogger(__name__)
 
 OHLCV = ["open", "high", "low", "close", "volume"]
-TIME_COLUMNS = ("timestamp", "time", "date", "datetime", "open_time", "opentime")
+# Time column names, after normalising a header (lower case, spaces and dashes -> underscores):
+# `Open Time`, `open_time`, `Date`, `Datetime`, `Timestamp`, `time` ... all name the open time.
+TIME_COLUMNS = ("timestamp", "time", "date", "datetime", "open_time", "opentime", "date_time",
+                "time_stamp")
 BINANCE_COLUMNS = [
     "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
     "trades", "taker_buy_base", "taker_buy_quote", "ignore",
@@ -22,7 +27,6 @@ BINANCE_COLUMNS = [
 REGIME_NAMES = {"bearish": 0, "sideways": 1, "bullish": 2}
 MAX_PRICE = 1e12  # no asset is quoted above this; 1e300 is a unit or parsing error
 MAX_VOLUME = 1e20
-DATA_DIR_ENV = "BT_LSTM_DATA_DIR"
 
 
 class DataError(ValueError):
@@ -69,16 +73,29 @@ def parse_timeframe(timeframe: str) -> pd.Timedelta:
     return delta
 
 
-def resolve_data_path(symbol: str, timeframe: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Return ``<data_dir>/<SYMBOL>_<timeframe>.csv`` or raise DataError saying where it looked."""
+def data_path(symbol: str, timeframe: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """``<data_dir>/<SYMBOL>_<timeframe>.csv`` (data_dir default: $BT_LSTM_DATA_DIR or data)."""
     base = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "data")
-    name = f"{symbol.upper()}_{timeframe}.csv"
-    path = base / name
+    return base / f"{symbol.upper()}_{timeframe}.csv"
+
+
+def resolve_data_path(symbol: str, timeframe: str, data_dir: str | os.PathLike | None = None
+                      ) -> Path:
+    """Return ``<data_dir>/<SYMBOL>_<timeframe>.csv`` or raise DataError saying where it looked."""
+    path = data_path(symbol, timeframe, data_dir)
     if not path.is_file():
         raise DataError(
-            f"no data for {symbol.upper()} {timeframe}: looked for {path.resolve()}; put a CSV "
-            f"(timestamp,open,high,low,close,volume) there, pass --data-dir DIR, or pass --csv FILE")
+            f"no data for {symbol.upper()} {timeframe}: looked for {path.resolve()}; download it "
+            f"with `{download_command(symbol, timeframe, data_dir)}`, or put a CSV "
+            f"(timestamp,open,high,low,close,volume) there, or pass --csv FILE")
     return path
+
+
+def download_command(symbol: str, timeframe: str, data_dir: str | os.PathLike | None = None
+                     ) -> str:
+    """The exact command that downloads (or updates) ``<data_dir>/<SYMBOL>_<timeframe>.csv``."""
+    cmd = f"python runners/download.py --symbol {symbol.upper()} --timeframe {timeframe}"
+    return cmd + (f" --data-dir {data_dir}" if data_dir else "")
 
 
 def _epoch_unit(values: pd.Series) -> str:
@@ -146,10 +163,16 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{where}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame.columns = [normalise_column(c) for c in frame.columns]
     if len(frame.columns) == 12 and "open_time" in frame.columns:
         return frame, "binance"
     return frame, "generic"
+
+
+def normalise_column(name: object) -> str:
+    """'Open Time' -> 'open_time', ' Close ' -> 'close': lower case, runs of spaces, dashes and
+    underscores become one underscore."""
+    return re.sub(r"[\s_\-]+", "_", str(name).strip().lower())
 
 
 def load_ohlcv(path: str | os.PathLike) -> pd.DataFrame:

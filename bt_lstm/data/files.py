@@ -1,5 +1,6 @@
 """Files every layer writes: atomic writes (temp file, fsync, rename), staged folders, the tidying
-of a killed writer's leftovers, file hashes and JSON without NaN. Standard library and numpy only."""
+of a killed writer's leftovers, file hashes and JSON without NaN. Standard library (numpy only
+inside clean_json)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "BT_LSTM_DATA_DIR"  # default folder of <SYMBOL>_<timeframe>.csv files
 
 
 def _umask() -> int:
@@ -152,6 +153,8 @@ def sha256_file(path: Path) -> str:
 
 def clean_json(obj: Any) -> Any:
     """JSON has no NaN: write null instead."""
+    import numpy as np  # here, not at the top: the downloader imports this module, never numpy
+
     if isinstance(obj, dict):
         return {k: clean_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
