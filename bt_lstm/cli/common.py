@@ -10,7 +10,14 @@ from typing import Callable
 
 import pandas as pd
 
-from bt_lstm.config import DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConfig, replace
+from bt_lstm.config import (
+    DEVICES,
+    FEATURE_NAMES,
+    NO_SKILL_POLICIES,
+    REGIME_METHODS,
+    PipelineConfig,
+    replace,
+)
 
 _D = PipelineConfig()  # defaults shown in --help come from the config itself
 
@@ -97,6 +104,14 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                    help=f"slippage, fraction of price (default {_D.strategy.slippage})")
     s.add_argument("--cash", type=float, metavar="X",
                    help=f"starting cash (default {_D.strategy.cash:g})")
+    s.add_argument("--no-skill", choices=NO_SKILL_POLICIES,
+                   help=f"a regime whose model showed no skill on its validation windows: flat "
+                        f"(no position), pooled (the pooled model if it has skill, else flat) "
+                        f"or trade (trade it anyway, for research) "
+                        f"(default {_D.strategy.no_skill})")
+    s.add_argument("--skill-p", type=float, metavar="P",
+                   help=f"skill needs validation MSE below the zero forecast's with a one-sided "
+                        f"Diebold-Mariano p-value at most P (default {_D.strategy.skill_p})")
 
 
 MAIN_JOB_MODELS = ("where the main job keeps its models (default: models); models for this "
@@ -130,6 +145,7 @@ _FLAG_FIELDS = {
     "threshold": ("strategy", "threshold"), "long_only": ("strategy", "long_only"),
     "fraction": ("strategy", "position_fraction"), "commission": ("strategy", "commission"),
     "slippage": ("strategy", "slippage"), "cash": ("strategy", "cash"),
+    "no_skill": ("strategy", "no_skill"), "skill_p": ("strategy", "skill_p"),
 }
 
 
