@@ -191,3 +191,48 @@ def test_pooled_policy_trains_a_pooled_model_for_the_noise_regime(skill_cfg):
     assert fit.forecaster.routes()[NOISE] == ("pooled" if pooled_has_skill else FLAT)
     assert fit.forecaster.routes()[PREDICTABLE] == "regime_2"
     assert math.isfinite(fit.model_meta["pooled"]["skill"]["mean_mse"])
+
+
+def test_main_job_shows_verdicts_in_terminal_metrics_and_bars(tmp_path, capsys):
+    from bt_lstm.cli import backtest as runner
+
+    csv = tmp_path / "two_regimes.csv"
+    frame = two_regime_market()
+    frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame.to_csv(csv, index_label="timestamp")
+    flags = ["--csv", str(csv), "--regimes", "column", "--lookback", "8", "--hidden-size", "8",
+             "--epochs", "5", "--patience", "5", "--batch-size", "64",
+             "--min-regime-windows", "20", "--quiet", "--models-dir", str(tmp_path / "m"),
+             "--reports-dir", str(tmp_path / "r")]
+    assert runner.main(flags) == 0
+    out = capsys.readouterr().out
+    assert "bearish: no validated skill (val MSE" in out and "→ flat" in out
+    assert "bullish: skill (val MSE" in out and "→ trade regime_2" in out
+    report = tmp_path / "r" / "backtest_two_regimes_4h"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["skill"]["policy"] == "flat" and metrics["skill"]["skill_p"] == 0.05
+    assert metrics["skill"]["bearish"]["verdict"] == "no_skill"
+    assert metrics["skill"]["bearish"]["route"] == FLAT
+    assert metrics["skill"]["bullish"]["verdict"] == "skill"
+    # sideways has no bars here: it falls back to the pooled model, which has skill
+    assert metrics["skill"]["sideways"]["model"] == "pooled"
+    assert metrics["models_traded"] == 1 + (metrics["skill"]["sideways"]["verdict"] == "skill")
+    bars = pd.read_csv(report / "bars.csv", index_col=0)
+    made = bars["forecast"].notna()
+    assert set(bars.loc[made & (bars["regime"] == NOISE), "model"]) == {FLAT}
+    assert set(bars.loc[made & (bars["regime"] == PREDICTABLE), "model"]) == {"regime_2"}
+    # another policy or p reuses the saved models and only changes the routing
+    assert runner.main(flags + ["--no-skill", "trade", "--no-tearsheet"]) == 0
+    out = capsys.readouterr().out
+    assert "(reused)" in out and "bearish: no validated skill" in out and "→ trade regime_0" in out
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["models_traded"] == 3
+
+
+def test_a_strategy_that_never_trades_gets_a_plain_tearsheet(tmp_path):
+    from bt_lstm.backtest.reports import write_tearsheet
+
+    idx = pd.date_range("2024-01-01", periods=50, freq="D")
+    bench = pd.Series(np.random.default_rng(0).normal(0, 0.02, 50), index=idx)
+    write_tearsheet(pd.Series(0.0, index=idx), bench, tmp_path / "t.html", "flat")
+    assert "never held a position" in (tmp_path / "t.html").read_text()

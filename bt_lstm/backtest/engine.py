@@ -107,8 +107,8 @@ def make_feed(frame: pd.DataFrame, bar: pd.Timedelta | None = None,
 class BacktestResult:
     """What happened, bar by bar and order by order."""
 
-    # per bar: regime, forecast, signal, position (before orders), value, and the model that
-    # made the forecast ("flat:no_skill" where the skill guard kept the regime flat)
+    # per bar: regime, forecast, signal, position (before orders), value, and (when known) the
+    # model that made the forecast ("flat:no_skill" where the skill guard kept the regime flat)
     bars: pd.DataFrame
     fills: pd.DataFrame  # datetime, bar, size, price, commission
     trades: pd.DataFrame  # closed trades: opened, closed, pnl, pnl_net
@@ -212,7 +212,9 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
             rounded_to_zero=strat.rounded_to_zero, final_value=cerebro.broker.getvalue(),
             start_cash=cfg.cash,
             info={"deferred_fills": getattr(cerebro.broker, "skipped_placeholder_fills", 0)})
-    result.bars["model"] = _models_used(result.bars, signals, strategy_kwargs.get("forecaster"))
+    models = _models_used(result.bars, signals, strategy_kwargs.get("forecaster"))
+    if models is not None:
+        result.bars["model"] = models
     if result.info["deferred_fills"]:
         logger.warning("%d fills were deferred past zero-volume placeholder candles to the next "
                        "real bar's open", result.info["deferred_fills"])
@@ -222,13 +224,17 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
     return result
 
 
-def _models_used(bars: pd.DataFrame, signals: pd.DataFrame | None, forecaster: Any) -> pd.Series:
+def _models_used(bars: pd.DataFrame, signals: pd.DataFrame | None,
+                 forecaster: Any) -> pd.Series | None:
     """Which model forecast each bar: the signals' ``model`` column (batch) or the forecaster's
-    route of the bar's regime (per bar); '' where no forecast was made."""
-    if signals is not None and "model" in signals:
+    route of the bar's regime (per bar); '' where no forecast was made; None when unknown
+    (hand-made signals without a ``model`` column)."""
+    if signals is not None:
+        if "model" not in signals:
+            return None
         return signals["model"].reindex(bars.index).fillna("").astype(str)
-    if forecaster is None:
-        return pd.Series("", index=bars.index)
+    if not hasattr(forecaster, "routes"):  # no forecaster, or a stand-in without routing
+        return None
     routes = forecaster.routes()
     made = bars["forecast"].notna().to_numpy()
     return pd.Series([routes.get(int(r), "") if m else "" for r, m in
