@@ -18,6 +18,9 @@ FEATURE_NAMES = (
 )
 REGIME_METHODS = ("rule", "gmm", "column")
 DEVICES = ("auto", "cpu", "cuda")
+NO_SKILL_POLICIES = ("flat", "pooled", "trade")
+# One-sided Diebold-Mariano p-value a model must reach on its validation windows to trade.
+DEFAULT_SKILL_P = 0.05
 
 
 def _fail(cls: type, name: str, value: Any, allowed: str) -> None:
@@ -220,6 +223,10 @@ class StrategyConfig(_Serialisable):
     slippage: float = 0.0005  # fraction of price, against the trader
     cash: float = 10_000.0
     size_step: float = 1e-6  # order sizes are rounded down to this step (exchange lot size)
+    # a regime whose model has no validated skill: flat (forecast 0) | pooled (the pooled
+    # model if it has skill, else flat) | trade (trade it anyway, for research)
+    no_skill: str = "flat"
+    skill_p: float = DEFAULT_SKILL_P  # skill: validation MSE below zero's with DM p <= this
 
     def __post_init__(self) -> None:
         _in_range(self, "threshold", 0.0, 1.0)
@@ -230,6 +237,9 @@ class StrategyConfig(_Serialisable):
         _in_range(self, "slippage", 0.0, 0.1)
         _in_range(self, "cash", 0.0, 1e15, lo_open=True)
         _in_range(self, "size_step", 0.0, 1e6, lo_open=True)
+        if self.no_skill not in NO_SKILL_POLICIES:
+            _fail(type(self), "no_skill", self.no_skill, f"one of {NO_SKILL_POLICIES}")
+        _in_range(self, "skill_p", 0.0, 1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -244,8 +254,15 @@ class PipelineConfig(_Serialisable):
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
     def training_dict(self) -> dict[str, Any]:
-        """The parts that decide the trained models (the model-cache key)."""
-        return {k: v for k, v in self.to_dict().items() if k != "strategy"}
+        """The parts that decide the trained models (the model-cache key).
+
+        The strategy section does not, except that the ``pooled`` no-skill policy adds a
+        pooled network to every bundle.
+        """
+        out = {k: v for k, v in self.to_dict().items() if k != "strategy"}
+        if self.strategy.no_skill == "pooled":
+            out["pooled_model"] = True
+        return out
 
 
 _NESTED: dict[tuple[str, str], type] = {

@@ -12,7 +12,7 @@ SCRIPT = """
 import hashlib, json, sys
 import numpy as np
 from bt_lstm.backtest.engine import run_backtest
-from bt_lstm.config import ModelConfig, PipelineConfig, TrainConfig, WindowConfig
+from bt_lstm.config import ModelConfig, PipelineConfig, StrategyConfig, TrainConfig, WindowConfig
 from bt_lstm.research.pipeline import fit_pipeline
 from bt_lstm.data.synthetic import make_market
 from strategies.lstm_strategy import RegimeLSTMStrategy
@@ -20,7 +20,8 @@ from strategies.lstm_strategy import RegimeLSTMStrategy
 seed = int(sys.argv[1])
 cfg = PipelineConfig(windows=WindowConfig(lookback=8), model=ModelConfig(hidden_size=4),
                      train=TrainConfig(epochs=2, patience=2, batch_size=128, seed=seed,
-                                       min_regime_windows=20, min_val_windows=5, device="cpu"))
+                                       min_regime_windows=20, min_val_windows=5, device="cpu"),
+                     strategy=StrategyConfig(no_skill="trade"))  # tiny models: no skill
 frame = make_market(n_bars=1200, seed=3).frame
 fit, bounds = fit_pipeline(frame, cfg)
 weights = hashlib.sha256()

@@ -94,7 +94,8 @@ def test_reversal_is_one_order_and_closes_the_trade():
 @pytest.fixture(scope="module")
 def both_paths(market, fitted):
     result, bounds = fitted
-    fc = result.forecaster
+    # no_skill="trade": the tiny models show no skill, and both paths must run the networks
+    fc = result.forecaster.with_policy("trade", result.forecaster.skill_p)
     test = market.frame.iloc[bounds.test[0]:]
     signals = fc.forecast_frame(market.frame).iloc[bounds.test[0]:]
     cfg = StrategyConfig(threshold=0.0005)
@@ -149,7 +150,8 @@ def test_runonce_and_preload_off_give_the_same_result(both_paths, market, fitted
     result, bounds = fitted
     test = market.frame.iloc[bounds.test[0]:]
     slow = run_backtest(test, RegimeLSTMStrategy, StrategyConfig(threshold=0.0005),
-                        signals=signals, forecaster=result.forecaster, runonce=False,
+                        signals=signals, forecaster=result.forecaster.with_policy(
+                            "trade", result.forecaster.skill_p), runonce=False,
                         preload=False)
     pd.testing.assert_frame_equal(slow.fills, batch.fills)
     assert slow.final_value == batch.final_value
@@ -167,7 +169,7 @@ def test_batch_and_per_bar_agree_on_real_btcusdt(tiny_cfg):
         pytest.skip("../shared/data/BTCUSDT_4h.csv not present")
     frame = load_ohlcv(data / "BTCUSDT_4h.csv")
     result, bounds = fit_pipeline(frame, tiny_cfg)
-    fc = result.forecaster
+    fc = result.forecaster.with_policy("trade", result.forecaster.skill_p)  # as both_paths
     start = len(frame) - 300  # per-bar inference costs O(history) a bar: the last 300 bars
     test = frame.iloc[start:]
     cfg = StrategyConfig(threshold=0.0002)

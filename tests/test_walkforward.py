@@ -131,12 +131,23 @@ def test_runner_writes_every_output(market_csv, tmp_path, capsys):
     assert len(list((run_dir / "folds").glob("fold_*/manifest.json"))) == len(folds)
     assert {"all_mse", "all_zero_mse", "all_dir_acc", "bullish_mae", "windows_bearish",
             "train_start", "test_end"} <= set(folds.columns)
+    for regime in ("bearish", "sideways", "bullish"):  # the skill guard, per fold and regime
+        assert {f"verdict_{regime}", f"val_ratio_{regime}", f"dm_p_{regime}",
+                f"route_{regime}"} <= set(folds.columns)
+        assert set(folds[f"verdict_{regime}"].dropna()) <= {"skill", "no_skill"}
+    skill = json.loads((run_dir / "metrics.json").read_text())["skill"]
+    assert skill["fold_regime_models"] == 3 * len(folds)
+    assert skill["traded"] == int(sum((folds[f"route_{r}"] != "flat:no_skill").sum()
+                                      for r in ("bearish", "sideways", "bullish")))
     fc = forecasts(run_dir)
     assert list(fc.columns) == ["fold", "regime", "model", "forecast", "realised"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"data_fingerprint", "seeds", "packages", "git_commit"} <= set(manifest)
     page = (run_dir / "index.html").read_text()
     assert "overview.png" in page and "folds.csv" in page
+    assert f"{skill['traded']} of {skill['fold_regime_models']} fold × regime models traded" \
+        in page
+    assert "skill guard:" in out
     assert (run_dir / "overview.png").read_bytes()[:4] == b"\x89PNG"
     assert "folds (rolling" in out and str(run_dir_tear) in out
     # the tearsheet, when asked for, is linked from the page

@@ -107,7 +107,9 @@ def make_feed(frame: pd.DataFrame, bar: pd.Timedelta | None = None,
 class BacktestResult:
     """What happened, bar by bar and order by order."""
 
-    bars: pd.DataFrame  # per bar: regime, forecast, signal, position (before orders), value
+    # per bar: regime, forecast, signal, position (before orders), value, and (when known) the
+    # model that made the forecast ("flat:no_skill" where the skill guard kept the regime flat)
+    bars: pd.DataFrame
     fills: pd.DataFrame  # datetime, bar, size, price, commission
     trades: pd.DataFrame  # closed trades: opened, closed, pnl, pnl_net
     rejected: pd.DataFrame  # orders refused by the broker
@@ -210,6 +212,9 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
             rounded_to_zero=strat.rounded_to_zero, final_value=cerebro.broker.getvalue(),
             start_cash=cfg.cash,
             info={"deferred_fills": getattr(cerebro.broker, "skipped_placeholder_fills", 0)})
+    models = _models_used(result.bars, signals, strategy_kwargs.get("forecaster"))
+    if models is not None:
+        result.bars["model"] = models
     if result.info["deferred_fills"]:
         logger.warning("%d fills were deferred past zero-volume placeholder candles to the next "
                        "real bar's open", result.info["deferred_fills"])
@@ -217,3 +222,20 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
         logger.warning("%d orders were rejected by the broker (see rejected orders in the "
                        "report)", len(result.rejected))
     return result
+
+
+def _models_used(bars: pd.DataFrame, signals: pd.DataFrame | None,
+                 forecaster: Any) -> pd.Series | None:
+    """Which model forecast each bar: the signals' ``model`` column (batch) or the forecaster's
+    route of the bar's regime (per bar); '' where no forecast was made; None when unknown
+    (hand-made signals without a ``model`` column)."""
+    if signals is not None:
+        if "model" not in signals:
+            return None
+        return signals["model"].reindex(bars.index).fillna("").astype(str)
+    if not hasattr(forecaster, "routes"):  # no forecaster, or a stand-in without routing
+        return None
+    routes = forecaster.routes()
+    made = bars["forecast"].notna().to_numpy()
+    return pd.Series([routes.get(int(r), "") if m else "" for r, m in
+                      zip(bars["regime"].to_numpy(), made)], index=bars.index)

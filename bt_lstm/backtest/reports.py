@@ -1,6 +1,7 @@
 """QuantStats tearsheet, metrics.json and the terminal summary table."""
 from __future__ import annotations
 
+import html
 import logging
 import math
 import os
@@ -44,11 +45,16 @@ def write_tearsheet(strategy_daily: pd.Series, benchmark_daily: pd.Series, path:
     path = Path(path)
     tmp = temp_beside(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qs.reports.html(strat, benchmark=bench, output=tmp, title=title,
-                            periods_per_year=PERIODS_PER_YEAR, compounded=True,
-                            download_filename=path.name)
+        if not len(strat) or np.ptp(strat.to_numpy(dtype=float)) == 0:
+            # QuantStats fails on constant returns (a regression on identical x values); a
+            # strategy that never held a position (e.g. no model with skill) gets a plain page.
+            Path(tmp).write_text(_flat_page(title, strat), encoding="utf-8")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                qs.reports.html(strat, benchmark=bench, output=tmp, title=title,
+                                periods_per_year=PERIODS_PER_YEAR, compounded=True,
+                                download_filename=path.name)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -59,6 +65,14 @@ def write_tearsheet(strategy_daily: pd.Series, benchmark_daily: pd.Series, path:
         import matplotlib.pyplot as plt
 
         plt.close("all")
+
+
+def _flat_page(title: str, strat: pd.Series) -> str:
+    span = f"{strat.index[0]:%Y-%m-%d} to {strat.index[-1]:%Y-%m-%d}" if len(strat) else "-"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title></head><body><h1>{html.escape(title)}</h1><p>The strategy's daily return "
+            f"was the same every day ({span}): it never held a position, so there is nothing "
+            f"to chart. See metrics.json (the skill guard's verdicts say why).</p></body></html>\n")
 
 
 def _fmt(value: Any, kind: str) -> str:

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     def job() -> int:
         from bt_lstm.jobs.backtest import run_main_job
+        from bt_lstm.signals.regimes import REGIME_LABELS
         from strategies.lstm_strategy import RegimeLSTMStrategy
 
         cfg = build_config(args)
@@ -73,6 +74,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         finally:
             progress.close()
         print(result.summary())
+        skill = result.metrics["skill"]
+        print(f"\nskill guard (validation windows; --no-skill {skill['policy']}, "
+              f"--skill-p {skill['skill_p']:g}):")
+        for regime in REGIME_LABELS:
+            if regime in skill:
+                print(f"  {skill[regime]['line']}")
         fallbacks = result.metrics["fallbacks"]
         for regime, why in fallbacks.items():
             print(f"note: regime {regime} used the pooled model ({why})")

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from bt_lstm.config import DEVICES, FEATURE_NAMES, REGIME_METHODS, PipelineConfig, replace
+from bt_lstm.config import (
+    DEVICES,
+    FEATURE_NAMES,
+    NO_SKILL_POLICIES,
+    REGIME_METHODS,
+    PipelineConfig,
+    replace,
+)
 
 if TYPE_CHECKING:  # pandas is imported where it is used: `download` never needs it
     import pandas as pd
@@ -112,6 +119,14 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                    help=f"slippage, fraction of price (default {_D.strategy.slippage})")
     s.add_argument("--cash", type=float, metavar="X",
                    help=f"starting cash (default {_D.strategy.cash:g})")
+    s.add_argument("--no-skill", choices=NO_SKILL_POLICIES,
+                   help=f"a regime whose model showed no skill on its validation windows: flat "
+                        f"(no position), pooled (the pooled model if it has skill, else flat) "
+                        f"or trade (trade it anyway, for research) "
+                        f"(default {_D.strategy.no_skill})")
+    s.add_argument("--skill-p", type=float, metavar="P",
+                   help=f"skill needs validation MSE below the zero forecast's with a one-sided "
+                        f"Diebold-Mariano p-value at most P (default {_D.strategy.skill_p})")
 
 
 MAIN_JOB_MODELS = ("where the main job keeps its models (default: models); models for this "
@@ -145,6 +160,7 @@ _FLAG_FIELDS = {
     "threshold": ("strategy", "threshold"), "long_only": ("strategy", "long_only"),
     "fraction": ("strategy", "position_fraction"), "commission": ("strategy", "commission"),
     "slippage": ("strategy", "slippage"), "cash": ("strategy", "cash"),
+    "no_skill": ("strategy", "no_skill"), "skill_p": ("strategy", "skill_p"),
 }
 
 

@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"\n{len(result.folds)} folds ({spec.mode}, train {spec.train_bars} bars, test "
               f"{spec.test_bars} bars):")
         print(format_fold_table(result.fold_table))
+        sk = result.metrics["skill"]
+        print(f"\nskill guard: {sk['traded']} of {sk['fold_regime_models']} fold × regime models "
+              f"traded, {sk['with_skill']} with validated skill (p ≤ {sk['skill_p']:g}); the "
+              f"others: --no-skill {sk['policy']}")
         print(f"\nrun folder: {run_dir}")
         for f in ("index.html", "tearsheet.html", "metrics.json", "folds.csv", "forecasts.csv"):
             if (run_dir / f).exists():

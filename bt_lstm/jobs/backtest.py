@@ -27,6 +27,7 @@ from bt_lstm.data.files import (
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.models.artifacts import ArtifactError, read_manifest
 from bt_lstm.models.forecast import Forecaster, load_forecaster
+from bt_lstm.models.skill import FLAT, describe_route, skill_verdict
 from bt_lstm.research.pipeline import ProgressFactory, check_enough_bars, fit_pipeline
 from bt_lstm.signals.regimes import REGIME_LABELS
 from bt_lstm.signals.windows import split_bounds
@@ -57,14 +58,18 @@ def model_key(frame: pd.DataFrame, cfg: PipelineConfig) -> str:
 
 def obtain_forecaster(frame: pd.DataFrame, cfg: PipelineConfig, model_dir: Path, retrain: bool,
                       progress_factory: ProgressFactory | None = None) -> tuple[Forecaster, bool]:
-    """Load the saved bundle for this data and config, or fit and save one atomically."""
+    """Load the saved bundle for this data and config, or fit and save one atomically.
+
+    The forecaster carries the config's no-skill policy (``cfg.strategy.no_skill``).
+    """
     manifest = read_manifest(model_dir)
     key = model_key(frame, cfg)
     if manifest is not None and not retrain:
         if manifest.get("model_key") == key:
             try:
                 logger.info("reusing saved models in %s (--retrain to train again)", model_dir)
-                return load_forecaster(model_dir), True
+                return load_forecaster(model_dir, cfg.strategy.no_skill,
+                                       cfg.strategy.skill_p), True
             except ArtifactError as exc:
                 logger.warning("saved models unusable (%s); training again", exc)
     fit, bounds = fit_pipeline(frame, cfg, progress_factory=progress_factory)
@@ -134,12 +139,29 @@ def _metrics(dataset: str, timeframe: str | None, test: pd.DataFrame, result: Ba
         "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
         "regime_bars": {REGIME_LABELS[r]: int((regimes == r).sum()) for r in range(3)},
         "regime_models": {REGIME_LABELS[r]: n for r, n in forecaster.regime_models.items()},
+        "skill": skill_summary(forecaster),
+        "models_traded": sum(r != FLAT for r in forecaster.routes().values()),
         "fallbacks": forecaster.info.get("fallbacks", {}),
         "models": {"dir": str(model_dir), "reused": reused,
                    "train_period": forecaster.info.get("train_period")},
         "data_gaps": gaps,
         "machine": {"python": platform.python_version()},
     }
+
+
+def skill_summary(forecaster: Forecaster) -> dict[str, Any]:
+    """Per regime: its model, the model's validation skill record, the verdict at this run's
+    ``skill_p``, the route (model or ``flat:no_skill``) and a line for the terminal."""
+    routes = forecaster.routes()
+    out: dict[str, Any] = {"policy": forecaster.no_skill, "skill_p": forecaster.skill_p}
+    for regime, name in sorted(forecaster.regime_models.items()):
+        record = forecaster.skill.get(name)
+        label = REGIME_LABELS[regime]
+        out[label] = dict(record or {}, model=name, route=routes[regime],
+                          verdict=skill_verdict(record or {}, forecaster.skill_p),
+                          line=describe_route(label, name, record, routes[regime],
+                                              forecaster.skill_p))
+    return out
 
 
 def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig,

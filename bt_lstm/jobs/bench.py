@@ -51,7 +51,8 @@ def bench_backtest(frame: pd.DataFrame, model_dir: Path, strategy_cls: type, bas
     no forecast reaches: it then sends no order, which separates the cost of the model work from
     Backtrader's cost per order.
     """
-    forecaster = load_forecaster(model_dir)
+    # "trade": the bench times the networks and the orders, so every model must run
+    forecaster = load_forecaster(model_dir, no_skill="trade")
     no_orders = replace(cfg.strategy, threshold=1.0)  # |next-bar log return| never reaches 1
 
     def model_run(strategy_cfg=cfg.strategy) -> Any:
@@ -102,7 +103,7 @@ def peak_rss_mib() -> float:
 
 def _rss_child(frame: pd.DataFrame, model_dir: str, strategy_cls: type, cfg: PipelineConfig,
                queue: Any) -> None:
-    forecaster = load_forecaster(model_dir)
+    forecaster = load_forecaster(model_dir, no_skill="trade")  # every model runs, as above
     signals = forecaster.forecast_frame(frame)
     run_backtest(frame, strategy_cls, cfg.strategy, signals=signals, forecaster=forecaster)
     queue.put(peak_rss_mib())

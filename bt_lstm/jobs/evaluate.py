@@ -39,12 +39,14 @@ def main_job_forecasts(frame: pd.DataFrame, cfg: PipelineConfig,
 
 def walk_forward_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, folds: list,
                            folds_dir: Path) -> pd.DataFrame:
-    """All models' forecasts on every fold's test span, each fold with its own models."""
+    """All models' forecasts on every fold's test span, each fold with its own models (under
+    the config's no-skill policy)."""
     from bt_lstm.research.walkforward import fold_frame
 
     parts = []
     for fold in folds:
-        fc = load_forecaster(folds_dir / f"fold_{fold.index:03d}")
+        fc = load_forecaster(folds_dir / f"fold_{fold.index:03d}", cfg.strategy.no_skill,
+                             cfg.strategy.skill_p)
         part = segment_forecasts(fold_frame(frame, fold), cfg, fold.bounds(), fc)
         parts.append(part.assign(fold=fold.index))
     return pd.concat(parts)

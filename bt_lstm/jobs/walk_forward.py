@@ -24,6 +24,8 @@ from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeh
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.backtest import write_backtest_files
 from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.models.forecast import Forecaster
+from bt_lstm.models.skill import FLAT, skill_verdict
 from bt_lstm.research.scoring import forecast_scores
 from bt_lstm.research.walkforward import (
     Fold,
@@ -87,8 +89,10 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
 
 
 def fold_table(folds: list[Fold], frame: pd.DataFrame, forecasts: pd.DataFrame,
-               windows: dict[int, dict[int, int]], equity: pd.Series) -> pd.DataFrame:
-    """One row per fold: dates, training windows per regime, test-span scores beside zero."""
+               windows: dict[int, dict[int, int]], equity: pd.Series,
+               forecasters: dict[int, Forecaster]) -> pd.DataFrame:
+    """One row per fold: dates, training windows per regime, each regime's skill verdict and
+    route, test-span scores beside zero."""
     rows = []
     for fold in folds:
         part = forecasts[forecasts["fold"] == fold.index]
@@ -99,6 +103,7 @@ def fold_table(folds: list[Fold], frame: pd.DataFrame, forecasts: pd.DataFrame,
             "test_end": idx[fold.test[1] - 1], "test_bars": fold.test[1] - fold.test[0]}
         for r in range(3):
             row[f"windows_{REGIME_LABELS[r]}"] = windows.get(fold.index, {}).get(r, 0)
+        row.update(_fold_skill(forecasters[fold.index]))
         eq = equity.reindex(part.index)
         before = equity[equity.index < part.index[0]]
         start_value = before.iloc[-1] if len(before) else None
@@ -111,6 +116,30 @@ def fold_table(folds: list[Fold], frame: pd.DataFrame, forecasts: pd.DataFrame,
                 row[f"{name}_{key}"] = sc[key]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _fold_skill(fc: Forecaster) -> dict[str, Any]:
+    """verdict_, val_ratio_, dm_p_ and route_<regime> of one fold's models."""
+    routes, row = fc.routes(), {}
+    for r in range(3):
+        label, name = REGIME_LABELS[r], fc.regime_models.get(r)
+        record = fc.skill.get(name, {}) if name else {}
+        row[f"verdict_{label}"] = skill_verdict(record, fc.skill_p) if name else ""
+        row[f"val_ratio_{label}"] = record.get("ratio", np.nan)
+        row[f"dm_p_{label}"] = record.get("dm_p", np.nan)
+        row[f"route_{label}"] = routes.get(r, "")
+    return row
+
+
+def skill_counts(table: pd.DataFrame, forecasters: dict[int, Forecaster]) -> dict[str, Any]:
+    """How many fold x regime models there were, had skill, and traded."""
+    routes = table[[f"route_{REGIME_LABELS[r]}" for r in range(3)]].to_numpy().ravel()
+    verdicts = table[[f"verdict_{REGIME_LABELS[r]}" for r in range(3)]].to_numpy().ravel()
+    fc = next(iter(forecasters.values()))
+    return {"policy": fc.no_skill, "skill_p": fc.skill_p,
+            "fold_regime_models": int(np.sum(routes != "")),
+            "with_skill": int(np.sum(verdicts == "skill")),
+            "traded": int(np.sum((routes != "") & (routes != FLAT)))}
 
 
 def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: PipelineConfig,
@@ -142,7 +171,7 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     result = run_backtest(test, strategy_cls, cfg.strategy, signals=signals, bar=bar,
                           inference="batch")
     strat_daily, bh_daily, strategy, bh = score_backtest(test, result, cfg)
-    table = fold_table(folds, frame, forecasts, windows, result.equity)
+    table = fold_table(folds, frame, forecasts, windows, result.equity, forecasters)
     overall = forecast_scores(forecasts["forecast"], forecasts["realised"])
     metrics = clean_json({
         "dataset": dataset, "timeframe": timeframe, "run_id": run_dir.name,
@@ -151,6 +180,7 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
                    "days": len(strat_daily)},
         "walk_forward": dict(spec.to_dict(), folds=len(folds)),
         "strategy": strategy, "buy_and_hold": bh, "forecast_scores": overall,
+        "skill": skill_counts(table, forecasters),
         "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
         "regime_bars": {REGIME_LABELS[r]: int((signals["regime"] == r).sum()) for r in range(3)},
         "data_gaps": gaps.describe()})
@@ -178,7 +208,8 @@ def _write_outputs(run_dir: Path, frame: pd.DataFrame, test: pd.DataFrame, folds
 
 
 FOLD_COLUMNS = ("fold", "train_start", "train_end", "test_start", "test_end", "test_bars",
-                "windows_bearish", "windows_sideways", "windows_bullish", "strategy_return",
+                "windows_bearish", "windows_sideways", "windows_bullish", "route_bearish",
+                "route_sideways", "route_bullish", "strategy_return",
                 "all_n", "all_mse", "all_zero_mse", "all_dir_acc")
 
 
@@ -206,6 +237,7 @@ slippage {metrics['costs']['slippage']}): {esc(per['start'])} to {esc(per['end']
 fitted before it.</p>
 <p>{' | '.join(links)}</p>
 <h2>Strategy vs buy-and-hold</h2>{summary_html(metrics)}
+<h2>Skill guard</h2><p>{_skill_sentence(metrics['skill'])}</p>
 <h2>Forecasts</h2><p>{sc['n']} test bars: MSE {_g(sc['mse'])} vs {_g(sc['zero_mse'])} for a
 zero forecast (ratio {_g(_ratio(sc['mse'], sc['zero_mse']))}, below 1 beats it); directional
 accuracy {_g(100 * sc['dir_acc'] if sc['dir_acc'] is not None else None)} %.</p>
@@ -213,6 +245,13 @@ accuracy {_g(100 * sc['dir_acc'] if sc['dir_acc'] is not None else None)} %.</p>
 <h2>Folds</h2>{folds}
 </body></html>
 """
+
+
+def _skill_sentence(sk: dict[str, Any]) -> str:
+    return (f"{sk['traded']} of {sk['fold_regime_models']} fold × regime models traded; "
+            f"{sk['with_skill']} showed validated skill (validation MSE below the zero "
+            f"forecast's, one-sided Diebold–Mariano p ≤ {sk['skill_p']:g}). The others: "
+            f"--no-skill {html.escape(sk['policy'])}.")
 
 
 def _g(value: float | None) -> str:
@@ -226,10 +265,20 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def format_fold_table(table: pd.DataFrame) -> str:
     """The folds as a plain-text table for the terminal."""
     lines = [f"{'fold':>4}  {'test start':<19}  {'test end':<19}  {'bars':>5}  {'return':>8}  "
-             f"{'MSE/zero':>8}  {'dir acc':>7}"]
+             f"{'MSE/zero':>8}  {'dir acc':>7}  {'traded':>6}"]
     for _, r in table.iterrows():
         ratio = r["all_mse"] / r["all_zero_mse"] if r["all_zero_mse"] else np.nan
         lines.append(f"{int(r['fold']):>4}  {str(r['test_start']):<19}  {str(r['test_end']):<19}"
                      f"  {int(r['test_bars']):>5}  {100 * r['strategy_return']:>7.2f}%  "
-                     f"{ratio:>8.3f}  {100 * r['all_dir_acc']:>6.1f}%")
+                     f"{ratio:>8.3f}  {100 * r['all_dir_acc']:>6.1f}%  {_traded(r):>6}")
+    lines.append("traded: one letter per regime (bearish, sideways, bullish): its model traded "
+                 "(B/S/U) or the skill guard kept it flat (.)")
     return "\n".join(lines)
+
+
+def _traded(row: pd.Series) -> str:
+    marks = []
+    for r, letter in zip(range(3), "BSU"):
+        route = row.get(f"route_{REGIME_LABELS[r]}", "")
+        marks.append(letter if route and route != FLAT else ".")
+    return "".join(marks)

@@ -4,6 +4,7 @@ Legend: T bars, F features, L lookback, N windows. Forecasts are next-bar log re
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from torch import nn
 
 from bt_lstm.models.artifacts import (MANIFEST, SCHEMA_VERSION, ArtifactError, load_model,
                                       read_manifest, read_model_meta, save_model)
+from bt_lstm.config import DEFAULT_SKILL_P, FeatureConfig
 from bt_lstm.data.files import atomic_write_json
-from bt_lstm.config import FeatureConfig
+from bt_lstm.models.skill import FLAT, SKILL_FIELDS, route_regimes
 from bt_lstm.signals.features import compute_features
 from bt_lstm.signals.regimes import RegimeParams, apply_regimes
 from bt_lstm.signals.windows import ScalerParams, apply_scaler, gather_windows, valid_window_ends
@@ -29,7 +31,12 @@ SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_par
 
 @dataclass
 class Forecaster:
-    """The fitted pipeline: features, scaler, regime classifier and one model per regime."""
+    """The fitted pipeline: features, scaler, regime classifier and one model per regime.
+
+    ``skill`` holds each model's validation skill record; ``no_skill`` and ``skill_p`` decide
+    (through ``models.skill.route_regimes``) which regimes trade and which stay flat. Every
+    forecast, batch or per bar, goes through that routing.
+    """
 
     feature_cfg: FeatureConfig
     lookback: int
@@ -38,6 +45,22 @@ class Forecaster:
     models: dict[str, nn.Module]  # model name ("regime_0", "pooled", ...) -> network
     regime_models: dict[int, str]  # regime label -> model name
     info: dict[str, Any] = field(default_factory=dict)  # manifest extras (fingerprint, config...)
+    skill: dict[str, dict[str, Any]] = field(default_factory=dict)  # model name -> skill record
+    no_skill: str = "flat"  # policy for a regime whose model has no validated skill
+    skill_p: float = DEFAULT_SKILL_P
+
+    def with_policy(self, no_skill: str, skill_p: float) -> Forecaster:
+        """The same fitted models under another no-skill policy (networks are shared)."""
+        route_regimes({}, {}, no_skill, skill_p)  # validates the policy name
+        return dataclasses.replace(self, no_skill=no_skill, skill_p=skill_p)
+
+    def routes(self) -> dict[int, str]:
+        """Regime -> the model that forecasts its bars, or ``flat:no_skill``."""
+        return route_regimes(self.regime_models, self.skill, self.no_skill, self.skill_p)
+
+    def model_for(self, regime: int) -> str:
+        """The route of one regime ('' for an unknown regime)."""
+        return self.routes().get(int(regime), "")
 
     def prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scaled features (T, F), regimes (T,) and the valid-window mask (T,), all causal."""
@@ -64,10 +87,11 @@ class Forecaster:
         scaled, regimes, valid = self.prepare(frame)
         forecast = np.full(len(frame), np.nan)
         model_used = np.full(len(frame), "", dtype=object)
-        for regime, name in sorted(self.regime_models.items()):
+        for regime, name in sorted(self.routes().items()):
             ends = np.flatnonzero(valid & (regimes == regime))
             if len(ends):
-                forecast[ends] = self._predict(name, gather_windows(scaled, ends, self.lookback))
+                forecast[ends] = (0.0 if name == FLAT else
+                                  self._predict(name, gather_windows(scaled, ends, self.lookback)))
                 model_used[ends] = name
         return pd.DataFrame({"regime": regimes, "model": model_used, "forecast": forecast},
                             index=frame.index)
@@ -76,10 +100,14 @@ class Forecaster:
         """Per-bar path: regime and forecast at the last bar of ``frame`` (NaN when not ready)."""
         scaled, regimes, valid = self.prepare(frame)
         t = len(frame) - 1
-        if t < 0 or not valid[t] or int(regimes[t]) not in self.regime_models:
+        routes = self.routes()
+        if t < 0 or not valid[t] or int(regimes[t]) not in routes:
             return int(regimes[t]) if t >= 0 else -1, float("nan")
+        name = routes[int(regimes[t])]
+        if name == FLAT:
+            return int(regimes[t]), 0.0
         window = gather_windows(scaled, np.array([t]), self.lookback)  # (1, L, F)
-        return int(regimes[t]), float(self._predict(self.regime_models[int(regimes[t])], window)[0])
+        return int(regimes[t]), float(self._predict(name, window)[0])
 
     def shared_meta(self) -> dict[str, Any]:
         return {"features": list(self.feature_cfg.names),
@@ -95,12 +123,16 @@ class Forecaster:
         for name, model in self.models.items():
             save_model(model, folder, name, dict(model_meta[name], **shared))
         atomic_write_json(folder / MANIFEST, dict(
-            self.info, schema_version=SCHEMA_VERSION,
+            self.info, schema_version=SCHEMA_VERSION, models=sorted(self.models),
             regime_models={str(k): v for k, v in sorted(self.regime_models.items())}, **shared))
 
 
-def load_forecaster(folder: str | Path) -> Forecaster:
+def load_forecaster(folder: str | Path, no_skill: str = "flat",
+                    skill_p: float = DEFAULT_SKILL_P) -> Forecaster:
     """Load a saved bundle, checking every model file against the manifest.
+
+    ``no_skill`` and ``skill_p``: the policy for models without validated skill (see
+    ``Forecaster``); a model JSON without a skill record is refused.
 
     Raises
     ------
@@ -118,17 +150,34 @@ def load_forecaster(folder: str | Path) -> Forecaster:
                             f"{SCHEMA_VERSION}; retrain with --retrain")
     regime_models = {int(k): v for k, v in manifest["regime_models"].items()}
     models: dict[str, nn.Module] = {}
-    for name in sorted(set(regime_models.values())):
+    skill: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(regime_models.values()) | _extra_models(manifest)):
         meta = read_model_meta(folder, name)  # checked against the manifest before any weights
         differing = [f for f in SHARED_FIELDS if meta.get(f) != manifest.get(f)]
         if differing:
             raise ArtifactError(f"{folder / (name + '.json')}: differs from {MANIFEST} in "
                                 f"{', '.join(differing)}; the bundle is inconsistent, retrain")
+        skill[name] = _skill_record(folder, name, meta)
         models[name], _ = load_model(folder, name)
     info = {k: v for k, v in manifest.items()
-            if k not in SHARED_FIELDS and k not in ("regime_models", "schema_version")}
+            if k not in SHARED_FIELDS and k not in ("regime_models", "schema_version", "models")}
     return Forecaster(feature_cfg=FeatureConfig.from_dict(manifest["feature_config"]),
                       lookback=int(manifest["lookback"]),
                       scaler=ScalerParams.from_dict(manifest["scaler"]),
                       regime_params=RegimeParams.from_dict(manifest["regime_params"]),
-                      models=models, regime_models=regime_models, info=info)
+                      models=models, regime_models=regime_models, info=info, skill=skill,
+                      no_skill=no_skill, skill_p=skill_p)
+
+
+def _extra_models(manifest: dict[str, Any]) -> set[str]:
+    """Models of the bundle beside those a regime uses (a pooled model kept for the policy)."""
+    return set(manifest.get("models", []))
+
+
+def _skill_record(folder: Path, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    record = meta.get("skill")
+    if not isinstance(record, dict) or any(k not in record for k in SKILL_FIELDS):
+        raise ArtifactError(f"{folder / (name + '.json')}: no skill record (the model was "
+                            f"trained before the skill guard, so nobody knows whether it beat "
+                            f"the zero forecast); retrain with --retrain")
+    return dict(record)

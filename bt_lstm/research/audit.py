@@ -89,6 +89,9 @@ def run_audit(frame: pd.DataFrame, forecaster: Forecaster, threshold: float,
     At each cut t the bars t-L+1..t (the model window ending at t) are compared in every
     column; each differing (cut, bar, column) is reported with both values.
     """
+    # The networks' own forecasts are audited (policy "trade"): the skill guard's routing is
+    # fixed per bundle, so it cannot leak, but a flat regime's zeros would hide a leak upstream.
+    forecaster = forecaster.with_policy("trade", forecaster.skill_p)
     full = audit_columns(frame, forecaster, threshold, long_only)
     ready = np.flatnonzero(full["forecast"].notna().to_numpy())
     if not len(ready):

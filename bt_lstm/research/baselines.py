@@ -18,7 +18,10 @@ from bt_lstm.models.training import predict_windows
 from bt_lstm.research.pipeline import PreparedWindows, prepare_windows, train_one
 from bt_lstm.signals.windows import SplitBounds, gather_windows, make_target, valid_window_ends
 
-MODELS = ("regime_model", "zero", "train_mean", "persistence", "ridge", "global_lstm", "mlp")
+# regime_model: the forecasts that trade (skill guard applied); regime_model_raw: every regime's
+# own model, skill or not (--no-skill trade)
+MODELS = ("regime_model", "regime_model_raw", "zero", "train_mean", "persistence", "ridge",
+          "global_lstm", "mlp")
 
 
 def _net_forecast(prep: PreparedWindows, cfg: PipelineConfig, arch: str, x_test: np.ndarray,
@@ -40,6 +43,7 @@ def segment_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBou
     """
     prep, _, scaler = prepare_windows(frame, cfg, bounds)
     ours = forecaster.forecast_frame(frame)
+    raw = forecaster.with_policy("trade", forecaster.skill_p).forecast_frame(frame)
     realised = make_target(frame["close"], cfg.windows.horizon,
                            placeholder_mask(frame)).to_numpy()  # (T,)
     valid = valid_window_ends(prep.scaled, prep.regimes, cfg.windows.lookback)
@@ -59,6 +63,7 @@ def segment_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBou
     out: dict[str, Any] = {
         "regime": ours["regime"].to_numpy()[ends], "realised": realised[ends],
         "regime_model": ours["forecast"].to_numpy()[ends],
+        "regime_model_raw": raw["forecast"].to_numpy()[ends],
         "zero": np.zeros(len(ends)),
         "train_mean": np.full(len(ends), float(np.mean(yt)) * scale),
         "persistence": np.log(close / prev)[ends],  # the last bar's log return

@@ -15,7 +15,8 @@ from bt_lstm.config import PipelineConfig
 from bt_lstm.data.candles import placeholder_mask
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.nets import model_hparams
-from bt_lstm.models.training import ProgressFn, build_seeded, train_model
+from bt_lstm.models.training import ProgressFn, build_seeded, predict_windows, train_model
+from bt_lstm.research.scoring import skill_record
 from bt_lstm.signals.features import compute_features, warmup_bars
 from bt_lstm.signals.regimes import REGIME_LABELS, RegimeParams, apply_regimes, fit_regimes
 from bt_lstm.signals.windows import (
@@ -107,6 +108,8 @@ def plan_models(prep: PreparedWindows, cfg: PipelineConfig
 
     A regime with fewer than ``min_regime_windows`` training or ``min_val_windows``
     validation windows uses a pooled model trained on all regimes; the reason is returned.
+    Under the ``pooled`` no-skill policy the pooled model is always trained, as the stand-in
+    for regimes whose own model shows no skill.
     """
     plan: dict[str, int | None] = {}
     fallbacks: dict[int, str] = {}
@@ -118,7 +121,7 @@ def plan_models(prep: PreparedWindows, cfg: PipelineConfig
         else:
             fallbacks[regime] = (f"{n_tr} training / {n_va} validation windows (need "
                                  f"{cfg.train.min_regime_windows} / {cfg.train.min_val_windows})")
-    if fallbacks:
+    if fallbacks or cfg.strategy.no_skill == "pooled":
         plan["pooled"] = None
     return plan, fallbacks
 
@@ -135,6 +138,10 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
     model = build_seeded(cfg.model.arch, len(cfg.features.names), model_hparams(cfg),
                          cfg.train.seed, cfg.model.model_file)
     result = train_model(model, xt, yt, xv, yv, cfg.train, progress)
+    pred = predict_windows(cfg.model.arch, model_hparams(cfg), result.state_dict, xv,
+                           cfg.model.model_file)  # (N,) validation forecasts, scaled units
+    skill = skill_record(pred, yv, float(np.mean(yt)), result.best_epoch, target_scale,
+                         cfg.strategy.skill_p)
     meta = {**model_file_meta(cfg),
         "arch": cfg.model.arch, "hparams": model_hparams(cfg),
         "n_features": len(cfg.features.names),
@@ -142,14 +149,17 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
         "train_period": period, "n_train": len(xt), "n_val": len(xv),
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "val_mse": result.best_val_loss * target_scale ** 2, "history": result.history,
+        "skill": skill,
     }
     return result.state_dict, meta
 
 
 def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params: RegimeParams,
                         plan: dict[str, int | None], fallbacks: dict[int, str],
-                        states: dict[str, dict[str, Any]]) -> Forecaster:
-    """Rebuild the trained networks of a plan from their state_dicts into a Forecaster."""
+                        states: dict[str, dict[str, Any]],
+                        metas: dict[str, dict[str, Any]]) -> Forecaster:
+    """Rebuild the trained networks of a plan from their state_dicts into a Forecaster, with
+    their skill records and the config's no-skill policy."""
     models = {}
     for name, state in states.items():
         model = build_seeded(cfg.model.arch, len(cfg.features.names), model_hparams(cfg), 0,
@@ -159,7 +169,8 @@ def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params
     regime_models = {r: name for name, r in plan.items() if r is not None}
     regime_models.update({r: "pooled" for r in fallbacks})
     return Forecaster(cfg.features, cfg.windows.lookback, scaler, regime_params, models,
-                      regime_models)
+                      regime_models, skill={n: dict(metas[n]["skill"]) for n in states},
+                      no_skill=cfg.strategy.no_skill, skill_p=cfg.strategy.skill_p)
 
 
 def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds | None = None,
@@ -191,7 +202,7 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
             cb = progress_factory(name, n_tr, n_va)
         states[name], meta[name] = train_one(prep, cfg, name, regime, scaler.target_scale,
                                              period, cb)
-    forecaster = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks, states)
+    forecaster = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks, states, meta)
     return FitResult(forecaster, meta, fallbacks), bounds
 
 

@@ -3,6 +3,8 @@
 Formulas in the README; what judges a forecast (not a trading result) lives here."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -49,13 +51,17 @@ def regression_scores(forecast: np.ndarray, realised: np.ndarray) -> dict[str, f
             "dir_acc": float(np.mean(np.sign(f) == np.sign(r))), "ic": ic}
 
 
-def diebold_mariano(errors_a: np.ndarray, errors_b: np.ndarray) -> dict[str, float]:
+def diebold_mariano(errors_a: np.ndarray, errors_b: np.ndarray,
+                    alternative: str = "two-sided") -> dict[str, float]:
     """Diebold–Mariano test of equal squared-error loss for one-step forecasts.
 
     ``d_t = e_a,t² - e_b,t²``; ``DM = mean(d) / sqrt(var(d) / n)`` with the lag-0 variance
-    (``ddof=0``), as for horizon 1; two-sided p-value from the standard normal. A negative
-    statistic means ``a`` has the smaller loss. NaN when the losses are identical.
+    (``ddof=0``), as for horizon 1; p-value from the standard normal, two-sided or, with
+    ``alternative='less'``, one-sided for "``a`` has the smaller loss". A negative statistic
+    means ``a`` has the smaller loss. NaN when the losses are identical.
     """
+    if alternative not in ("two-sided", "less"):
+        raise ValueError(f"alternative={alternative!r}: use 'two-sided' or 'less'")
     from scipy.stats import norm
 
     a = np.asarray(errors_a, dtype=float)
@@ -66,4 +72,31 @@ def diebold_mariano(errors_a: np.ndarray, errors_b: np.ndarray) -> dict[str, flo
     if len(d) < 2 or var <= 0:
         return {"dm": float("nan"), "p_value": float("nan"), "n": int(len(d))}
     stat = float(d.mean() / np.sqrt(var / len(d)))
-    return {"dm": stat, "p_value": float(2 * norm.sf(abs(stat))), "n": int(len(d))}
+    p = norm.cdf(stat) if alternative == "less" else 2 * norm.sf(abs(stat))
+    return {"dm": stat, "p_value": float(p), "n": int(len(d))}
+
+
+def skill_record(pred: np.ndarray, y_val: np.ndarray, train_mean: float, best_epoch: int,
+                 scale: float = 1.0, skill_p: float | None = None) -> dict[str, Any]:
+    """A model's skill on its validation windows, beside the zero and training-mean forecasts.
+
+    ``pred`` and ``y_val`` (N,) are forecasts and targets of the validation windows and
+    ``train_mean`` the mean training target, all in units that ``scale`` turns into log
+    returns. ``dm_p``: one-sided Diebold–Mariano p-value of "the model's squared error is
+    smaller than zero's". The verdict is ``models.skill.skill_verdict`` at ``skill_p``.
+    """
+    from bt_lstm.config import DEFAULT_SKILL_P
+    from bt_lstm.models.skill import skill_verdict
+
+    p = np.asarray(pred, dtype=float) * scale
+    y = np.asarray(y_val, dtype=float) * scale
+    mse = float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+    zero = float(np.mean(y ** 2)) if len(y) else float("nan")
+    mean = float(np.mean((y - train_mean * scale) ** 2)) if len(y) else float("nan")
+    dm = diebold_mariano(p - y, y, alternative="less")
+    skill_p = DEFAULT_SKILL_P if skill_p is None else skill_p
+    record = {"val_mse": mse, "zero_mse": zero, "mean_mse": mean,
+              "ratio": mse / zero if zero > 0 else float("nan"), "dm_p": dm["p_value"],
+              "best_epoch": int(best_epoch), "n_val": int(len(y)), "skill_p": skill_p}
+    record["verdict"] = skill_verdict(record, skill_p)
+    return record

@@ -138,13 +138,18 @@ def format_truth(res: dict[str, Any]) -> str:
                      f"{(f'{share:.2f}' if share is not None else 'n/a'):>18}")
     s = res["strategy"]
     lines += ["", f"{'strategy':<20}{'Sharpe':>10}{'return':>12}{'trades':>8}",
-              f"  {'model':<18}{s['model']['sharpe']:>10.2f}"
+              f"  {'model':<18}{_num(s['model']['sharpe']):>10}"
               f"{100 * s['model']['total_return']:>11.1f}%{s['model']['trades']:>8}",
-              f"  {'oracle':<18}{s['oracle']['sharpe']:>10.2f}"
+              f"  {'oracle':<18}{_num(s['oracle']['sharpe']):>10}"
               f"{100 * s['oracle']['total_return']:>11.1f}%{s['oracle']['trades']:>8}",
-              f"  {'buy & hold':<18}{s['model']['buy_and_hold_sharpe']:>10.2f}", ""]
+              f"  {'buy & hold':<18}{_num(s['model']['buy_and_hold_sharpe']):>10}", ""]
     for name, t in res["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
         lines.append(f"target {name}: {value} (target >= {t['target']}) "
                      f"{'met' if t['met'] else 'MISSED'}")
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    """Two decimals; n/a for a Sharpe that does not exist (a strategy that never traded)."""
+    return "n/a" if value is None or value != value else f"{value:.2f}"

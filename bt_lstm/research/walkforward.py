@@ -191,13 +191,14 @@ def _prepare_fold(frame: pd.DataFrame, fold: Fold, cfg: PipelineConfig) -> FoldJ
                    fallbacks, period)
 
 
-def load_fold(fold_dir: Path, key: str) -> Forecaster | None:
-    """A fold's saved bundle when complete, valid and made for this key; else None."""
+def load_fold(fold_dir: Path, key: str, cfg: PipelineConfig) -> Forecaster | None:
+    """A fold's saved bundle when complete, valid and made for this key (with the config's
+    no-skill policy); else None."""
     manifest = read_manifest(fold_dir)
     if manifest is None or manifest.get("fold_key") != key:
         return None
     try:
-        return load_forecaster(fold_dir)
+        return load_forecaster(fold_dir, cfg.strategy.no_skill, cfg.strategy.skill_p)
     except ArtifactError as exc:
         logger.warning("%s: saved fold unusable (%s); training it again", fold_dir, exc)
         return None
@@ -206,7 +207,7 @@ def load_fold(fold_dir: Path, key: str) -> Forecaster | None:
 def _save_fold(job: FoldJob, cfg: PipelineConfig, states: dict, metas: dict,
                fold_dir: Path) -> Forecaster:
     regime_params, scaler = job.fit_info
-    fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states)
+    fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states, metas)
     fc.info = {"fold_key": job.key, "fold": asdict(job.fold), "train_period": job.period,
                "fallbacks": {REGIME_LABELS[r]: why for r, why in job.fallbacks.items()},
                "library_version": __version__}
@@ -253,7 +254,7 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
         job = _prepare_fold(frame, fold, cfg)
         train_regimes = job.prep.regimes[job.prep.ends["train"]]
         windows[fold.index] = {r: int((train_regimes == r).sum()) for r in range(3)}
-        saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key)
+        saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key, cfg)
         if saved is not None:
             done[fold.index] = saved
             continue

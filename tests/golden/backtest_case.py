@@ -17,8 +17,9 @@ import pandas as pd
 GOLDEN = Path(__file__).with_name("backtest.json")
 
 
-def golden_case() -> dict:
-    """Run the case; return what the golden file pins."""
+def golden_case(cfg=None) -> dict:
+    """Run the case (``cfg``: a StrategyConfig, default the defaults); return what the golden
+    file pins."""
     from bt_lstm.backtest.engine import run_backtest
     from bt_lstm.config import StrategyConfig
     from bt_lstm.data.synthetic import make_market
@@ -29,7 +30,7 @@ def golden_case() -> dict:
     # long, flat and short spells from a fixed wave; NaN (no forecast) for the first 10 bars
     forecast = np.where(bar < 10, np.nan, 0.003 * np.sin(bar / 9.0))
     signals = pd.DataFrame({"forecast": forecast, "regime": 1.0}, index=frame.index)
-    res = run_backtest(frame, RegimeLSTMStrategy, StrategyConfig(), signals=signals)
+    res = run_backtest(frame, RegimeLSTMStrategy, cfg or StrategyConfig(), signals=signals)
     return {"final_value": res.final_value, "trades": int(len(res.trades)),
             "fill_bars": res.fills["bar"].astype(int).tolist(),
             "fill_sizes": res.fills["size"].round(9).tolist(),
