@@ -179,8 +179,10 @@ def test_jobs_2_and_a_dask_cluster_give_identical_forecasts(baseline_run, tmp_pa
 
     two = run(tmp_path, "two", "--jobs", "2")
     pd.testing.assert_frame_equal(forecasts(baseline_run), forecasts(two))
+    # ":0": a free port for the dashboard; the default 8787 may be taken by another cluster
+    # on this machine (a second test run), and distributed's warning about it is an error here.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0", scheduler_port=0) as cluster:
         dask_run = run(tmp_path, "dask", "--scheduler", cluster.scheduler_address)
     pd.testing.assert_frame_equal(forecasts(baseline_run), forecasts(dask_run))
 
