@@ -17,6 +17,7 @@ from bt_lstm.cli.common import (
     add_data_args,
     add_output_args,
     add_pipeline_args,
+    add_seed_args,
     build_config,
     load_dataset,
     make_parser,
@@ -36,6 +37,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      help="batch: forecasts computed for all bars at once, then read bar by bar "
                           "(fast, identical); per_bar: the strategy runs the model in every "
                           "bar (slow, as in live trading). Default: batch")
+    add_seed_args(run)
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="with --seeds K: train the K seeds' models in N local processes "
+                          "(default 1)")
     add_output_args(run, models="where trained model bundles are kept and reused (default: "
                                 "models)",
                     reports="where the report folder is written (default: reports)",
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 frame, dataset, cfg, RegimeLSTMStrategy,
                 model_dir=model_dir, report_dir=report_dir,
                 retrain=args.retrain, inference=args.inference, timeframe=timeframe,
-                progress_factory=progress.factory, tearsheet=not args.no_tearsheet)
+                progress_factory=progress.factory, tearsheet=not args.no_tearsheet,
+                seeds=args.seeds, ensemble=args.ensemble, jobs=args.jobs)
         except KeyboardInterrupt:
             progress.close()
             print(f"interrupted: {_kept(model_dir, 'models')}; {_kept(report_dir, 'report')}",
@@ -71,10 +77,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         finally:
             progress.close()
         print(result.summary())
+        print_luck(result.metrics)
         fallbacks = result.metrics["fallbacks"]
         for regime, why in fallbacks.items():
             print(f"note: regime {regime} used the pooled model ({why})")
-        print(f"\nmodels:  {result.model_dir}" + ("  (reused)" if result.reused_models else ""))
+        model_dirs = result.metrics["models"].get("dirs") or [str(result.model_dir)]
+        print(f"\nmodels:  {', '.join(model_dirs)}"
+              + ("  (reused)" if result.reused_models else ""))
         print(f"report:  {result.report_dir}")
         for f in ("tearsheet.html", "metrics.json", "returns.csv", "trades.csv"):
             if (result.report_dir / f).exists():
@@ -82,6 +91,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0
 
     return run_cli(job)
+
+
+def print_luck(metrics: dict) -> None:
+    """The luck line, its plain reading and the seed spread (when there is one)."""
+    from bt_lstm.backtest.reports import format_luck, format_seed_spread
+
+    print(f"\n{format_luck(metrics['statistics'])}")
+    print(metrics["statistics"]["reading"])
+    spread = metrics.get("seed_spread")
+    if spread:
+        print(f"\n{len(spread['runs'])} seeds (ensemble {spread['ensemble']}), test part:")
+        print(format_seed_spread(spread))
 
 
 def _kept(folder: Path, what: str) -> str:

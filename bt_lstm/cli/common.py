@@ -97,6 +97,25 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                    help=f"slippage, fraction of price (default {_D.strategy.slippage})")
     s.add_argument("--cash", type=float, metavar="X",
                    help=f"starting cash (default {_D.strategy.cash:g})")
+    t = parser.add_argument_group("trials (the N of the deflated Sharpe ratio)")
+    t.add_argument("--trials-tried", type=int, metavar="N",
+                   help="configurations you tried by hand before this one; the deflated Sharpe "
+                        "ratio discounts the result for them (default: 1, or the tuning study's "
+                        "count recorded in --config)")
+    t.add_argument("--trials-sharpe-var", type=float, metavar="V",
+                   help="variance of those trials' annualised Sharpes (default: unknown; the "
+                        "sampling variance of a zero Sharpe over the test days is used)")
+
+
+def add_seed_args(group: argparse._ArgumentGroup) -> None:
+    """--seeds and --ensemble: train every model with K seeds and report their spread."""
+    group.add_argument("--seeds", type=int, default=1, metavar="K",
+                       help="train every model with seeds seed .. seed+K-1 and report each "
+                            "seed's out-of-sample Sharpe, return and MSE ratio to zero with "
+                            "mean +- std (default 1)")
+    group.add_argument("--ensemble", choices=("none", "mean"), default="none",
+                       help="none: trade the first seed's models; mean: trade the mean forecast "
+                            "of the K seeds' models (default none)")
 
 
 MAIN_JOB_MODELS = ("where the main job keeps its models (default: models); models for this "
@@ -130,6 +149,8 @@ _FLAG_FIELDS = {
     "threshold": ("strategy", "threshold"), "long_only": ("strategy", "long_only"),
     "fraction": ("strategy", "position_fraction"), "commission": ("strategy", "commission"),
     "slippage": ("strategy", "slippage"), "cash": ("strategy", "cash"),
+    "trials_tried": ("provenance", "n_trials"),
+    "trials_sharpe_var": ("provenance", "trials_sharpe_var"),
 }
 
 
@@ -149,6 +170,8 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     if getattr(args, "features", None):
         names = tuple(n.strip() for n in args.features.split(",") if n.strip())
         changes.setdefault("features", {})["names"] = names
+    if "n_trials" in changes.get("provenance", {}):  # the user's own declaration
+        changes["provenance"].update(origin="declared", study=None)
     if "model_file" in changes.get("model", {}):  # bundles must find it from any folder
         changes["model"]["model_file"] = str(Path(changes["model"]["model_file"]).resolve())
     for section, fields in changes.items():

@@ -194,7 +194,9 @@ def luck_statistics(strategy: np.ndarray, benchmark: np.ndarray, periods: int, n
         "psr": {"vs_zero": psr0, "vs_buy_and_hold": psr_bh,
                 "buy_and_hold_sharpe": mb["sharpe"] * root},
         "dsr": {"value": dsr, "n_trials": int(n_trials),
-                "trials_sharpe_var": var * periods, "trials_sharpe_var_source": var_source,
+                "trials_sharpe_var": (var * periods if trials_sharpe_var is None
+                                      else trials_sharpe_var),
+                "trials_sharpe_var_source": var_source,
                 "expected_max_sharpe": sr_star * root},
         "bootstrap": bootstrap_intervals(s, b, periods, seed, reps),
     }
