@@ -63,3 +63,28 @@ def test_seeds_3_gives_three_distinct_models_and_the_same_spread_again(market_cs
     mean = _run(market_csv, tmp_path, "--seeds", "3", "--ensemble", "mean")
     assert mean["seed_spread"]["ensemble"] == "mean" and mean["models"]["reused"] is True
     assert mean["seed_spread"]["runs"] == spread["runs"]
+
+
+def test_walk_forward_reports_luck_and_seed_spread_on_its_index_page(market_csv, tmp_path,
+                                                                     capsys):
+    from runners import walk_forward as wf_runner
+
+    args = ["--csv", str(market_csv), "--train-bars", "400", "--test-bars", "200", *TINY_FLAGS,
+            "--no-tearsheet", "--reports-dir", str(tmp_path / "reports"), "--seeds", "2",
+            "--trials-tried", "5"]
+    assert wf_runner.main([*args, "--run-id", "a"]) == 0
+    run_dir = tmp_path / "reports" / "a"
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["statistics"]["dsr"]["n_trials"] == 5
+    assert m["seed_spread"]["seeds"] == [7, 8] and len(m["seed_spread"]["runs"]) == 2
+    assert m["strategy"]["sharpe"] == m["seed_spread"]["runs"][0]["sharpe"]
+    assert (run_dir / "folds_seed7").is_dir() and (run_dir / "folds_seed8").is_dir()
+    page = (run_dir / "index.html").read_text()
+    assert "could be luck" in page and "(N = 5)" in page and "Seed spread" in page
+    assert "noise alone" in page
+    assert "(N = 5)" in capsys.readouterr().out
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["seeds"] == {"n": 2, "ensemble": "none"}
+    assert wf_runner.main([*args, "--run-id", "b"]) == 0  # same seeds, same spread
+    again = json.loads((tmp_path / "reports" / "b" / "metrics.json").read_text())
+    assert again["seed_spread"] == m["seed_spread"]

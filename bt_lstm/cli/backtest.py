@@ -21,6 +21,7 @@ from bt_lstm.cli.common import (
     build_config,
     load_dataset,
     make_parser,
+    print_luck,
     run_cli,
     setup_logging,
 )
@@ -91,18 +92,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0
 
     return run_cli(job)
-
-
-def print_luck(metrics: dict) -> None:
-    """The luck line, its plain reading and the seed spread (when there is one)."""
-    from bt_lstm.backtest.reports import format_luck, format_seed_spread
-
-    print(f"\n{format_luck(metrics['statistics'])}")
-    print(metrics["statistics"]["reading"])
-    spread = metrics.get("seed_spread")
-    if spread:
-        print(f"\n{len(spread['runs'])} seeds (ensemble {spread['ensemble']}), test part:")
-        print(format_seed_spread(spread))
 
 
 def _kept(folder: Path, what: str) -> str:

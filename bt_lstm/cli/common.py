@@ -265,6 +265,18 @@ def setup_logging(quiet: bool) -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
+def print_luck(metrics: dict) -> None:
+    """The luck line, its plain reading and the seed spread (when there is one)."""
+    from bt_lstm.backtest.reports import format_luck, format_seed_spread
+
+    print(f"\n{format_luck(metrics['statistics'])}")
+    print(metrics["statistics"]["reading"])
+    spread = metrics.get("seed_spread")
+    if spread:
+        print(f"\n{len(spread['runs'])} seeds (ensemble {spread['ensemble']}), test part:")
+        print(format_seed_spread(spread))
+
+
 def run_cli(job: Callable[[], int]) -> int:
     """Run ``job``; user mistakes become one line on stderr and exit code 2."""
     try:

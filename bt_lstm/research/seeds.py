@@ -56,7 +56,7 @@ def ensemble_forecasts(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     first = frames[0]
     stacked = np.stack([f["forecast"].reindex(first.index).to_numpy(dtype=float)
                         for f in frames])  # (K, T)
-    out = first[["regime"]].copy()
+    out = first.copy()  # regime (and fold, in a walk-forward) of the first
     out["model"] = f"mean of {len(frames)}"
     out["forecast"] = stacked.mean(axis=0)  # NaN where any model has none
     return out
