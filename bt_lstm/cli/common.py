@@ -273,7 +273,7 @@ def print_luck(metrics: dict) -> None:
     print(metrics["statistics"]["reading"])
     spread = metrics.get("seed_spread")
     if spread:
-        print(f"\n{len(spread['runs'])} seeds (ensemble {spread['ensemble']}), test part:")
+        print(f"\n{len(spread['runs'])} seeds (ensemble {spread['ensemble']}), out of sample:")
         print(format_seed_spread(spread))
 
 
