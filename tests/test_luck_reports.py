@@ -60,7 +60,7 @@ def test_seeds_3_gives_three_distinct_models_and_the_same_spread_again(market_cs
     assert first["strategy"]["sharpe"] == spread["runs"][0]["sharpe"]
     again = _run(market_csv, tmp_path, "--seeds", "3", "--retrain")
     assert again["seed_spread"] == spread
-    mean = _run(market_csv, tmp_path, "--seeds", "3", "--ensemble", "mean")
+    mean = _run(market_csv, tmp_path, "--seeds", "3", "--ensemble", "mean", "--jobs", "2")
     assert mean["seed_spread"]["ensemble"] == "mean" and mean["models"]["reused"] is True
     assert mean["seed_spread"]["runs"] == spread["runs"]
 

@@ -39,7 +39,7 @@ def fit_seeds(frame: pd.DataFrame, cfgs: Sequence[PipelineConfig], jobs: int = 1
     """
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: use 1 or more")
-    if jobs == 1 or len(cfgs) == 1:
+    if jobs == 1 or len(cfgs) <= 1:  # nothing to spread (every seed's bundle was reused)
         return [fit_pipeline(frame, c, progress_factory=progress_factory) for c in cfgs]
     from joblib import Parallel, delayed
 
