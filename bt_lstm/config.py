@@ -17,6 +17,7 @@ FEATURE_NAMES = (
     "volume_z",
 )
 REGIME_METHODS = ("rule", "gmm", "column")
+ORIGINS = ("run", "declared", "tuning")
 DEVICES = ("auto", "cpu", "cuda")
 NO_SKILL_POLICIES = ("flat", "pooled", "trade")
 # One-sided Diebold-Mariano p-value a model must reach on its validation windows to trade.
@@ -243,6 +244,28 @@ class StrategyConfig(_Serialisable):
 
 
 @dataclass(frozen=True)
+class ProvenanceConfig(_Serialisable):
+    """Where this config came from: how many configurations were tried to find it (the N of the
+    deflated Sharpe ratio) and how much their Sharpes varied. Not part of the model-cache key."""
+
+    origin: str = "run"  # run (flags / defaults) | declared (--trials-tried) | tuning (a study)
+    n_trials: int = 1  # configurations tried before settling on this one
+    # variance of the trials' annualised (validation) Sharpes; None: unknown, reports use the
+    # sampling variance of a zero Sharpe over the test days
+    trials_sharpe_var: float | None = None
+    study: str | None = None  # tuning: the study that proposed this config (name or path)
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            _fail(type(self), "origin", self.origin, f"one of {ORIGINS}")
+        _positive_int(self, "n_trials")
+        if self.trials_sharpe_var is not None:
+            _in_range(self, "trials_sharpe_var", 0.0, 1e6)
+        if self.study is not None and not isinstance(self.study, str):
+            _fail(type(self), "study", self.study, "a string or null")
+
+
+@dataclass(frozen=True)
 class PipelineConfig(_Serialisable):
     """Everything one backtest run depends on."""
 
@@ -252,14 +275,15 @@ class PipelineConfig(_Serialisable):
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
 
     def training_dict(self) -> dict[str, Any]:
         """The parts that decide the trained models (the model-cache key).
 
-        The strategy section does not, except that the ``pooled`` no-skill policy adds a
-        pooled network to every bundle.
+        Neither the strategy section nor the provenance section does, except that the
+        ``pooled`` no-skill policy adds a pooled network to every bundle.
         """
-        out = {k: v for k, v in self.to_dict().items() if k != "strategy"}
+        out = {k: v for k, v in self.to_dict().items() if k not in ("strategy", "provenance")}
         if self.strategy.no_skill == "pooled":
             out["pooled_model"] = True
         return out
@@ -272,6 +296,7 @@ _NESTED: dict[tuple[str, str], type] = {
     ("PipelineConfig", "model"): ModelConfig,
     ("PipelineConfig", "train"): TrainConfig,
     ("PipelineConfig", "strategy"): StrategyConfig,
+    ("PipelineConfig", "provenance"): ProvenanceConfig,
 }
 
 

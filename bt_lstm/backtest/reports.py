@@ -208,3 +208,76 @@ def summary_html(metrics: dict[str, Any]) -> str:
         rows.append(f"<tr><td>{html.escape(label)}</td><td>{_fmt(strat.get(key), kind)}</td>"
                     f"<td>{_fmt(b, kind) if b is not None else '-'}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def format_luck(stats: dict[str, Any]) -> str:
+    """One line: 'Sharpe 1.10, 95 % CI [-0.40, 2.50], PSR 0.81, DSR 0.42 (N = 60)'.
+
+    ``stats`` is ``metrics["statistics"]``: Sharpe annualised, interval from the stationary
+    bootstrap, PSR against a Sharpe of 0, DSR given N configurations tried.
+    """
+    lo, hi = stats["bootstrap"]["strategy"]["sharpe"]
+    level = round(100 * stats["bootstrap"]["level"])
+    dsr = stats["dsr"]
+    return (f"Sharpe {_num(stats['sharpe'])}, {level} % CI [{_num(lo)}, {_num(hi)}], "
+            f"PSR {_num(stats['psr']['vs_zero'])}, DSR {_num(dsr['value'])} "
+            f"(N = {dsr['n_trials']})")
+
+
+def format_seed_spread(spread: dict[str, Any]) -> str:
+    """Plain-text lines: each seed's Sharpe, return and MSE ratio to zero, then mean and std."""
+    lines = [f"{'seed':>6}  {'Sharpe':>8}  {'return':>10}  {'MSE/zero':>8}"]
+    rows = [(str(r["seed"]), r) for r in spread["runs"]]
+    rows += [("mean", spread["mean"]), ("std", spread["std"])]
+    for label, r in rows:
+        ret = r.get("total_return")
+        ret_text = "n/a" if ret is None else f"{100 * ret:.2f} %"
+        lines.append(f"{label:>6}  {_num(r.get('sharpe')):>8}  {ret_text:>10}  "
+                     f"{_num(r.get('mse_ratio'), 4):>8}")
+    return "\n".join(lines)
+
+
+def luck_html(metrics: dict[str, Any]) -> str:
+    """The luck statistics (and the seed spread when there is one) as HTML paragraphs and tables."""
+    import html
+
+    stats = metrics.get("statistics")
+    if not stats:
+        return ""
+    boot, psr = stats["bootstrap"], stats["psr"]
+    pct = {"sharpe": lambda v: _num(v), "total_return": lambda v: _fmt(v, "pct"),
+           "max_drawdown": lambda v: _fmt(v, "pct")}
+    rows = ["<tr><th>95 % interval</th><th>Strategy</th><th>Buy &amp; hold</th></tr>"]
+    for key, label in (("sharpe", "Sharpe"), ("total_return", "Total return"),
+                       ("max_drawdown", "Max drawdown")):
+        cells = [f"[{pct[key](a)}, {pct[key](b)}]" for a, b in (boot["strategy"][key],
+                                                                 boot["buy_and_hold"][key])]
+        rows.append(f"<tr><td>{label}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+    d_lo, d_hi = boot["sharpe_difference"]
+    out = [f"<p><b>{html.escape(format_luck(stats))}</b></p>",
+           f"<p>{html.escape(stats['reading'])}</p>",
+           f"<p>PSR against buy-and-hold's Sharpe ({_num(psr['buy_and_hold_sharpe'])}): "
+           f"{_num(psr['vs_buy_and_hold'])}; difference of Sharpes, 95 % interval "
+           f"[{_num(d_lo)}, {_num(d_hi)}]. Expected maximum Sharpe of "
+           f"{stats['dsr']['n_trials']} trials by luck: "
+           f"{_num(stats['dsr']['expected_max_sharpe'])}. Stationary block bootstrap of "
+           f"{stats['n']} daily returns, mean block {boot['block_length']:.1f} days, "
+           f"{boot['reps']} draws, seed {boot['seed']}.</p>",
+           "<table>" + "".join(rows) + "</table>"]
+    spread = metrics.get("seed_spread")
+    if spread:
+        head = "<tr><th>seed</th><th>Sharpe</th><th>Total return</th><th>MSE / zero</th></tr>"
+        body = [f"<tr><td>{html.escape(str(label))}</td><td>{_num(r.get('sharpe'))}</td>"
+                f"<td>{_fmt(r.get('total_return'), 'pct')}</td>"
+                f"<td>{_num(r.get('mse_ratio'), 4)}</td></tr>"
+                for label, r in [(r["seed"], r) for r in spread["runs"]]
+                + [("mean", spread["mean"]), ("std", spread["std"])]]
+        out.append(f"<h3>Seed spread ({len(spread['runs'])} seeds, ensemble "
+                   f"{html.escape(spread['ensemble'])})</h3><table>{head}{''.join(body)}</table>")
+    return "".join(out)

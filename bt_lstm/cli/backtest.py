@@ -18,9 +18,11 @@ from bt_lstm.cli.common import (
     add_download_args,
     add_output_args,
     add_pipeline_args,
+    add_seed_args,
     build_config,
     load_dataset,
     make_parser,
+    print_luck,
     run_cli,
     setup_logging,
 )
@@ -38,6 +40,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      help="batch: forecasts computed for all bars at once, then read bar by bar "
                           "(fast, identical); per_bar: the strategy runs the model in every "
                           "bar (slow, as in live trading). Default: batch")
+    add_seed_args(run)
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="with --seeds K: train the K seeds' models in N local processes "
+                          "(default 1)")
     add_output_args(run, models="where trained model bundles are kept and reused (default: "
                                 "models)",
                     reports="where the report folder is written (default: reports)",
@@ -65,7 +71,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 frame, dataset, cfg, RegimeLSTMStrategy,
                 model_dir=model_dir, report_dir=report_dir,
                 retrain=args.retrain, inference=args.inference, timeframe=timeframe,
-                progress_factory=progress.factory, tearsheet=not args.no_tearsheet)
+                progress_factory=progress.factory, tearsheet=not args.no_tearsheet,
+                seeds=args.seeds, ensemble=args.ensemble, jobs=args.jobs)
         except KeyboardInterrupt:
             progress.close()
             print(f"interrupted: {_kept(model_dir, 'models')}; {_kept(report_dir, 'report')}",
@@ -80,10 +87,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         for regime in REGIME_LABELS:
             if regime in skill:
                 print(f"  {skill[regime]['line']}")
+        print_luck(result.metrics)
         fallbacks = result.metrics["fallbacks"]
         for regime, why in fallbacks.items():
             print(f"note: regime {regime} used the pooled model ({why})")
-        print(f"\nmodels:  {result.model_dir}" + ("  (reused)" if result.reused_models else ""))
+        model_dirs = result.metrics["models"].get("dirs") or [str(result.model_dir)]
+        print(f"\nmodels:  {', '.join(model_dirs)}"
+              + ("  (reused)" if result.reused_models else ""))
         print(f"report:  {result.report_dir}")
         for f in ("tearsheet.html", "metrics.json", "returns.csv", "trades.csv"):
             if (result.report_dir / f).exists():

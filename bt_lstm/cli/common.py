@@ -127,6 +127,25 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--skill-p", type=float, metavar="P",
                    help=f"skill needs validation MSE below the zero forecast's with a one-sided "
                         f"Diebold-Mariano p-value at most P (default {_D.strategy.skill_p})")
+    t = parser.add_argument_group("trials (the N of the deflated Sharpe ratio)")
+    t.add_argument("--trials-tried", type=int, metavar="N",
+                   help="configurations you tried by hand before this one; the deflated Sharpe "
+                        "ratio discounts the result for them (default: 1, or the tuning study's "
+                        "count recorded in --config)")
+    t.add_argument("--trials-sharpe-var", type=float, metavar="V",
+                   help="variance of those trials' annualised Sharpes (default: unknown; the "
+                        "sampling variance of a zero Sharpe over the test days is used)")
+
+
+def add_seed_args(group: argparse._ArgumentGroup) -> None:
+    """--seeds and --ensemble: train every model with K seeds and report their spread."""
+    group.add_argument("--seeds", type=int, default=1, metavar="K",
+                       help="train every model with seeds seed .. seed+K-1 and report each "
+                            "seed's out-of-sample Sharpe, return and MSE ratio to zero with "
+                            "mean +- std (default 1)")
+    group.add_argument("--ensemble", choices=("none", "mean"), default="none",
+                       help="none: trade the first seed's models; mean: trade the mean forecast "
+                            "of the K seeds' models (default none)")
 
 
 MAIN_JOB_MODELS = ("where the main job keeps its models (default: models); models for this "
@@ -161,6 +180,8 @@ _FLAG_FIELDS = {
     "fraction": ("strategy", "position_fraction"), "commission": ("strategy", "commission"),
     "slippage": ("strategy", "slippage"), "cash": ("strategy", "cash"),
     "no_skill": ("strategy", "no_skill"), "skill_p": ("strategy", "skill_p"),
+    "trials_tried": ("provenance", "n_trials"),
+    "trials_sharpe_var": ("provenance", "trials_sharpe_var"),
 }
 
 
@@ -180,6 +201,8 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     if getattr(args, "features", None):
         names = tuple(n.strip() for n in args.features.split(",") if n.strip())
         changes.setdefault("features", {})["names"] = names
+    if "n_trials" in changes.get("provenance", {}):  # the user's own declaration
+        changes["provenance"].update(origin="declared", study=None)
     if "model_file" in changes.get("model", {}):  # bundles must find it from any folder
         changes["model"]["model_file"] = str(Path(changes["model"]["model_file"]).resolve())
     for section, fields in changes.items():
@@ -297,6 +320,18 @@ def setup_logging(quiet: bool, torch: bool = True) -> None:
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
     # Dask (walk-forward --scheduler) logs every connection at INFO.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def print_luck(metrics: dict) -> None:
+    """The luck line, its plain reading and the seed spread (when there is one)."""
+    from bt_lstm.backtest.reports import format_luck, format_seed_spread
+
+    print(f"\n{format_luck(metrics['statistics'])}")
+    print(metrics["statistics"]["reading"])
+    spread = metrics.get("seed_spread")
+    if spread:
+        print(f"\n{len(spread['runs'])} seeds (ensemble {spread['ensemble']}), out of sample:")
+        print(format_seed_spread(spread))
 
 
 def run_cli(job: Callable[[], int]) -> int:

@@ -25,9 +25,11 @@ from bt_lstm.cli.common import (
     add_download_args,
     add_output_args,
     add_pipeline_args,
+    add_seed_args,
     build_config,
     load_dataset,
     make_parser,
+    print_luck,
     run_cli,
     setup_logging,
     trim_dates,
@@ -65,9 +67,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--end", metavar="DATE", help="use candles up to this date (inclusive)")
     add_pipeline_args(parser)
     run = parser.add_argument_group("run")
+    add_seed_args(run)
     run.add_argument("--jobs", type=int, default=1, metavar="N",
-                     help="train folds x regimes in N local processes (joblib); results are "
-                          "identical to --jobs 1 (default 1)")
+                     help="train folds x regimes (x seeds) in N local processes (joblib); "
+                          "results are identical to --jobs 1 (default 1)")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run the training tasks on an existing Dask distributed cluster, e.g. "
                           "tcp://10.0.0.5:8786 (needs `pip install distributed`)")
@@ -94,7 +97,8 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace, di
     """Fill the data flags of a resumed run from its saved config.json."""
     flags = (*RESUME_KEEPS, *_FLAG_FIELDS, "features")
     given = [f"--{k.replace('_', '-')}" for k in flags if getattr(args, k, None) is not None]
-    given += [f"--{k}" for k, default in (("mode", "rolling"), ("embargo", "0"))
+    given += [f"--{k}" for k, default in (("mode", "rolling"), ("embargo", "0"), ("seeds", 1),
+                                          ("ensemble", "none"))
               if getattr(args, k) != default]
     given += [f for f, k in (("--download", "download"), ("--base-url", "base_url"))
               if getattr(args, k, None)]
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             run_dir, _, saved = _resume_args(args)
             cfg = PipelineConfig.from_dict(saved["pipeline"])
             spec = WalkForwardSpec(**saved["walk_forward"])
+            seeds = saved.get("seeds", {"n": 1, "ensemble": "none"})
+            args.seeds, args.ensemble = seeds["n"], seeds["ensemble"]
         else:
             cfg = build_config(args)
         frame, dataset, timeframe = load_dataset(args, cfg, check_split=False)
@@ -158,7 +164,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                       run_dir, source, jobs=args.jobs, scheduler=args.scheduler,
                                       resume=bool(args.resume),
                                       tearsheet=not args.no_tearsheet, force=args.force,
-                                      start_progress=progress.start)
+                                      start_progress=progress.start, seeds=args.seeds,
+                                      ensemble=args.ensemble)
         except KeyboardInterrupt:
             progress.close()
             kept = len(list((run_dir / "folds").glob("fold_*/manifest.json")))
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         finally:
             progress.close()
         print(format_summary(result.metrics))
+        print_luck(result.metrics)
         print(f"\n{len(result.folds)} folds ({spec.mode}, train {spec.train_bars} bars, test "
               f"{spec.test_bars} bars):")
         print(format_fold_table(result.fold_table))

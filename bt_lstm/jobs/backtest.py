@@ -13,10 +13,10 @@ import pandas as pd
 
 from bt_lstm import __version__
 from bt_lstm.backtest.engine import BacktestResult, run_backtest
-from bt_lstm.backtest.metrics import score_backtest
+from bt_lstm.backtest.metrics import PERIODS_PER_YEAR, score_backtest
 from bt_lstm.backtest.reports import format_summary, write_tearsheet
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar
+from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
 from bt_lstm.data.files import (
     atomic_write_json,
     atomic_write_text,
@@ -28,9 +28,18 @@ from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.models.artifacts import ArtifactError, read_manifest
 from bt_lstm.models.forecast import Forecaster, load_forecaster
 from bt_lstm.models.skill import FLAT, describe_route, skill_verdict
-from bt_lstm.research.pipeline import ProgressFactory, check_enough_bars, fit_pipeline
+from bt_lstm.research.pipeline import FitResult, ProgressFactory, check_enough_bars
+from bt_lstm.research.scoring import forecast_scores
+from bt_lstm.research.seeds import (
+    ENSEMBLES,
+    ensemble_forecasts,
+    fit_seeds,
+    seed_configs,
+    seed_spread,
+)
+from bt_lstm.research.stats import luck_statistics
 from bt_lstm.signals.regimes import REGIME_LABELS
-from bt_lstm.signals.windows import split_bounds
+from bt_lstm.signals.windows import SplitBounds, make_target, split_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +71,25 @@ def obtain_forecaster(frame: pd.DataFrame, cfg: PipelineConfig, model_dir: Path,
 
     The forecaster carries the config's no-skill policy (``cfg.strategy.no_skill``).
     """
+    fcs, reused = obtain_forecasters(frame, [cfg], [model_dir], retrain, 1, progress_factory)
+    return fcs[0], reused[0]
+
+
+def _load_cached(frame: pd.DataFrame, cfg: PipelineConfig, model_dir: Path) -> Forecaster | None:
     manifest = read_manifest(model_dir)
-    key = model_key(frame, cfg)
-    if manifest is not None and not retrain:
-        if manifest.get("model_key") == key:
-            try:
-                logger.info("reusing saved models in %s (--retrain to train again)", model_dir)
-                return load_forecaster(model_dir, cfg.strategy.no_skill,
-                                       cfg.strategy.skill_p), True
-            except ArtifactError as exc:
-                logger.warning("saved models unusable (%s); training again", exc)
-    fit, bounds = fit_pipeline(frame, cfg, progress_factory=progress_factory)
+    if manifest is not None and manifest.get("model_key") == model_key(frame, cfg):
+        try:
+            logger.info("reusing saved models in %s (--retrain to train again)", model_dir)
+            return load_forecaster(model_dir, cfg.strategy.no_skill, cfg.strategy.skill_p)
+        except ArtifactError as exc:
+            logger.warning("saved models unusable (%s); training again", exc)
+    return None
+
+
+def _save_fit(frame: pd.DataFrame, cfg: PipelineConfig, fit: FitResult, bounds: SplitBounds,
+              model_dir: Path) -> Forecaster:
     fc = fit.forecaster
-    fc.info = {"model_key": key, "data_fingerprint": fingerprint_frame(frame),
+    fc.info = {"model_key": model_key(frame, cfg), "data_fingerprint": fingerprint_frame(frame),
                "config": cfg.training_dict(), "library_version": __version__,
                "train_period": [str(frame.index[0]), str(frame.index[bounds.train[1] - 1])],
                "fallbacks": {REGIME_LABELS[r]: why for r, why in fit.fallbacks.items()}}
@@ -83,15 +98,45 @@ def obtain_forecaster(frame: pd.DataFrame, cfg: PipelineConfig, model_dir: Path,
     staged = staging_dir(model_dir)
     fc.save(staged, meta)
     replace_dir(staged, model_dir)
-    return fc, False
+    return fc
+
+
+def obtain_forecasters(frame: pd.DataFrame, cfgs: list[PipelineConfig], model_dirs: list[Path],
+                       retrain: bool, jobs: int = 1,
+                       progress_factory: ProgressFactory | None = None
+                       ) -> tuple[list[Forecaster], list[bool]]:
+    """One forecaster per config (one per seed): saved bundles are reused, the rest are fitted
+    (in ``jobs`` processes) and each saved atomically to its own folder."""
+    found = [None if retrain else _load_cached(frame, c, d) for c, d in zip(cfgs, model_dirs)]
+    missing = [i for i, fc in enumerate(found) if fc is None]
+    fits = fit_seeds(frame, [cfgs[i] for i in missing], jobs, progress_factory)
+    for i, (fit, bounds) in zip(missing, fits):
+        found[i] = _save_fit(frame, cfgs[i], fit, bounds, model_dirs[i])
+    return found, [i not in missing for i in range(len(cfgs))]  # type: ignore[return-value]
+
+
+def seed_model_dirs(model_dir: Path, seeds: list[int]) -> list[Path]:
+    """One seed keeps ``model_dir``; K seeds keep ``<model_dir>_seed<s>`` each."""
+    if len(seeds) == 1:
+        return [model_dir]
+    return [model_dir.with_name(f"{model_dir.name}_seed{s}") for s in seeds]
 
 
 def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strategy_cls: type,
                  model_dir: Path, report_dir: Path, retrain: bool = False,
                  inference: str = "batch", timeframe: str | None = None,
                  progress_factory: ProgressFactory | None = None,
-                 tearsheet: bool = True) -> JobResult:
+                 tearsheet: bool = True, seeds: int = 1, ensemble: str = "none",
+                 jobs: int = 1) -> JobResult:
     """Fit or reuse models, backtest the out-of-sample test part, write the report folder.
+
+    Parameters
+    ----------
+    seeds
+        Train every model with seeds ``seed .. seed + seeds - 1`` (``jobs`` in parallel); each
+        seed's test-part figures go to ``metrics["seed_spread"]``.
+    ensemble
+        ``none``: the first seed's models trade; ``mean``: the mean forecast of all seeds'.
 
     Notes
     -----
@@ -99,31 +144,75 @@ def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strateg
     traded and reported. The report folder is written beside its final place and moved in
     whole, so a failed run never leaves a half-written report where a good one stood.
     """
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"--ensemble {ensemble!r}: use one of {', '.join(ENSEMBLES)}")
+    if ensemble == "mean" and inference != "batch":
+        raise ValueError("--ensemble mean trades precomputed forecasts: use --inference batch")
     check_enough_bars(len(frame), cfg, dataset)
     bar = infer_bar(frame.index)
     gaps = find_gaps(frame.index, bar)
     if gaps.n_gaps:
         logger.warning("%s: %s", dataset, gaps.describe())
-    forecaster, reused = obtain_forecaster(frame, cfg, model_dir, retrain, progress_factory)
+    cfgs = seed_configs(cfg, seeds)
+    seed_list = [c.train.seed for c in cfgs]
+    dirs = seed_model_dirs(model_dir, seed_list)
+    forecasters, reused_each = obtain_forecasters(frame, cfgs, dirs, retrain, jobs,
+                                                  progress_factory)
+    forecaster, reused = forecasters[0], all(reused_each)
     bounds = split_bounds(len(frame), cfg.windows)
     test = frame.iloc[bounds.test[0]:]
-    if inference == "batch":
-        signals = forecaster.forecast_frame(frame).iloc[bounds.test[0]:]
-        result = run_backtest(test, strategy_cls, cfg.strategy, signals=signals, bar=bar,
-                              forecaster=forecaster, inference="batch")
-    else:
+    per_seed = [fc.forecast_frame(frame).iloc[bounds.test[0]:] for fc in forecasters]
+    if inference == "per_bar":
         result = run_backtest(test, strategy_cls, cfg.strategy, bar=bar, forecaster=forecaster,
                               inference="per_bar", history=frame.iloc[:bounds.test[0]])
+    else:
+        signals = ensemble_forecasts(per_seed) if ensemble == "mean" else per_seed[0]
+        result = run_backtest(test, strategy_cls, cfg.strategy, signals=signals, bar=bar,
+                              forecaster=forecaster, inference="batch")
     strat_daily, bh_daily, strategy, bh = score_backtest(test, result, cfg)
     metrics = _metrics(dataset, timeframe, test, result, strategy, bh, len(strat_daily),
                        forecaster, reused, model_dir, gaps.describe(), cfg)
+    metrics["statistics"] = luck_figures(strat_daily, bh_daily, cfg)
+    if seeds > 1:
+        realised = make_target(frame["close"], cfg.windows.horizon, placeholder_mask(frame))
+        runs = [seed_figures(s, sig, test, realised, strategy_cls, cfg, bar)
+                for s, sig in zip(seed_list, per_seed)]
+        metrics["seed_spread"] = clean_json(seed_spread(runs, ensemble))
+        metrics["models"]["dirs"] = [str(d) for d in dirs]
     run = {"run_id": report_dir.name, "dataset": dataset, "timeframe": timeframe,
            "data_fingerprint": fingerprint_frame(frame), "bars": len(frame),
            "first_bar": str(frame.index[0]), "last_bar": str(frame.index[-1]),
-           "seeds": {"train": cfg.train.seed, "regimes": cfg.train.seed},
+           "seeds": {"train": seed_list if seeds > 1 else cfg.train.seed,
+                     "regimes": cfg.train.seed, "bootstrap": cfg.train.seed,
+                     "ensemble": ensemble},
            "models": {"dir": str(model_dir), "model_key": forecaster.info.get("model_key")}}
     _write_report(report_dir, metrics, cfg, result, strat_daily, bh_daily, tearsheet, run)
     return JobResult(metrics, report_dir, model_dir, reused, result)
+
+
+def luck_figures(strat_daily: pd.Series, bh_daily: pd.Series, cfg: PipelineConfig
+                 ) -> dict[str, Any]:
+    """PSR, DSR (N from the config's provenance) and bootstrap intervals of a daily-return run,
+    seeded with the training seed."""
+    both = pd.concat([strat_daily.rename("s"), bh_daily.rename("b")], axis=1, join="inner")
+    prov = cfg.provenance
+    out = luck_statistics(both["s"].to_numpy(), both["b"].to_numpy(), PERIODS_PER_YEAR,
+                          prov.n_trials, prov.trials_sharpe_var, cfg.train.seed)
+    out["dsr"].update(origin=prov.origin, study=prov.study)
+    return clean_json(out)
+
+
+def seed_figures(seed: int, signals: pd.DataFrame, test: pd.DataFrame, realised: pd.Series,
+                 strategy_cls: type, cfg: PipelineConfig, bar: pd.Timedelta) -> dict[str, Any]:
+    """One seed's test-part Sharpe, total return and forecast MSE ratio to the zero forecast."""
+    result = run_backtest(test, strategy_cls, cfg.strategy, signals=signals, bar=bar,
+                          inference="batch")
+    _, _, perf, _ = score_backtest(test, result, cfg)
+    sc = forecast_scores(signals["forecast"].to_numpy(),
+                         realised.reindex(signals.index).to_numpy())
+    ratio = sc["mse"] / sc["zero_mse"] if sc["zero_mse"] else float("nan")
+    return {"seed": seed, "sharpe": perf["sharpe"], "total_return": perf["total_return"],
+            "mse_ratio": ratio, "trades": perf["trades"]}
 
 
 def _metrics(dataset: str, timeframe: str | None, test: pd.DataFrame, result: BacktestResult,

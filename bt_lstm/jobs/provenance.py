@@ -13,7 +13,8 @@ from bt_lstm import __version__
 from bt_lstm.data.files import atomic_write_json, clean_json
 
 MANIFEST = "manifest.json"
-PACKAGES = ("torch", "backtrader", "pandas", "numpy", "scikit-learn", "quantstats", "joblib",
+PACKAGES = ("torch", "backtrader", "pandas", "numpy", "scipy", "arch", "scikit-learn", "quantstats",
+            "joblib",
             "distributed")
 
 

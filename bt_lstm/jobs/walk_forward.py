@@ -18,20 +18,26 @@ import pandas as pd
 from bt_lstm import __version__
 from bt_lstm.backtest.engine import BacktestResult, run_backtest
 from bt_lstm.backtest.metrics import buy_and_hold_equity, score_backtest
-from bt_lstm.backtest.reports import summary_html, write_overview_png, write_tearsheet
+from bt_lstm.backtest.reports import (
+    luck_html,
+    summary_html,
+    write_overview_png,
+    write_tearsheet,
+)
 from bt_lstm.config import PipelineConfig
 from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
-from bt_lstm.jobs.backtest import write_backtest_files
+from bt_lstm.jobs.backtest import luck_figures, seed_figures, write_backtest_files
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.skill import FLAT, skill_verdict
 from bt_lstm.research.scoring import forecast_scores
+from bt_lstm.research.seeds import ENSEMBLES, ensemble_forecasts, seed_configs, seed_spread
 from bt_lstm.research.walkforward import (
     Fold,
     TaskProgress,
     WalkForwardSpec,
-    fit_folds,
+    fit_folds_seeds,
     make_folds,
     stitch_forecasts,
 )
@@ -51,7 +57,8 @@ class WalkForwardResult:
 
 
 def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: WalkForwardSpec,
-              source: dict[str, Any], resume: bool, force: bool = False) -> None:
+              source: dict[str, Any], resume: bool, force: bool = False,
+              seeds: int = 1, ensemble: str = "none") -> None:
     """Create the run folder with its config and manifest, or check them when resuming.
 
     Raises
@@ -82,10 +89,13 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
     run_dir.mkdir(parents=True)
     atomic_write_json(run_dir / "config.json", {"pipeline": cfg.to_dict(),
                                                 "walk_forward": spec.to_dict(),
-                                                "source": source})
+                                                "source": source,
+                                                "seeds": {"n": seeds, "ensemble": ensemble}})
+    train_seeds = [c.train.seed for c in seed_configs(cfg, seeds)] if seeds > 1 else cfg.train.seed
     write_manifest(run_dir, run_id=run_dir.name, data_fingerprint=fingerprint, bars=len(frame),
                    first_bar=str(frame.index[0]), last_bar=str(frame.index[-1]), source=source,
-                   seeds={"train": cfg.train.seed, "regimes": cfg.train.seed})
+                   seeds={"train": train_seeds, "regimes": cfg.train.seed,
+                          "bootstrap": cfg.train.seed, "ensemble": ensemble})
 
 
 def fold_table(folds: list[Fold], frame: pd.DataFrame, forecasts: pd.DataFrame,
@@ -146,24 +156,32 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
                      spec: WalkForwardSpec, strategy_cls: type, run_dir: Path,
                      source: dict[str, Any], jobs: int = 1, scheduler: str | None = None,
                      resume: bool = False, tearsheet: bool = True, force: bool = False,
-                     start_progress: Callable[[int, int], TaskProgress] | None = None
-                     ) -> WalkForwardResult:
+                     start_progress: Callable[[int, int], TaskProgress] | None = None,
+                     seeds: int = 1, ensemble: str = "none") -> WalkForwardResult:
     """Plan folds, fit (or reuse) each, forecast its test span, backtest the stitched span.
 
     Notes
     -----
-    The plan is checked before any training. Fold bundles go to ``run_dir/folds``; the final
+    The plan is checked before any training. Fold bundles go to ``run_dir/folds`` (with
+    ``seeds`` K > 1: ``run_dir/folds_seed<s>`` per seed, each seed's stitched run scored into
+    ``metrics["seed_spread"]``; ``ensemble="mean"`` trades the seeds' mean forecast). The final
     files are each written atomically, after every fold is done.
     """
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"--ensemble {ensemble!r}: use one of {', '.join(ENSEMBLES)}")
     folds = make_folds(len(frame), spec, cfg)
     bar = infer_bar(frame.index)
     gaps = find_gaps(frame.index, bar)
     if gaps.n_gaps:
         logger.warning("%s: %s", dataset, gaps.describe())
-    start_run(run_dir, frame, cfg, spec, source, resume, force)
-    forecasters, windows = fit_folds(frame, folds, cfg, run_dir / "folds", jobs, scheduler,
-                            start_progress)
-    signals = stitch_forecasts(frame, folds, forecasters)
+    cfgs = seed_configs(cfg, seeds)
+    start_run(run_dir, frame, cfg, spec, source, resume, force, seeds, ensemble)
+    dirs = ([run_dir / "folds"] if seeds == 1
+            else [run_dir / f"folds_seed{c.train.seed}" for c in cfgs])
+    fitted = fit_folds_seeds(frame, folds, cfgs, dirs, jobs, scheduler, start_progress)
+    per_seed = [stitch_forecasts(frame, folds, fcs) for fcs, _ in fitted]
+    forecasters, windows = fitted[0]  # the first seed's folds: the fold table and skill
+    signals = ensemble_forecasts(per_seed) if ensemble == "mean" else per_seed[0]
     realised = make_target(frame["close"], cfg.windows.horizon, placeholder_mask(frame))
     forecasts = signals.assign(realised=realised.reindex(signals.index))
     forecasts.index.name = "timestamp"
@@ -183,7 +201,12 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
         "skill": skill_counts(table, forecasters),
         "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
         "regime_bars": {REGIME_LABELS[r]: int((signals["regime"] == r).sum()) for r in range(3)},
-        "data_gaps": gaps.describe()})
+        "data_gaps": gaps.describe(),
+        "statistics": luck_figures(strat_daily, bh_daily, cfg)})
+    if seeds > 1:
+        runs = [seed_figures(c.train.seed, sig, test, realised, strategy_cls, cfg, bar)
+                for c, sig in zip(cfgs, per_seed)]
+        metrics["seed_spread"] = clean_json(seed_spread(runs, ensemble))
     _write_outputs(run_dir, frame, test, folds, forecasts, table, metrics, result, strat_daily,
                    bh_daily, cfg, tearsheet)
     return WalkForwardResult(run_dir, folds, forecasts, table, metrics, result)
@@ -238,6 +261,7 @@ fitted before it.</p>
 <p>{' | '.join(links)}</p>
 <h2>Strategy vs buy-and-hold</h2>{summary_html(metrics)}
 <h2>Skill guard</h2><p>{_skill_sentence(metrics['skill'])}</p>
+<h2>How much of it could be luck</h2>{luck_html(metrics)}
 <h2>Forecasts</h2><p>{sc['n']} test bars: MSE {_g(sc['mse'])} vs {_g(sc['zero_mse'])} for a
 zero forecast (ratio {_g(_ratio(sc['mse'], sc['zero_mse']))}, below 1 beats it); directional
 accuracy {_g(100 * sc['dir_acc'] if sc['dir_acc'] is not None else None)} %.</p>

@@ -247,25 +247,35 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
     atomically) as soon as all its models are trained, so an interrupted run resumes with the
     folds it finished.
     """
-    done: dict[int, Forecaster] = {}
-    pending: list[FoldJob] = []
-    windows: dict[int, dict[int, int]] = {}
-    for fold in folds:
-        job = _prepare_fold(frame, fold, cfg)
-        train_regimes = job.prep.regimes[job.prep.ends["train"]]
-        windows[fold.index] = {r: int((train_regimes == r).sum()) for r in range(3)}
-        saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key, cfg)
-        if saved is not None:
-            done[fold.index] = saved
-            continue
-        for regime, why in job.fallbacks.items():
-            logger.warning("fold %d, regime %s: %s; it uses the pooled model", fold.index,
-                           REGIME_LABELS[regime], why)
-        pending.append(job)
-    tasks = [(job, name, regime) for job in pending for name, regime in job.plan.items()]
-    tick = start_progress(len(tasks), len(done)) if start_progress else None
+    return fit_folds_seeds(frame, folds, [cfg], [folds_dir], jobs, scheduler, start_progress)[0]
+
+
+def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineConfig],
+                    folds_dirs: list[Path], jobs: int = 1, scheduler: str | None = None,
+                    start_progress: Callable[[int, int], TaskProgress] | None = None
+                    ) -> list[tuple[dict[int, Forecaster], dict[int, dict[int, int]]]]:
+    """:func:`fit_folds` for several configs at once (one per seed), each into its own folder;
+    the fold x regime tasks of every seed share one pool of ``jobs`` workers."""
+    done: list[dict[int, Forecaster]] = [{} for _ in cfgs]
+    windows: list[dict[int, dict[int, int]]] = [{} for _ in cfgs]
+    pending: list[tuple[int, FoldJob]] = []
+    for s, (cfg, folds_dir) in enumerate(zip(cfgs, folds_dirs)):
+        for fold in folds:
+            job = _prepare_fold(frame, fold, cfg)
+            train_regimes = job.prep.regimes[job.prep.ends["train"]]
+            windows[s][fold.index] = {r: int((train_regimes == r).sum()) for r in range(3)}
+            saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key, cfg)
+            if saved is not None:
+                done[s][fold.index] = saved
+                continue
+            for regime, why in job.fallbacks.items():
+                logger.warning("fold %d, regime %s: %s; it uses the pooled model", fold.index,
+                               REGIME_LABELS[regime], why)
+            pending.append((s, job))
+    tasks = [(s, job, name, regime) for s, job in pending for name, regime in job.plan.items()]
+    tick = start_progress(len(tasks), sum(len(d) for d in done)) if start_progress else None
     if not tasks:
-        return done, windows
+        return list(zip(done, windows))
     from joblib import Parallel, delayed, parallel_config
 
     with contextlib.ExitStack() as stack:
@@ -273,21 +283,21 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
             stack.enter_context(_dask_client(scheduler))
             stack.enter_context(parallel_config(backend="dask"))  # needs the client first
         runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
-        results = runner(delayed(_train_task)(job.prep, cfg, name, regime,
+        results = runner(delayed(_train_task)(job.prep, cfgs[s], name, regime,
                                               job.fit_info[1].target_scale, job.period)
-                         for job, name, regime in tasks)
-        states: dict[int, dict] = {}
-        metas: dict[int, dict] = {}
-        for (job, name, _), (state, meta) in zip(tasks, results):
-            k = job.fold.index
+                         for s, job, name, regime in tasks)
+        states: dict[tuple[int, int], dict] = {}
+        metas: dict[tuple[int, int], dict] = {}
+        for (s, job, name, _), (state, meta) in zip(tasks, results):
+            k = (s, job.fold.index)
             states.setdefault(k, {})[name] = state
             metas.setdefault(k, {})[name] = meta
             if tick:
-                tick(k, name)
+                tick(job.fold.index, name)
             if len(states[k]) == len(job.plan):
-                done[k] = _save_fold(job, cfg, states.pop(k), metas.pop(k),
-                                     folds_dir / f"fold_{k:03d}")
-    return done, windows
+                done[s][k[1]] = _save_fold(job, cfgs[s], states.pop(k), metas.pop(k),
+                                           folds_dirs[s] / f"fold_{k[1]:03d}")
+    return list(zip(done, windows))
 
 
 @contextlib.contextmanager
