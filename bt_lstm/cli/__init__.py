@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "walk-forward": ("walk_forward", "retrain per fold, trade each test span out of sample"),
     "evaluate": ("evaluate", "score forecasts on test bars beside baselines (MSE, DM, IC ...)"),
     "lookahead": ("lookahead", "audit: does any output at bar t change without the bars after t?"),
+    "tune": ("tune", "Optuna search on the training span, scored on its validation tail"),
     "bench": ("bench", "speed benchmark: backtest, inference, training, memory -> bench.json"),
     "bench-truth": ("bench_truth", "known-truth benchmark on the synthetic market -> JSON"),
 }

@@ -158,10 +158,11 @@ def _fit(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor,
     return best
 
 
-def predict_windows(arch: str, hparams: dict, state: dict, x: np.ndarray) -> np.ndarray:
+def predict_windows(arch: str, hparams: dict, state: dict, x: np.ndarray,
+                    model_file: str | None = None) -> np.ndarray:
     """Forecasts (N,) of a network rebuilt from ``arch``/``hparams`` with weights ``state``,
     for windows ``x`` (N, L, F) float32, in the model's (scaled) target units."""
-    model = build_seeded(arch, x.shape[2], hparams, 0)
+    model = build_seeded(arch, x.shape[2], hparams, 0, model_file)
     model.load_state_dict(state)
     with torch.no_grad():
         return model.eval()(torch.from_numpy(x)).numpy().astype(float)
