@@ -26,8 +26,8 @@ TYPES = ("float", "int", "categorical")
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "lr": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
     "hidden_size": {"type": "categorical", "choices": [16, 32, 64]},
-    "layers": {"type": "int", "low": 1, "high": 2},
-    "dropout": {"type": "float", "low": 0.0, "high": 0.3},
+    "layers": {"type": "int", "low": 1, "high": 2, "log": False},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.3, "log": False},
     "lookback": {"type": "categorical", "choices": [16, 32, 64]},
     "batch_size": {"type": "categorical", "choices": [128, 256, 512]},
 }
