@@ -268,7 +268,7 @@ def _all_done(study: optuna.Study, storage: Any, n_trials: int) -> bool:
     trials = study.get_trials(deepcopy=False)
     if len(trials) < n_trials:
         return False
-    if not isinstance(storage, RDBStorage) or not storage.is_heartbeat_enabled():
+    if not isinstance(storage, RDBStorage) or storage.get_heartbeat_interval() is None:
         return True
     with _quiet():
         optuna.storages.fail_stale_trials(study)
