@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, TINY_FLAGS
 
+from bt_lstm.config import StrategyConfig
 from bt_lstm.research.search_space import DEFAULT_SPACE, check_space
 from bt_lstm.research.selection import choose_threshold, rule_returns
-from bt_lstm.config import StrategyConfig
 from runners import tune as tune_runner
-from tests.conftest import REPO, TINY_FLAGS
 
 SPACE = {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True},
          "hidden_size": {"type": "categorical", "choices": [4, 8]}}
@@ -175,6 +175,28 @@ def test_journal_default_with_two_worker_processes_completes(market_csv, space_f
     assert sorted(trials["number"]) == list(range(6))
     assert set(trials["state"]) <= {"COMPLETE", "PRUNED"}
     assert (folder / "journal.log").is_file() and (folder / "best_config.json").is_file()
+
+
+def test_walk_forward_tunes_inside_every_fold_training_span(market_csv, space_file, tmp_path):
+    from bt_lstm.data.candles import fingerprint_frame, load_ohlcv
+    from runners import walk_forward
+
+    rc = walk_forward.main(["--csv", str(market_csv), "--train-bars", "400", "--test-bars",
+                            "300", *TINY_FLAGS, "--no-tearsheet", "--run-id", "wf",
+                            "--reports-dir", str(tmp_path), "--tune-trials", "2",
+                            "--space", str(space_file)])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "wf" / "metrics.json").read_text())
+    folds = pd.read_csv(tmp_path / "wf" / "folds.csv")
+    assert len(metrics["tuning"]["folds"]) == len(folds) >= 2
+    frame = load_ohlcv(market_csv)
+    for k, row in enumerate(folds.itertuples()):
+        study = json.loads((tmp_path / "wf" / "tune" / f"fold_{k:03d}" / "study.json").read_text())
+        assert study["n_trials"] == 2
+        # the study saw the bars from the fold's first training bar up to its test span only
+        part = frame[(frame.index >= pd.Timestamp(row.train_start))
+                     & (frame.index < pd.Timestamp(row.test_start))]
+        assert study["tuning_fingerprint"] == fingerprint_frame(part)
 
 
 # --- PostgreSQL: several workers on one study ------------------------------------------------

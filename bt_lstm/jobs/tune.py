@@ -83,6 +83,24 @@ def run_tune(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: PipelineCon
     part, bounds = tuning_span(frame, cfg)
     study = study or default_study_name(part, cfg, space, prune)
     folder = Path(reports_dir) / f"tune_{dataset}_{timeframe}_{study}"
+    best, summary = tune_span(part, bounds, cfg, space, folder, study=study, n_trials=n_trials,
+                              storage=storage, jobs=jobs, prune=prune, threshold=threshold,
+                              heartbeat_s=heartbeat_s, stop=stop, progress=progress,
+                              prepare=prepare, labels=(dataset, timeframe), full=frame)
+    return TuneResult(folder, best, summary, bool(stop and stop()))
+
+
+def tune_span(part: pd.DataFrame, bounds: SplitBounds, cfg: PipelineConfig, space: dict,
+              folder: Path, *, study: str, n_trials: int, storage: str | None = None,
+              jobs: int = 1, prune: bool = True, threshold: float | None = None,
+              heartbeat_s: int = 10, stop: Callable[[], bool] | None = None,
+              progress: Callable[[int, float | None], None] | None = None,
+              prepare: Callable[[TuneSpec], None] | None = None,
+              labels: tuple[str, str] = ("", ""), full: pd.DataFrame | None = None,
+              charts: bool = True) -> tuple[PipelineConfig | None, dict[str, Any]]:
+    """Run (or resume) a study on ``part`` (bars before a test span; ``bounds`` inside it)
+    and write its folder; return the best config (None if no trial completed) and study.json.
+    Walk-forward calls this once per fold with the fold's training span."""
     folder.mkdir(parents=True, exist_ok=True)
     spec = make_spec(part, bounds, cfg, space, folder, study=study, storage=storage,
                      n_trials=n_trials, prune=prune, threshold=threshold,
@@ -90,11 +108,12 @@ def run_tune(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: PipelineCon
     if prepare is not None:
         prepare(spec)
     run_study(spec, jobs, stop, progress)
-    data = read_study(spec)
-    summary = study_summary(spec, data, frame, jobs, bounds)
+    data = read_study(spec, charts=charts)
+    full = part if full is None else full
+    summary = study_summary(spec, data, full, jobs, bounds)
     best = best_config(cfg, data["best"]) if data["best"] else None
-    write_study_folder(folder, spec, data, summary, best, dataset, timeframe, frame)
-    return TuneResult(folder, best, summary, bool(stop and stop()))
+    write_study_folder(folder, spec, data, summary, best, labels[0], labels[1], full)
+    return best, summary
 
 
 def study_summary(spec: TuneSpec, data: dict[str, Any], frame: pd.DataFrame, jobs: int,

@@ -19,7 +19,7 @@ from bt_lstm import __version__
 from bt_lstm.backtest.engine import BacktestResult, run_backtest
 from bt_lstm.backtest.metrics import buy_and_hold_equity, score_backtest
 from bt_lstm.backtest.reports import summary_html, write_overview_png, write_tearsheet
-from bt_lstm.config import PipelineConfig
+from bt_lstm.config import PipelineConfig, replace
 from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.backtest import write_backtest_files
@@ -117,7 +117,8 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
                      spec: WalkForwardSpec, strategy_cls: type, run_dir: Path,
                      source: dict[str, Any], jobs: int = 1, scheduler: str | None = None,
                      resume: bool = False, tearsheet: bool = True, force: bool = False,
-                     start_progress: Callable[[int, int], TaskProgress] | None = None
+                     start_progress: Callable[[int, int], TaskProgress] | None = None,
+                     tune_trials: int = 0, tune_space: dict | None = None
                      ) -> WalkForwardResult:
     """Plan folds, fit (or reuse) each, forecast its test span, backtest the stitched span.
 
@@ -132,8 +133,9 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     if gaps.n_gaps:
         logger.warning("%s: %s", dataset, gaps.describe())
     start_run(run_dir, frame, cfg, spec, source, resume, force)
+    fold_cfgs, tuned = tune_folds(frame, folds, cfg, run_dir / "tune", tune_trials, tune_space)
     forecasters, windows = fit_folds(frame, folds, cfg, run_dir / "folds", jobs, scheduler,
-                            start_progress)
+                                     start_progress, fold_cfgs)
     signals = stitch_forecasts(frame, folds, forecasters)
     realised = make_target(frame["close"], cfg.windows.horizon, placeholder_mask(frame))
     forecasts = signals.assign(realised=realised.reindex(signals.index))
@@ -153,10 +155,46 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
         "strategy": strategy, "buy_and_hold": bh, "forecast_scores": overall,
         "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
         "regime_bars": {REGIME_LABELS[r]: int((signals["regime"] == r).sum()) for r in range(3)},
-        "data_gaps": gaps.describe()})
+        "data_gaps": gaps.describe(), **({"tuning": tuned} if tuned else {})})
     _write_outputs(run_dir, frame, test, folds, forecasts, table, metrics, result, strat_daily,
                    bh_daily, cfg, tearsheet)
     return WalkForwardResult(run_dir, folds, forecasts, table, metrics, result)
+
+
+def tune_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, tune_dir: Path,
+               n_trials: int, space: dict | None) -> tuple[dict[int, PipelineConfig], dict]:
+    """Nested tuning: a study per fold on the bars before its test span only (its fit part,
+    scored on its validation tail), so the stitched out-of-sample result stays honest.
+
+    Notes
+    -----
+    The tuned network settings are the fold's config; the stitched backtest trades with one
+    threshold, the run's own (each fold's validation-chosen threshold is in its study.json).
+    A study that already holds ``n_trials`` (a resumed run) runs no new trials.
+    """
+    if n_trials < 1:
+        return {}, {}
+    from bt_lstm.jobs.tune import tune_span
+    from bt_lstm.research.search_space import load_space
+
+    space = space or load_space(None)
+    cfgs: dict[int, PipelineConfig] = {}
+    tuned: dict[str, Any] = {"trials_per_fold": n_trials, "folds": {}}
+    for fold in folds:
+        part = frame.iloc[fold.train[0]:fold.test[0]]  # the fold's test span is never passed
+        name = f"fold_{fold.index:03d}"
+        best, summary = tune_span(part, fold.bounds(), cfg, space, tune_dir / name, study=name,
+                                  n_trials=n_trials, charts=False)
+        if best is None:
+            logger.warning("fold %d: no tuning trial completed; it keeps the run's config",
+                           fold.index)
+            continue
+        cfgs[fold.index] = replace(best, strategy=cfg.strategy)
+        tuned["folds"][name] = {"params": summary["best"]["params"],
+                                "val_mse_ratio": summary["best"]["value"],
+                                "val_threshold": summary["best"]["threshold"],
+                                "n_trials": summary["n_trials"]}
+    return cfgs, tuned
 
 
 def _write_outputs(run_dir: Path, frame: pd.DataFrame, test: pd.DataFrame, folds: list[Fold],

@@ -341,7 +341,7 @@ def run_study(spec: TuneSpec, jobs: int = 1, stop: Callable[[], bool] | None = N
         close_storage(storage)
 
 
-def read_study(spec: TuneSpec) -> dict[str, Any]:
+def read_study(spec: TuneSpec, charts: bool = True) -> dict[str, Any]:
     """The finished study as plain data: trials, counts, best trial, chart HTML."""
     storage = open_storage(spec.storage, spec.heartbeat_s)
     try:
@@ -351,7 +351,7 @@ def read_study(spec: TuneSpec) -> dict[str, Any]:
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         best = min(done, key=lambda t: (t.value, t.number)) if done else None
         return {"trials": trials, "best": trial_record(best) if best else None,
-                "charts": chart_html(study) if done else [],
+                "charts": chart_html(study) if done and charts else [],
                 "sampler": type(study.sampler).__name__,
                 "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=2)" if spec.prune
                 else "none"}

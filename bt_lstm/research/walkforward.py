@@ -222,12 +222,15 @@ TaskProgress = Callable[[int, str], None]
 
 def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds_dir: Path,
               jobs: int = 1, scheduler: str | None = None,
-              start_progress: Callable[[int, int], TaskProgress] | None = None
+              start_progress: Callable[[int, int], TaskProgress] | None = None,
+              fold_cfgs: dict[int, PipelineConfig] | None = None,
               ) -> tuple[dict[int, Forecaster], dict[int, dict[int, int]]]:
     """Fit every fold (scaler, regimes, one network per regime) or reuse its saved bundle.
 
     Parameters
     ----------
+    fold_cfgs
+        A fold's own config (tuned on its training span) in place of ``cfg``.
     jobs
         joblib worker processes on this machine; ignored with ``scheduler``.
     scheduler
@@ -249,8 +252,9 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
     done: dict[int, Forecaster] = {}
     pending: list[FoldJob] = []
     windows: dict[int, dict[int, int]] = {}
+    cfgs = {fold.index: (fold_cfgs or {}).get(fold.index, cfg) for fold in folds}
     for fold in folds:
-        job = _prepare_fold(frame, fold, cfg)
+        job = _prepare_fold(frame, fold, cfgs[fold.index])
         train_regimes = job.prep.regimes[job.prep.ends["train"]]
         windows[fold.index] = {r: int((train_regimes == r).sum()) for r in range(3)}
         saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key)
@@ -272,7 +276,7 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
             stack.enter_context(_dask_client(scheduler))
             stack.enter_context(parallel_config(backend="dask"))  # needs the client first
         runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
-        results = runner(delayed(_train_task)(job.prep, cfg, name, regime,
+        results = runner(delayed(_train_task)(job.prep, cfgs[job.fold.index], name, regime,
                                               job.fit_info[1].target_scale, job.period)
                          for job, name, regime in tasks)
         states: dict[int, dict] = {}
@@ -284,7 +288,7 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
             if tick:
                 tick(k, name)
             if len(states[k]) == len(job.plan):
-                done[k] = _save_fold(job, cfg, states.pop(k), metas.pop(k),
+                done[k] = _save_fold(job, cfgs[k], states.pop(k), metas.pop(k),
                                      folds_dir / f"fold_{k:03d}")
     return done, windows
 
