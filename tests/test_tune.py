@@ -199,6 +199,40 @@ def test_walk_forward_tunes_inside_every_fold_training_span(market_csv, space_fi
         assert study["tuning_fingerprint"] == fingerprint_frame(part)
 
 
+def _journal_trials(folder: Path) -> list:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "journal.log")))
+    return optuna.load_study(study_name="ctrlc", storage=storage).get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_stops_after_the_running_trial_and_says_how_to_resume(market_csv, space_file,
+                                                                     tmp_path, jobs):
+    cmd = [sys.executable, str(REPO / "runners" / "tune.py"), "--csv", str(market_csv),
+           *TINY_FLAGS, "--epochs", "8", "--patience", "8", "--no-prune", "--space",
+           str(space_file), "--reports-dir", str(tmp_path), "--study", "ctrlc", "--trials",
+           "40", "--jobs", jobs]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / "tune_candles_4h_ctrlc"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (folder / "journal.log").is_file() and any(
+                t.state.name == "COMPLETE" for t in _journal_trials(folder)):
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume with:" in err and "--study ctrlc" in err
+    trials = _journal_trials(folder)
+    assert 1 <= len(trials) < 40
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)  # none cut short
+    assert (folder / "best_config.json").is_file() and (folder / "study.json").is_file()
+
+
 # --- PostgreSQL: several workers on one study ------------------------------------------------
 
 @pytest.fixture()

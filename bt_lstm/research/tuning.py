@@ -172,7 +172,7 @@ class Objective:
         key = (cfg.windows.lookback,)  # the only searched field that changes the windows
         if key not in self._prepared:
             prep, _, scaler = prepare_windows(self.spec.frame, cfg, self.spec.bounds)
-            self._prepared = {key: (prep, scaler)}
+            self._prepared[key] = (prep, scaler)  # a few MB at most: T x F per lookback
         return self._prepared[key]
 
     def evaluate(self, trial: optuna.Trial, cfg: PipelineConfig) -> float:
@@ -239,8 +239,10 @@ class StopFlag:
 
 
 @contextlib.contextmanager
-def stop_on_interrupt() -> Iterator[StopFlag]:
-    """First SIGINT sets the flag; a second one interrupts at once (KeyboardInterrupt)."""
+def stop_on_interrupt(escalate: bool = True) -> Iterator[StopFlag]:
+    """First SIGINT sets the flag; with ``escalate`` a second one interrupts at once
+    (KeyboardInterrupt). Spawned workers do not escalate: a terminal's Ctrl-C reaches them
+    and the parent, which forwards it, so they may see two."""
     flag = StopFlag()
     try:
         previous = signal.getsignal(signal.SIGINT)
@@ -249,7 +251,8 @@ def stop_on_interrupt() -> Iterator[StopFlag]:
 
     def handler(signum: int, frame: Any) -> None:
         flag.set = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if escalate:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
         signal.signal(signal.SIGINT, handler)
@@ -279,18 +282,24 @@ def _all_done(study: optuna.Study, storage: Any, n_trials: int) -> bool:
 
 
 def run_worker(spec: TuneSpec, worker: int = 0, stop: Callable[[], bool] | None = None,
-               progress: ProgressFn | None = None) -> None:
-    """Run trials until the study holds ``spec.n_trials`` (all workers together) or ``stop``."""
+               progress: ProgressFn | None = None, quota: int | None = None) -> None:
+    """Run trials until the study holds ``spec.n_trials`` (all workers together), this worker
+    has run ``quota`` (its share on this machine, so local workers never overshoot) or
+    ``stop``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(spec.storage, spec.heartbeat_s)
     try:
         study = make_study(spec, storage, worker)
         objective = Objective(spec)
+        ran = 0
         with one_torch_thread(), _quiet():
             while not (stop and stop()) and not _all_done(study, storage, spec.n_trials):
+                if quota is not None and ran >= quota:
+                    break
                 if len(study.get_trials(deepcopy=False)) >= spec.n_trials:
-                    continue  # waiting for other workers' trials (database storage)
+                    continue  # database: waiting for other workers' running trials
                 study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+                ran += 1
                 if progress is not None:
                     progress(*finished_and_best(study))
     finally:
@@ -303,11 +312,11 @@ def finished_and_best(study: optuna.Study) -> tuple[int, float | None]:
     return len(trials), (min(values) if values else None)
 
 
-def _worker_main(spec: TuneSpec, worker: int) -> None:
+def _worker_main(spec: TuneSpec, worker: int, quota: int) -> None:
     """Entry point of a spawned worker process (quiet logs; Ctrl-C ends after its trial)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    with stop_on_interrupt() as stop:
-        run_worker(spec, worker, stop)
+    with stop_on_interrupt(escalate=False) as stop:
+        run_worker(spec, worker, stop, quota=quota)
 
 
 def run_study(spec: TuneSpec, jobs: int = 1, stop: Callable[[], bool] | None = None,
@@ -323,15 +332,20 @@ def run_study(spec: TuneSpec, jobs: int = 1, stop: Callable[[], bool] | None = N
                 progress(*finished_and_best(study))
             run_worker(spec, 0, stop, progress)
             return
+        left = max(spec.n_trials - len(study.get_trials(deepcopy=False)), 0)
+        quotas = [left // jobs + (k < left % jobs) for k in range(jobs)]
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(spec, k), daemon=False)
+        procs = [ctx.Process(target=_worker_main, args=(spec, k, quotas[k]), daemon=False)
                  for k in range(jobs)]
         for p in procs:
             p.start()
-        while any(p.is_alive() for p in procs):
-            if progress is not None:
-                progress(*finished_and_best(study))
-            time.sleep(0.5)
+        try:
+            _watch(procs, study, stop, progress)
+        finally:
+            for p in procs:  # only after a second Ctrl-C: stop at once
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
         bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
         if bad and not (stop and stop()):
             logger.warning("%d worker process(es) ended with exit codes %s", len(bad), bad)
@@ -339,6 +353,21 @@ def run_study(spec: TuneSpec, jobs: int = 1, stop: Callable[[], bool] | None = N
             progress(*finished_and_best(study))
     finally:
         close_storage(storage)
+
+
+def _watch(procs: list, study: optuna.Study, stop: Callable[[], bool] | None,
+           progress: ProgressFn | None) -> None:
+    """Report progress until every worker exits; pass a Ctrl-C on to them once."""
+    forwarded = False
+    while any(p.is_alive() for p in procs):
+        if stop is not None and stop() and not forwarded:
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    os.kill(p.pid, signal.SIGINT)
+            forwarded = True
+        if progress is not None:
+            progress(*finished_and_best(study))
+        time.sleep(0.5)
 
 
 def read_study(spec: TuneSpec, charts: bool = True) -> dict[str, Any]:
