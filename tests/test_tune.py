@@ -25,6 +25,8 @@ from runners import tune as tune_runner
 SPACE = {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True},
          "hidden_size": {"type": "categorical", "choices": [4, 8]}}
 PG_URL = os.environ.get("BT_LSTM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# the driver bt-lstm installs (psycopg 3), for the test's own connections
+PG_DRIVER_URL = "postgresql+psycopg://" + PG_URL.split("://", 1)[1]
 
 
 @pytest.fixture()
@@ -240,7 +242,7 @@ def pg_url() -> str:
     """The server's URL; skip (or, with BT_LSTM_REQUIRE_SERVICES=1 as in CI, fail) without it."""
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    engine = sqlalchemy.create_engine(PG_DRIVER_URL, connect_args={"connect_timeout": 3})
     try:
         with engine.connect():
             pass
@@ -258,7 +260,7 @@ def pg_url() -> str:
 def _pg_trials(url: str, study: str) -> list:
     import optuna
 
-    storage = optuna.storages.RDBStorage(url)
+    storage = optuna.storages.RDBStorage(PG_DRIVER_URL)
     try:
         return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     finally:
@@ -269,7 +271,7 @@ def _pg_trials(url: str, study: str) -> list:
 def _pg_delete(url: str, study: str) -> None:
     import optuna
 
-    storage = optuna.storages.RDBStorage(url)
+    storage = optuna.storages.RDBStorage(PG_DRIVER_URL)
     try:
         optuna.delete_study(study_name=study, storage=storage)
     finally:

@@ -90,8 +90,8 @@ def open_storage(url: str, heartbeat_s: int = 10) -> Any:
     if scheme.split("+")[0] not in ("postgresql", "postgres"):
         raise ValueError(f"--storage {shown}: unknown storage URL; use postgresql://user@host/db "
                          f"(or leave --storage out for a journal file in the study folder)")
-    if scheme.startswith("postgres") and not scheme.startswith("postgresql"):
-        url = "postgresql" + url[len("postgres"):]
+    if "+" not in scheme:  # psycopg 3 (installed with bt-lstm), whatever SQLAlchemy's default
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         with _quiet():
             return RDBStorage(url, engine_kwargs={"connect_args": {"connect_timeout": 5}},
