@@ -83,6 +83,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="a run folder of that --run-id exists: move it aside to "
                           "<run_id>.replaced-<UTC time> (never deleted) and start again")
+    run.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                     help="nested tuning: an Optuna study of N trials inside every fold's "
+                          "training span before fitting it (default 0: no tuning)")
+    run.add_argument("--space", metavar="FILE",
+                     help="with --tune-trials: a JSON search space replacing the default")
     add_output_args(run, reports="where run folders go (default: reports)",
                     tearsheet="skip the QuantStats HTML tearsheet",
                     quiet="no progress bar, warnings only")
@@ -136,11 +141,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from bt_lstm.config import PipelineConfig
         from bt_lstm.data.candles import infer_bar
         from bt_lstm.jobs.walk_forward import format_fold_table, run_walk_forward
+        from bt_lstm.research.search_space import load_space
         from bt_lstm.research.walkforward import WalkForwardSpec
         from strategies.lstm_strategy import RegimeLSTMStrategy
 
-        if args.jobs < 1:
-            raise ValueError(f"--jobs {args.jobs}: use 1 or more")
+        if args.jobs < 1 or args.tune_trials < 0:
+            raise ValueError(f"--jobs {args.jobs} / --tune-trials {args.tune_trials}: use "
+                             f"--jobs >= 1 and --tune-trials >= 0")
+        tune_space = load_space(args.space) if args.tune_trials else None
         if args.resume:
             run_dir, _, saved = _resume_args(args)
             cfg = PipelineConfig.from_dict(saved["pipeline"])
@@ -165,7 +173,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                       resume=bool(args.resume),
                                       tearsheet=not args.no_tearsheet, force=args.force,
                                       start_progress=progress.start, seeds=args.seeds,
-                                      ensemble=args.ensemble)
+                                      ensemble=args.ensemble, tune_trials=args.tune_trials,
+                                      tune_space=tune_space)
         except KeyboardInterrupt:
             progress.close()
             kept = len(list((run_dir / "folds").glob("fold_*/manifest.json")))

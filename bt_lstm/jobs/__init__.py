@@ -1,5 +1,5 @@
-"""One module per command that writes a run folder (backtest, walk_forward, evaluate, bench), and
-the one run-manifest writer they share (provenance.py).
+"""One module per command that writes a run folder (backtest, walk_forward, evaluate, tune,
+bench), and the one run-manifest writer they share (provenance.py).
 
 Belongs here: turning a research result into files a person opens (JSON, CSV, HTML), caching and
 resuming runs. Does not: argument parsing (cli/), model maths (research/, models/). Jobs receive

@@ -24,7 +24,7 @@ from bt_lstm.backtest.reports import (
     write_overview_png,
     write_tearsheet,
 )
-from bt_lstm.config import PipelineConfig
+from bt_lstm.config import PipelineConfig, replace
 from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.backtest import luck_figures, seed_figures, write_backtest_files
@@ -157,7 +157,8 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
                      source: dict[str, Any], jobs: int = 1, scheduler: str | None = None,
                      resume: bool = False, tearsheet: bool = True, force: bool = False,
                      start_progress: Callable[[int, int], TaskProgress] | None = None,
-                     seeds: int = 1, ensemble: str = "none") -> WalkForwardResult:
+                     seeds: int = 1, ensemble: str = "none", tune_trials: int = 0,
+                     tune_space: dict | None = None) -> WalkForwardResult:
     """Plan folds, fit (or reuse) each, forecast its test span, backtest the stitched span.
 
     Notes
@@ -176,9 +177,11 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
         logger.warning("%s: %s", dataset, gaps.describe())
     cfgs = seed_configs(cfg, seeds)
     start_run(run_dir, frame, cfg, spec, source, resume, force, seeds, ensemble)
+    fold_cfgs, tuned = tune_folds(frame, folds, cfg, run_dir / "tune", tune_trials, tune_space)
     dirs = ([run_dir / "folds"] if seeds == 1
             else [run_dir / f"folds_seed{c.train.seed}" for c in cfgs])
-    fitted = fit_folds_seeds(frame, folds, cfgs, dirs, jobs, scheduler, start_progress)
+    fitted = fit_folds_seeds(frame, folds, cfgs, dirs, jobs, scheduler, start_progress,
+                             fold_cfgs)
     per_seed = [stitch_forecasts(frame, folds, fcs) for fcs, _ in fitted]
     forecasters, windows = fitted[0]  # the first seed's folds: the fold table and skill
     signals = ensemble_forecasts(per_seed) if ensemble == "mean" else per_seed[0]
@@ -202,7 +205,8 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
         "costs": {"commission": cfg.strategy.commission, "slippage": cfg.strategy.slippage},
         "regime_bars": {REGIME_LABELS[r]: int((signals["regime"] == r).sum()) for r in range(3)},
         "data_gaps": gaps.describe(),
-        "statistics": luck_figures(strat_daily, bh_daily, cfg)})
+        "statistics": luck_figures(strat_daily, bh_daily, cfg),
+        **({"tuning": tuned} if tuned else {})})
     if seeds > 1:
         runs = [seed_figures(c.train.seed, sig, test, realised, strategy_cls, cfg, bar)
                 for c, sig in zip(cfgs, per_seed)]
@@ -210,6 +214,42 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     _write_outputs(run_dir, frame, test, folds, forecasts, table, metrics, result, strat_daily,
                    bh_daily, cfg, tearsheet)
     return WalkForwardResult(run_dir, folds, forecasts, table, metrics, result)
+
+
+def tune_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, tune_dir: Path,
+               n_trials: int, space: dict | None) -> tuple[dict[int, PipelineConfig], dict]:
+    """Nested tuning: a study per fold on the bars before its test span only (its fit part,
+    scored on its validation tail), so the stitched out-of-sample result stays honest.
+
+    Notes
+    -----
+    The tuned network settings are the fold's config; the stitched backtest trades with one
+    threshold, the run's own (each fold's validation-chosen threshold is in its study.json).
+    A study that already holds ``n_trials`` (a resumed run) runs no new trials.
+    """
+    if n_trials < 1:
+        return {}, {}
+    from bt_lstm.jobs.tune import tune_span
+    from bt_lstm.research.search_space import load_space
+
+    space = space or load_space(None)
+    cfgs: dict[int, PipelineConfig] = {}
+    tuned: dict[str, Any] = {"trials_per_fold": n_trials, "folds": {}}
+    for fold in folds:
+        part = frame.iloc[fold.train[0]:fold.test[0]]  # the fold's test span is never passed
+        name = f"fold_{fold.index:03d}"
+        best, summary = tune_span(part, fold.bounds(), cfg, space, tune_dir / name, study=name,
+                                  n_trials=n_trials, charts=False)
+        if best is None:
+            logger.warning("fold %d: no tuning trial completed; it keeps the run's config",
+                           fold.index)
+            continue
+        cfgs[fold.index] = replace(best, strategy=cfg.strategy)
+        tuned["folds"][name] = {"params": summary["best"]["params"],
+                                "val_mse_ratio": summary["best"]["value"],
+                                "val_threshold": summary["best"]["threshold"],
+                                "n_trials": summary["n_trials"]}
+    return cfgs, tuned
 
 
 def _write_outputs(run_dir: Path, frame: pd.DataFrame, test: pd.DataFrame, folds: list[Fold],

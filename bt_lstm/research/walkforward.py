@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm import __version__
-from bt_lstm.config import PipelineConfig
+from bt_lstm.config import PipelineConfig, replace
 from bt_lstm.data.candles import fingerprint_frame, parse_duration
 from bt_lstm.data.files import replace_dir, staging_dir
 from bt_lstm.models.artifacts import ArtifactError, read_manifest
@@ -223,12 +223,15 @@ TaskProgress = Callable[[int, str], None]
 
 def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds_dir: Path,
               jobs: int = 1, scheduler: str | None = None,
-              start_progress: Callable[[int, int], TaskProgress] | None = None
+              start_progress: Callable[[int, int], TaskProgress] | None = None,
+              fold_cfgs: dict[int, PipelineConfig] | None = None,
               ) -> tuple[dict[int, Forecaster], dict[int, dict[int, int]]]:
     """Fit every fold (scaler, regimes, one network per regime) or reuse its saved bundle.
 
     Parameters
     ----------
+    fold_cfgs
+        A fold's own config (tuned on its training span) in place of ``cfg``.
     jobs
         joblib worker processes on this machine; ignored with ``scheduler``.
     scheduler
@@ -247,24 +250,35 @@ def fit_folds(frame: pd.DataFrame, folds: list[Fold], cfg: PipelineConfig, folds
     atomically) as soon as all its models are trained, so an interrupted run resumes with the
     folds it finished.
     """
-    return fit_folds_seeds(frame, folds, [cfg], [folds_dir], jobs, scheduler, start_progress)[0]
+    return fit_folds_seeds(frame, folds, [cfg], [folds_dir], jobs, scheduler, start_progress,
+                           fold_cfgs)[0]
+
+
+def _seeded(cfg: PipelineConfig, seed: int) -> PipelineConfig:
+    return cfg if cfg.train.seed == seed else replace(cfg, train=replace(cfg.train, seed=seed))
 
 
 def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineConfig],
                     folds_dirs: list[Path], jobs: int = 1, scheduler: str | None = None,
-                    start_progress: Callable[[int, int], TaskProgress] | None = None
+                    start_progress: Callable[[int, int], TaskProgress] | None = None,
+                    fold_cfgs: dict[int, PipelineConfig] | None = None,
                     ) -> list[tuple[dict[int, Forecaster], dict[int, dict[int, int]]]]:
     """:func:`fit_folds` for several configs at once (one per seed), each into its own folder;
-    the fold x regime tasks of every seed share one pool of ``jobs`` workers."""
+    the fold x regime tasks of every seed share one pool of ``jobs`` workers. A fold's tuned
+    config (``fold_cfgs``) replaces the seed's config there, keeping the seed's seed."""
     done: list[dict[int, Forecaster]] = [{} for _ in cfgs]
     windows: list[dict[int, dict[int, int]]] = [{} for _ in cfgs]
     pending: list[tuple[int, FoldJob]] = []
-    for s, (cfg, folds_dir) in enumerate(zip(cfgs, folds_dirs)):
+    # (seed index, fold index) -> the config that fold trains with for that seed
+    cfg_of = {(s, fold.index): _seeded((fold_cfgs or {}).get(fold.index, cfg), cfg.train.seed)
+              for s, cfg in enumerate(cfgs) for fold in folds}
+    for s, folds_dir in enumerate(folds_dirs):
         for fold in folds:
-            job = _prepare_fold(frame, fold, cfg)
+            fcfg = cfg_of[(s, fold.index)]
+            job = _prepare_fold(frame, fold, fcfg)
             train_regimes = job.prep.regimes[job.prep.ends["train"]]
             windows[s][fold.index] = {r: int((train_regimes == r).sum()) for r in range(3)}
-            saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key, cfg)
+            saved = load_fold(folds_dir / f"fold_{fold.index:03d}", job.key, fcfg)
             if saved is not None:
                 done[s][fold.index] = saved
                 continue
@@ -283,7 +297,7 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
             stack.enter_context(_dask_client(scheduler))
             stack.enter_context(parallel_config(backend="dask"))  # needs the client first
         runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
-        results = runner(delayed(_train_task)(job.prep, cfgs[s], name, regime,
+        results = runner(delayed(_train_task)(job.prep, cfg_of[(s, job.fold.index)], name, regime,
                                               job.fit_info[1].target_scale, job.period)
                          for s, job, name, regime in tasks)
         states: dict[tuple[int, int], dict] = {}
@@ -295,7 +309,7 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
             if tick:
                 tick(job.fold.index, name)
             if len(states[k]) == len(job.plan):
-                done[s][k[1]] = _save_fold(job, cfgs[s], states.pop(k), metas.pop(k),
+                done[s][k[1]] = _save_fold(job, cfg_of[k], states.pop(k), metas.pop(k),
                                            folds_dirs[s] / f"fold_{k[1]:03d}")
     return list(zip(done, windows))
 

@@ -1,0 +1,62 @@
+"""Tuning speed benchmark -> JSON: the same study run with and without pruning.
+
+    python scripts/bench_tune.py --csv ../shared/data/BTCUSDT_4h.csv --trials 60 \
+        --out bench_tune.json
+
+Reports wall time, trials completed / pruned / failed and trials per minute for each mode.
+A benchmark, not a test: nothing here asserts on time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bt_lstm.cli.common import add_data_args, add_pipeline_args, build_config, load_dataset  # noqa: E402
+from bt_lstm.jobs.tune import run_tune  # noqa: E402
+from bt_lstm.research.search_space import load_space  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(parser)
+    add_pipeline_args(parser)
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--space", default=None)
+    parser.add_argument("--modes", default="prune,no-prune")
+    parser.add_argument("--out", default="bench_tune.json")
+    args = parser.parse_args()
+    cfg = build_config(args)
+    frame, dataset, timeframe = load_dataset(args, cfg)
+    space = load_space(args.space)
+    out = {"dataset": dataset, "timeframe": timeframe, "bars": len(frame),
+           "trials": args.trials, "jobs": args.jobs, "epochs_cap": cfg.train.epochs,
+           "space": space, "cpu_count": os.cpu_count(), "argv": sys.argv[1:], "modes": {}}
+    for mode in args.modes.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            res = run_tune(frame, dataset, timeframe, cfg, space, n_trials=args.trials,
+                           reports_dir=Path(tmp), study=f"bench-{mode}", jobs=args.jobs,
+                           prune=(mode == "prune"))
+            wall = time.perf_counter() - t0
+        s = res.study
+        out["modes"][mode] = {"wall_s": round(wall, 1), "n_complete": s["n_complete"],
+                              "n_pruned": s["n_pruned"], "n_failed": s["n_failed"],
+                              "trials_per_minute": round(s["n_trials"] / wall * 60, 2),
+                              "best_value": (s["best"] or {}).get("value"),
+                              "best_params": (s["best"] or {}).get("params")}
+        print(json.dumps({mode: out["modes"][mode]}), flush=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
