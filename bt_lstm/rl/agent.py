@@ -25,7 +25,14 @@ from bt_lstm.config import FeatureConfig, StrategyConfig
 from bt_lstm.data.files import atomic_write_bytes, atomic_write_json
 from bt_lstm.rl.env import TradingEnv
 from bt_lstm.rl.qnets import batch_q_values, build_q_network, policy_kwargs
-from bt_lstm.rl.spec import ACTIONS, SIDES, DQNConfig, flat_observations, observation_windows
+from bt_lstm.rl.spec import (
+    ACTIONS,
+    Q_COLUMNS,
+    SIDES,
+    DQNConfig,
+    flat_observations,
+    observation_windows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,13 @@ class DQNAgent:
         n = len(windows)
         obs = np.concatenate([flat_observations(windows, np.full(n, s)) for s in SIDES])
         return batch_q_values(self.net, obs).reshape(3, n, 3).transpose(1, 0, 2)  # (N, 3, 3)
+
+    def q_frame(self, candles: pd.DataFrame, start: int = 0) -> pd.DataFrame:
+        """Q-values of bars ``start:`` of ``candles`` as columns ``Q_COLUMNS`` (feed lines);
+        bars before ``start`` only feed the windows."""
+        table = self.q_table(self.windows(candles)[start:])  # (N, 3, 3)
+        return pd.DataFrame(table.reshape(len(table), 9), index=candles.index[start:],
+                            columns=list(Q_COLUMNS))
 
     def act(self, window: np.ndarray, side: int) -> int:
         """The greedy action for one (L, F) window and the current side (the per-bar path)."""

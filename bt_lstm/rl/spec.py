@@ -22,6 +22,8 @@ ACTIONS = ("hold", "buy", "sell")
 QNETS = ("lstm", "dense")
 FEATURE_SETS = ("price", "pipeline")
 SIDES = (-1, 0, 1)  # the position part of an observation: short, flat, long
+# A Q table (N, 3 sides, 3 actions) as columns: q<3 * (side + 1) + action>
+Q_COLUMNS = tuple(f"q{i}" for i in range(9))
 
 
 @dataclass(frozen=True)
