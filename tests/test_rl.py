@@ -298,3 +298,29 @@ def test_lstm_q_network_learns_an_order_dependent_task_and_shuffled_steps_do_not
     print("held-out accuracy (chance 0.5):", accs)
     assert accs["lstm"] > 0.8
     assert accs["lstm_shuffled"] < 0.58
+
+
+# ---------------------------------------------------------------- integration
+
+def test_runner_trains_a_few_thousand_steps_and_writes_the_report(market_csv, tmp_path):
+    from conftest import TINY_FLAGS
+
+    from bt_lstm.cli.dqn import main
+
+    args = ["--csv", str(market_csv), "--window", "16", "--timesteps", "1200",
+            "--learning-starts", "400", "--eval-every", "400", "--seeds", "2",
+            "--models-dir", str(tmp_path / "models"), "--reports-dir", str(tmp_path / "reports"),
+            *TINY_FLAGS]
+    assert main(args) == 0
+    folder = next((tmp_path / "reports").glob("dqn_*_lstm"))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert (folder / "tearsheet.html").is_file() and (folder / "bars.csv").is_file()
+    assert set(metrics["strategy"]["actions"]) == {"hold", "buy", "sell"}
+    assert sum(metrics["strategy"]["actions"].values()) == metrics["period"]["bars"]
+    assert [r["seed"] for r in metrics["seed_spread"]["runs"]] == [7, 8]
+    assert "sharpe" in metrics["regime_lstm"] and "sharpe" in metrics["buy_and_hold"]
+    assert "psr" in metrics["statistics"]
+    # a second run reuses the saved agents
+    assert main(args) == 0
+    assert all(r["reused"] for r in json.loads(
+        (folder / "metrics.json").read_text())["seed_spread"]["runs"])

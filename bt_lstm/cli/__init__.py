@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "score forecasts on test bars beside baselines (MSE, DM, IC ...)"),
     "lookahead": ("lookahead", "audit: does any output at bar t change without the bars after t?"),
     "download": ("download", "download or update candles: Binance archive or any ccxt exchange"),
+    "dqn": ("dqn", "DQN trader with an LSTM Q-network (SB3): train, select, backtest, report"),
     "bench": ("bench", "speed benchmark: backtest, inference, training, memory -> bench.json"),
     "bench-truth": ("bench_truth", "known-truth benchmark on the synthetic market -> JSON"),
 }
