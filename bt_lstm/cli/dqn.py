@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"{dataset} {timeframe} DQN ({args.qnet}), test {metrics['period']['start']} .. "
               f"{metrics['period']['end']}")
         print(format_dqn(metrics))
+        from bt_lstm.backtest.reports import format_luck
+
+        print(f"\nfirst seed: {format_luck(metrics['statistics'])}")
+        print(metrics["statistics"]["reading"])
         print(f"\nreport: {Path(args.reports_dir) / name}")
         return 0
 
