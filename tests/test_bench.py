@@ -15,7 +15,8 @@ def test_bench_writes_every_figure(market_csv, tiny_cfg, tmp_path, capsys):
     cfg_path.write_text(tiny_cfg.to_json())
     out = tmp_path / "bench.json"
     rc = bench.main(["--csv", str(market_csv), "--config", str(cfg_path), "--reps", "1",
-                     "--train-epochs", "1", "--skip-rerun", "--out", str(out)])
+                     "--train-epochs", "1", "--skip-rerun", "--out", str(out),
+                     "--dqn-steps", "100"])
     assert rc == 0
     res = json.loads(out.read_text())
     bt_ = res["backtest"]
@@ -32,6 +33,9 @@ def test_bench_writes_every_figure(market_csv, tiny_cfg, tmp_path, capsys):
     assert tr["windows"] > 0 and tr["epochs"] == 1 and tr["lookback"] == tiny_cfg.windows.lookback
     assert res["backtest_peak_rss_mib"] > 0
     assert res["machine"]["cores"] >= 1 and res["machine"]["torch"]
+    for qnet in ("lstm", "dense"):
+        assert set(res["dqn"][qnet]) == {"train_env_steps_per_s", "act_latency_ms_median",
+                                         "act_latency_ms_p99", "batch_q_obs_per_s"}
     assert "ratio (target <= 1.5)" in capsys.readouterr().out
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import StrategyConfig
+from bt_lstm.rl.spec import Q_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,17 @@ class SignalData(bt.feed.DataBase):
         self.lines.openinterest[0] = 0.0
         self._pos = i + 1
         return True
+
+
+# A DQN agent's Q-values precomputed in batch (bt_lstm.rl.spec.Q_COLUMNS says their order).
+Q_LINES = Q_COLUMNS
+
+
+class QValueData(SignalData):
+    """SignalData plus the nine Q-value lines of a DQN agent (``Q_LINES``)."""
+
+    lines = Q_LINES
+    _COLUMNS = SignalData._COLUMNS + Q_LINES
 
 
 def nums_to_index(nums: np.ndarray) -> pd.DatetimeIndex:
@@ -154,7 +166,8 @@ def gc_frozen() -> Iterator[None]:
 
 
 def make_cerebro(feed_frame: pd.DataFrame, cfg: StrategyConfig, bar: pd.Timedelta | None = None,
-                 runonce: bool = True, preload: bool = True) -> bt.Cerebro:
+                 runonce: bool = True, preload: bool = True,
+                 feed_cls: type = SignalData) -> bt.Cerebro:
     """Cerebro with the feed of ``feed_frame`` and our broker: cash, commission, slippage.
 
     Every backtest goes through here, the no-model benchmark strategy included, so the two sides
@@ -162,7 +175,7 @@ def make_cerebro(feed_frame: pd.DataFrame, cfg: StrategyConfig, bar: pd.Timedelt
     """
     cerebro = bt.Cerebro(stdstats=False, runonce=runonce, preload=preload)
     cerebro.broker = TradableBarBroker()
-    cerebro.adddata(make_feed(feed_frame, bar))
+    cerebro.adddata(make_feed(feed_frame, bar, feed_cls))
     cerebro.broker.setcash(cfg.cash)
     cerebro.broker.addcommissioninfo(FractionalCommission(commission=cfg.commission))
     if cfg.slippage > 0:
@@ -174,7 +187,7 @@ def make_cerebro(feed_frame: pd.DataFrame, cfg: StrategyConfig, bar: pd.Timedelt
 def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
                  signals: pd.DataFrame | None = None, bar: pd.Timedelta | None = None,
                  runonce: bool = True, preload: bool = True,
-                 **strategy_kwargs: Any) -> BacktestResult:
+                 qvalues: pd.DataFrame | None = None, **strategy_kwargs: Any) -> BacktestResult:
     """Run ``strategy_cls`` over ``candles`` (the bars to trade) in Backtrader.
 
     Parameters
@@ -184,6 +197,8 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
     signals
         Per-bar ``forecast`` and ``regime`` (from ``Forecaster.forecast_frame``) aligned to
         ``candles``; they reach the strategy as feed lines. None for per-bar inference.
+    qvalues
+        A DQN agent's Q-values (columns ``Q_LINES``) aligned to ``candles``, as feed lines.
     bar
         Bar length, so analyzers bucket intraday bars correctly; inferred when None.
 
@@ -200,7 +215,14 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
     else:
         feed_frame["forecast"] = np.nan
         feed_frame["regime"] = -1.0
-    cerebro = make_cerebro(feed_frame, cfg, bar=bar, runonce=runonce, preload=preload)
+    feed_cls: type = SignalData
+    if qvalues is not None:
+        aligned_q = qvalues.reindex(candles.index)
+        for col in Q_LINES:
+            feed_frame[col] = aligned_q[col].to_numpy(dtype=float)
+        feed_cls = QValueData
+    cerebro = make_cerebro(feed_frame, cfg, bar=bar, runonce=runonce, preload=preload,
+                           feed_cls=feed_cls)
     cerebro.addstrategy(strategy_cls, threshold=cfg.threshold, long_only=cfg.long_only,
                         position_fraction=cfg.position_fraction, size_step=cfg.size_step,
                         **strategy_kwargs)

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lookahead": ("lookahead", "audit: does any output at bar t change without the bars after t?"),
     "download": ("download", "download or update candles: Binance archive or any ccxt exchange"),
     "tune": ("tune", "Optuna search on the training span, scored on its validation tail"),
+    "dqn": ("dqn", "DQN trader with an LSTM Q-network (SB3): train, select, backtest, report"),
     "bench": ("bench", "speed benchmark: backtest, inference, training, memory -> bench.json"),
     "bench-truth": ("bench_truth", "known-truth benchmark on the synthetic market -> JSON"),
 }

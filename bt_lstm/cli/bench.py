@@ -34,6 +34,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         help="where the JSON goes (default reports/bench.json)")
     parser.add_argument("--skip-rerun", action="store_true",
                         help="skip timing the cached rerun of runners/backtest.py")
+    parser.add_argument("--dqn-steps", type=int, default=2000, metavar="N",
+                        help="DQN training steps timed per Q-network (LSTM, Dense) after a "
+                             "random warm-up; 0 skips the DQN figures (default 2000)")
     parser.add_argument("--label", default="", help="free text stored in the JSON (e.g. 'before')")
     return parser
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"benchmarking on {source} ({len(frame)} bars), {args.reps} reps ...",
               file=sys.stderr)
         res = run_bench(frame, source, cfg, RegimeLSTMStrategy, SmaCross, args.reps,
-                        args.train_epochs, Path(args.out), args.label, not args.skip_rerun)
+                        args.train_epochs, Path(args.out), args.label, not args.skip_rerun,
+                        dqn_steps=args.dqn_steps)
         print(format_bench(res))
         print(f"\nwritten: {args.out}")
         return 0

@@ -144,8 +144,11 @@ def rerun_seconds() -> dict[str, Any]:
 
 def run_bench(frame: pd.DataFrame, source: str, cfg: PipelineConfig, strategy_cls: type,
               baseline_cls: type, reps: int, train_epochs: int, out: Path, label: str = "",
-              rerun: bool = True) -> dict[str, Any]:
-    """Every figure of the benchmark, written to ``out`` as JSON; returns the same dict."""
+              rerun: bool = True, dqn_steps: int = 0) -> dict[str, Any]:
+    """Every figure of the benchmark, written to ``out`` as JSON; returns the same dict.
+
+    ``dqn_steps`` > 0 adds the DQN figures (``bt_lstm.rl.speed.bench_dqn``) under ``dqn``.
+    """
     res: dict[str, Any] = {"label": label, "data": source, "reps": reps,
                            "machine": machine_info()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,6 +164,10 @@ def run_bench(frame: pd.DataFrame, source: str, cfg: PipelineConfig, strategy_cl
     xt, yt = prep.windows("train")
     xv, yv = prep.windows("val")
     res["training"] = bench_training(xt, yt, xv, yv, cfg, train_epochs, max(1, min(reps, 3)))
+    if dqn_steps > 0:
+        from bt_lstm.rl.speed import bench_dqn
+
+        res["dqn"] = bench_dqn(frame, steps=dqn_steps, reps=max(50, 20 * reps))
     if rerun:
         res["rerun"] = rerun_seconds()
     atomic_write_json(out, res)
@@ -195,6 +202,15 @@ def format_bench(res: dict[str, Any]) -> str:
               f"samples/s", f"  bare loop: {tr['bare_s_per_epoch']:.2f} s/epoch, "
               f"{tr['bare_samples_per_s']:,.0f} samples/s",
               f"  ratio (target <= 1.3): {tr['ratio']:.2f}"]
+    if "dqn" in res:
+        d = res["dqn"]
+        lines += ["", f"DQN (window {d['window']}, {d['threads']} thread)"
+                      f"{'train steps/s':>16}{'act p50 ms':>12}{'p99 ms':>9}{'batch Q obs/s':>15}"]
+        for qnet in ("lstm", "dense"):
+            r = d[qnet]
+            lines.append(f"  {qnet:<26}{r['train_env_steps_per_s']:>16,.0f}"
+                         f"{r['act_latency_ms_median']:>12.3f}{r['act_latency_ms_p99']:>9.3f}"
+                         f"{r['batch_q_obs_per_s']:>15,.0f}")
     if "rerun" in res:
         lines.append(f"\ncached rerun of `python runners/backtest.py`: "
                      f"{res['rerun']['cached_rerun_s']:.1f} s (target <= 15)")

@@ -15,7 +15,7 @@ from bt_lstm.data.files import atomic_write_json, clean_json
 MANIFEST = "manifest.json"
 PACKAGES = ("torch", "backtrader", "pandas", "numpy", "scipy", "arch", "scikit-learn", "quantstats",
             "joblib",
-            "distributed")
+            "distributed", "stable_baselines3", "gymnasium")
 
 
 def package_versions() -> dict[str, str | None]:

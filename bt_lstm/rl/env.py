@@ -1,0 +1,108 @@
+"""The Gymnasium trading environment: one bar a step, fills at the next open, reward after costs.
+
+Legend: T bars, L window length, F features per bar.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from bt_lstm.config import StrategyConfig
+from bt_lstm.rl.spec import accepts, execute, fill_price, order_size, target_side
+
+
+class TradingEnv(gym.Env):
+    """Trade one instrument over the bars [start, stop) of ``candles``.
+
+    A step is a decision at the close of bar t (the observation: the window ending at t and
+    the current side). The order fills at the open of t+1 with commission and slippage, exactly
+    as ``TradableBarBroker`` fills it (an order waits past placeholder bars; an order the broker
+    would refuse for cash is refused). The reward is log(V[t+1] / V[t]), V the portfolio value at
+    a close after costs. The episode is truncated (not terminated) at the span's last bar: no
+    reward or observation uses a bar after the one that closes the step.
+
+    Parameters
+    ----------
+    candles
+        OHLCV (not modified); bars before ``start`` only feed the first windows.
+    windows
+        (T, L, F) observation windows of every bar of ``candles`` (``observation_windows``).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, candles: pd.DataFrame, windows: np.ndarray, start: int, stop: int,
+                 cfg: StrategyConfig, allow_short: bool = False) -> None:
+        super().__init__()
+        if not 0 <= start < stop - 1 <= len(candles) - 1:
+            raise ValueError(f"span [{start}, {stop}) of {len(candles)} bars: need at least two "
+                             f"bars inside the data")
+        self.open, self.high, self.low, self.close, volume = (
+            candles[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume"))
+        self.placeholder = (volume == 0) & (self.open == self.high) & (self.high == self.low) & (
+            self.low == self.close)
+        self.windows = windows.reshape(len(windows), -1)  # (T, L*F)
+        self.start, self.stop, self.cfg, self.allow_short = start, stop, cfg, allow_short
+        n_obs = self.windows.shape[1] + 1
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+        self.reset()
+
+    @property
+    def side(self) -> int:
+        return (self.pos > 0) - (self.pos < 0)
+
+    @property
+    def value(self) -> float:
+        return self.cash + self.pos * self.close[self.t]
+
+    def _obs(self) -> np.ndarray:
+        out = np.empty(self.windows.shape[1] + 1, dtype=np.float32)
+        out[:-1] = self.windows[self.t]
+        out[-1] = self.side
+        return out
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t, self.cash, self.pos, self.pending = self.start, float(self.cfg.cash), 0.0, 0.0
+        self.fills: list[tuple[int, float, float, float]] = []  # bar, size, price, commission
+        return self._obs(), {}
+
+    def _decide(self, action: int, value: float) -> None:
+        """At the close of t: the order (if any) that fills at the next tradable open."""
+        want = target_side(int(action), self.side, self.allow_short)
+        if want == self.side or self.pending:
+            return
+        c = self.cfg
+        size = order_size(want, self.pos, value, self.close[self.t], c.position_fraction,
+                          c.size_step)
+        if size and accepts(self.cash, self.pos, size, self.close[self.t], c.commission):
+            self.pending = size
+
+    def _fill(self) -> None:
+        t = self.t
+        if not self.pending or self.placeholder[t]:
+            return
+        size, self.pending = self.pending, 0.0
+        price = fill_price(size, self.open[t], self.high[t], self.low[t], self.cfg.slippage)
+        before = self.pos
+        self.cash, self.pos = execute(self.cash, self.pos, size, price, self.cfg.commission)
+        if self.pos != before:
+            done = self.pos - before
+            self.fills.append((t, done, price, abs(done) * price * self.cfg.commission))
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        value = self.value
+        self._decide(action, value)
+        self.t += 1
+        self._fill()
+        new_value = self.value
+        terminated = new_value <= 0.0  # ruined (only possible short): nothing left to trade
+        reward = math.log(max(new_value, 1e-12) / value)
+        truncated = not terminated and self.t >= self.stop - 1
+        return self._obs(), reward, terminated, truncated, {"value": new_value}
