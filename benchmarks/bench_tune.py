@@ -1,6 +1,6 @@
 """Tuning speed benchmark -> JSON: the same study run with and without pruning.
 
-    python scripts/bench_tune.py --csv ../shared/data/BTCUSDT_4h.csv --trials 60 \
+    python benchmarks/bench_tune.py --csv ../shared/data/BTCUSDT_4h.csv --trials 60 \
         --out bench_tune.json
 
 Reports wall time, trials completed / pruned / failed and trials per minute for each mode.
