@@ -1,0 +1,182 @@
+"""Live paper trading: replayed candles through runners/live.py decide exactly as the backtest.
+
+The central test replays the test span of a main-job run (tiny models, --no-skill trade so they
+trade) and compares regime, forecast, signal, position, equity and every fill with the
+backtest's bars.csv and fills.csv; again with every replay fault on, after a kill and restart,
+and through the model server.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, TINY_FLAGS
+
+from bt_lstm.data.candles import load_ohlcv
+from bt_lstm.live.klines import KlineError, candles_of, parse_ws_message
+from bt_lstm.live.replay import FAULTS, ReplayConfig, ReplayServer
+from bt_lstm.models.forecast import load_forecaster
+from bt_lstm.research.audit import FORECAST_ATOL, RTOL
+from runners import backtest as backtest_runner
+from runners import live as live_runner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, market):
+    """A main-job run on the synthetic market: its bars.csv, fills.csv, bundle and candles."""
+    root = tmp_path_factory.mktemp("mainjob")
+    csv = root / "candles.csv"
+    frame = market.frame.copy()
+    frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame.to_csv(csv, index_label="timestamp")
+    rc = backtest_runner.main(["--csv", str(csv), *TINY_FLAGS, "--models-dir",
+                               str(root / "models"), "--reports-dir", str(root / "reports"),
+                               "--no-skill", "trade", "--no-tearsheet"])
+    assert rc == 0
+    report = next((root / "reports").iterdir())
+    bundle = next(p.parent for p in (root / "models").rglob("manifest.json"))
+    bars = pd.read_csv(report / "bars.csv", index_col=0, parse_dates=True)
+    fills = pd.read_csv(report / "fills.csv", parse_dates=["datetime"])
+    candles = load_ohlcv(csv)
+    assert len(fills) > 5, "the parity test needs trades"
+    return {"root": root, "csv": csv, "bundle": bundle, "bars": bars, "fills": fills,
+            "candles": candles, "start": int(candles.index.get_loc(bars.index[0]))}
+
+
+class Replay:
+    """The replay server in a thread of its own (its own event loop)."""
+
+    def __init__(self, run: dict, faults: tuple = (), speed: float = 60.0, **kw) -> None:
+        self.server = ReplayServer(candles_of(run["candles"]), ReplayConfig(
+            "BTCUSDT", "4h", 4 * 3_600_000, run["start"], speed=speed, faults=faults,
+            fault_every=kw.pop("fault_every", 20), **kw))
+        ready: dict = {}
+        started = threading.Event()
+
+        def go() -> None:
+            loop = asyncio.new_event_loop()
+            self.loop = loop
+            self.stop = asyncio.Event()
+            fut = loop.create_future()
+            ready["fut"] = fut
+            started.set()
+            try:
+                loop.run_until_complete(self.server.serve_forever("127.0.0.1", 0, fut, self.stop))
+            finally:
+                loop.close()
+
+        self.thread = threading.Thread(target=go, daemon=True)
+        self.thread.start()
+        started.wait(10)
+        for _ in range(200):
+            if self.server.port:
+                break
+            time.sleep(0.02)
+        self.port = self.server.port
+
+    def urls(self) -> list[str]:
+        return ["--ws-url", f"ws://127.0.0.1:{self.port}",
+                "--rest-url", f"http://127.0.0.1:{self.port}"]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(10)
+
+
+def live_args(run: dict, state: Path, replay: Replay, source: list[str] | None = None) -> list:
+    return ["--symbol", "BTCUSDT", "--timeframe", "4h",
+            *(source or ["--models", str(run["bundle"])]), *replay.urls(),
+            "--state", str(state), "--stop-after", str(len(run["bars"])), "--no-skill", "trade",
+            "--backoff", "0.05", "--quiet"]
+
+
+def assert_parity(run: dict, state: Path) -> None:
+    bars, fills = run["bars"], run["fills"]
+    live = pd.read_csv(state / "decisions.csv", index_col=0, parse_dates=True)
+    assert list(live.columns) == list(bars.columns)
+    assert live.index.is_unique
+    assert list(live.index) == list(bars.index), "a candle skipped, repeated or extra"
+    assert (live["bar"].to_numpy() == bars["bar"].to_numpy()).all()
+    assert (live["regime"].to_numpy() == bars["regime"].to_numpy()).all()
+    assert (live["signal"].to_numpy() == bars["signal"].to_numpy()).all()
+    assert (live["model"].fillna("").to_numpy() == bars["model"].fillna("").to_numpy()).all()
+    scale = load_forecaster(run["bundle"]).scaler.target_scale
+    f_live, f_bt = live["forecast"].to_numpy(), bars["forecast"].to_numpy()
+    assert (np.isnan(f_live) == np.isnan(f_bt)).all()
+    ok = ~np.isnan(f_bt)
+    np.testing.assert_allclose(f_live[ok], f_bt[ok], rtol=RTOL, atol=FORECAST_ATOL * scale)
+    np.testing.assert_allclose(live["position"], bars["position"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(live["value"], bars["value"], rtol=1e-9)
+    lf = pd.read_csv(state / "fills.csv", parse_dates=["datetime"])
+    assert list(lf.columns) == list(fills.columns)
+    assert list(lf["datetime"]) == list(fills["datetime"])
+    assert (lf["bar"].to_numpy() == fills["bar"].to_numpy()).all()
+    for col in ("size", "price", "commission"):
+        np.testing.assert_allclose(lf[col], fills[col], rtol=1e-9, err_msg=col)
+    status = json.loads((state / "status.json").read_text())
+    assert status["decided"] == len(bars) and status["paper_trading_only"]
+
+
+def test_live_replay_matches_the_backtest(main_run, tmp_path):
+    replay = Replay(main_run)
+    try:
+        assert live_runner.main(live_args(main_run, tmp_path / "state", replay)) == 0
+    finally:
+        replay.close()
+    assert_parity(main_run, tmp_path / "state")
+
+
+def test_every_fault_on_gives_the_same_decisions(main_run, tmp_path):
+    replay = Replay(main_run, faults=FAULTS, fault_every=20)
+    try:
+        assert live_runner.main(live_args(main_run, tmp_path / "state", replay)) == 0
+        faults = dict(replay.server.stats.faults)
+    finally:
+        replay.close()
+    assert set(faults) == set(FAULTS), faults
+    assert_parity(main_run, tmp_path / "state")
+
+
+def test_kill_and_restart_neither_repeats_nor_skips(main_run, tmp_path):
+    replay = Replay(main_run, speed=15.0)
+    state = tmp_path / "state"
+    cmd = [sys.executable, str(REPO / "runners" / "live.py"), *live_args(main_run, state, replay)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            d = state / "decisions.csv"
+            if d.exists() and len(d.read_text().splitlines()) > 40:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        time.sleep(0.5)  # candles close meanwhile: the restart backfills them
+        assert subprocess.run(cmd, cwd=REPO, env=env, timeout=300).returncode == 0
+    finally:
+        replay.close()
+    assert_parity(main_run, state)
+
+
+def test_malformed_messages_are_skipped_not_fatal():
+    for bad in ("not json", "[]", '{"e": "kline"}', '{"e": "kline", "k": {"t": "x"}}',
+                '{"e": "kline", "k": {"t": 1, "x": true, "o": "1", "h": "nan", "l": "1", '
+                '"c": "1", "v": "1"}}', '{"e": "trade"}'):
+        with pytest.raises(KlineError):
+            parse_ws_message(bad)
+    assert parse_ws_message('{"e": "serverShutdown"}').kind == "shutdown"
