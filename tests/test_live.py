@@ -180,3 +180,105 @@ def test_malformed_messages_are_skipped_not_fatal():
         with pytest.raises(KlineError):
             parse_ws_message(bad)
     assert parse_ws_message('{"e": "serverShutdown"}').kind == "shutdown"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_parity_through_the_model_server(main_run, tmp_path):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    server = subprocess.Popen([sys.executable, str(REPO / "runners" / "serve.py"), "--models",
+                               str(main_run["bundle"]), "--port", str(port), "--no-skill",
+                               "trade", "--quiet"], cwd=REPO, env=env)
+    replay = None
+    try:
+        import urllib.request
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        replay = Replay(main_run)
+        args = live_args(main_run, tmp_path / "state", replay,
+                         ["--model-server", f"http://127.0.0.1:{port}"])
+        assert live_runner.main(args) == 0
+    finally:
+        if replay:
+            replay.close()
+        server.terminate()
+        server.wait(10)
+    assert_parity(main_run, tmp_path / "state")
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_model_server_validates_reloads_and_refuses_tampering(main_run, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from bt_lstm.live.server import TOKEN_ENV, create_app
+
+    app = create_app(str(main_run["bundle"]), "trade")
+    candles = candles_of(main_run["candles"].iloc[:300])
+    body = {"candles": [dict(zip("tohlcv", c)) for c in candles]}
+    with TestClient(app) as client:
+        assert client.get("/health/live").status_code == 200
+        assert client.get("/health/ready").json()["status"] == "ready"
+        meta = client.get("/v1/model").json()
+        assert meta["lookback"] == 8 and meta["warmup"]["first_ready"] > 8
+        assert "bundle" in client.get("/").text
+        ok = client.post("/v1/forecast", json=body)
+        assert ok.status_code == 200 and ok.json()["bundle_id"] == meta["bundle_id"]
+        few = client.post("/v1/forecast", json={"candles": body["candles"][:5]})
+        assert few.status_code == 422 and "candles" in few.text
+        nan = json.loads(json.dumps(body))
+        nan["candles"][7]["c"] = float("nan")
+        r = client.post("/v1/forecast", content=json.dumps(nan),
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and '"c"' in r.text
+        unsorted = json.loads(json.dumps(body))
+        unsorted["candles"][3], unsorted["candles"][4] = unsorted["candles"][4], \
+            unsorted["candles"][3]
+        r = client.post("/v1/forecast", json=unsorted)
+        assert r.status_code == 422 and "4.t" in r.text
+        assert client.post("/v1/forecast", json={"x": 1}).status_code == 422
+        monkeypatch.setenv(TOKEN_ENV, "s3cret")
+        bad = tmp_path / "tampered"
+        shutil.copytree(main_run["bundle"], bad)
+        pt = next(bad.glob("*.pt"))
+        data = bytearray(pt.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        pt.write_bytes(bytes(data))
+        assert client.post("/v1/reload", json={"models": str(bad)}).status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        r = client.post("/v1/reload", json={"models": str(bad)}, headers=auth)
+        assert r.status_code == 409 and "refused" in r.text
+        assert client.post("/v1/forecast", json=body).json() == ok.json()
+        r = client.post("/v1/reload", json={"models": str(main_run["bundle"])}, headers=auth)
+        assert r.status_code == 200
+    res = subprocess.run([sys.executable, str(REPO / "runners" / "live.py"), "--symbol",
+                          "BTCUSDT", "--timeframe", "4h", "--models", str(bad), "--state",
+                          str(tmp_path / "s"), "--stop-after", "1"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert res.returncode == 2 and "error:" in res.stderr
+
+
+def test_rest_errors_retry_then_stop_with_a_clear_line(main_run, tmp_path, capsys):
+    replay = Replay(main_run, rest_errors=2)
+    try:
+        args = live_args(main_run, tmp_path / "ok", replay)
+        args[args.index("--stop-after") + 1] = "3"
+        assert live_runner.main(args) == 0  # two 500s, then the retries succeed
+    finally:
+        replay.close()
+    replay = Replay(main_run, rest_errors=10**6)
+    try:
+        args = live_args(main_run, tmp_path / "down", replay) + ["--rest-tries", "3"]
+        assert live_runner.main(args) == 1
+    finally:
+        replay.close()
+    assert "REST" in capsys.readouterr().err

@@ -64,6 +64,11 @@ class RemoteForecasts:
         resp = self.conn.getresponse()
         return resp.status, resp.read()
 
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
     def __call__(self, candles: list[Candle]) -> Forecast:
         body = json.dumps({"candles": [{"t": c[0], "o": c[1], "h": c[2], "l": c[3], "c": c[4],
                                         "v": c[5]} for c in candles]}).encode()
@@ -140,6 +145,9 @@ class LiveEngine:
 
     def close(self) -> None:
         self.state.close()
+        closer = getattr(self.forecasts, "close", None)
+        if closer is not None:
+            closer()
 
     # -- candles ---------------------------------------------------------------------------
     def on_closed(self, candle: Candle) -> bool:

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Header, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bt_lstm.live.klines import Warmup, bundle_warmup, frame_of
@@ -111,6 +112,13 @@ def create_app(models: str, no_skill: str = "flat", skill_p: float | None = None
     state = {"loaded": load_bundle(models, no_skill, skill_p)}
     reload_lock = threading.Lock()
     app = FastAPI(title="bt-lstm model server", docs_url="/docs")
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Any, exc: RequestValidationError) -> JSONResponse:
+        # the offending input is not echoed back: NaN or inf cannot be written as JSON
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                   "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.get("/health/live")
     def live() -> dict:
