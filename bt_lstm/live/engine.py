@@ -20,8 +20,13 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from bt_lstm.backtest.decide import (commission_of, decide_signal, fill_price, is_placeholder,
-                                     order_size)
+from bt_lstm.backtest.decide import (
+    commission_of,
+    decide_signal,
+    fill_price,
+    is_placeholder,
+    order_size,
+)
 from bt_lstm.config import StrategyConfig
 from bt_lstm.live.klines import Candle, Warmup, frame_of
 from bt_lstm.live.state import LiveState
