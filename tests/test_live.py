@@ -282,3 +282,129 @@ def test_rest_errors_retry_then_stop_with_a_clear_line(main_run, tmp_path, capsy
     finally:
         replay.close()
     assert "REST" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRE_SERVICES = os.environ.get("BT_LSTM_REQUIRE_SERVICES") == "1"
+
+
+def _wait_for(pred, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+def test_status_page_renders_in_headless_chromium(main_run, tmp_path):
+    """live.py --status-port: the page, opened in headless Chromium while the run goes on,
+    shows the current position, regime and equity, with nothing logged to the console."""
+    if CHROMIUM is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("chromium is not installed but BT_LSTM_REQUIRE_SERVICES=1 (.ci/run "
+                        "installs Debian's chromium)")
+        pytest.skip("chromium not installed (Debian: apt-get install chromium); "
+                    "BT_LSTM_REQUIRE_SERVICES=1 makes this a failure")
+    import urllib.request
+
+    port = free_port()
+    state = tmp_path / "state"
+    replay = Replay(main_run, speed=4.0)
+    cmd = [sys.executable, str(REPO / "runners" / "live.py"), *live_args(main_run, state, replay),
+           "--status-port", str(port)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    try:
+        def decided() -> int:
+            d = state / "decisions.csv"
+            return len(d.read_text().splitlines()) - 1 if d.exists() else 0
+
+        _wait_for(lambda: decided() >= 5 or proc.poll() is not None)
+        assert proc.poll() is None, "live.py stopped before the page was opened"
+        browser = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chr'}",
+             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000", "--dump-dom",
+             f"http://127.0.0.1:{port}/"],
+            capture_output=True, text=True, timeout=120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5) as r:
+            after = json.loads(r.read())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        replay.close()
+    assert browser.returncode == 0, browser.stderr[-2000:]
+    console = [ln for ln in browser.stderr.splitlines()
+               if ":CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, console  # the page logs nothing: any console line is an error
+    from html.parser import HTMLParser
+
+    cells: dict[str, str] = {}
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.id: str | None = None
+
+        def handle_starttag(self, tag, attrs) -> None:
+            self.id = dict(attrs).get("id")
+
+        def handle_data(self, data) -> None:
+            if self.id:
+                cells[self.id] = cells.get(self.id, "") + data
+
+        def handle_endtag(self, tag) -> None:
+            self.id = None
+
+    Cells().feed(browser.stdout)
+    assert cells.get("market") == "BTCUSDT 4h", cells
+    decisions = pd.read_csv(state / "decisions.csv", index_col=0, parse_dates=True)
+    # the page shows a decided candle of this run (the run goes on while the page is read)
+    shown = pd.Timestamp(cells["candle"])
+    assert shown in decisions.index, cells
+    row = decisions.loc[shown]
+    assert cells["regime"].split(" ")[0] == str(int(row["regime"])), cells
+    assert cells["regime"].split(" ")[1].strip("()") in ("unknown", "bearish", "sideways",
+                                                          "bullish")
+    assert cells["equity"] == f"{row['value']:.2f}", (cells, row)
+    # position: the account's position then; after the fill at that candle's open it is the
+    # decision's position, or (an order filled at the next open not yet shown) the next one
+    positions = {float(x) for x in decisions["position"]} | {0.0}
+    assert float(cells["position"]) in positions, cells
+    assert int(cells["decided"]) >= 5 and after["decided"] >= int(cells["decided"])
+    assert cells["feed"].startswith("connected"), cells
+
+
+def test_a_candle_older_than_the_last_decided_is_ignored(tmp_path):
+    """Standalone: the engine decides candles in open-time order; an older (or repeated) candle
+    is counted as ignored, decides nothing and changes no state."""
+    from bt_lstm.config import StrategyConfig
+    from bt_lstm.live.engine import LiveEngine
+    from bt_lstm.live.klines import Warmup
+
+    calls: list[int] = []
+
+    def forecasts(candles):
+        calls.append(len(candles))
+        return 1, 0.01, "m"
+
+    bar = 4 * 3_600_000
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % bar
+    engine = LiveEngine(forecasts, StrategyConfig(), "BTCUSDT", "4h", tmp_path / "state",
+                        Warmup(first_ready=1, history=50), bar)
+    engine.set_first(t0)
+    candle = [t0 + i * bar for i in range(4)]
+    for i, t in enumerate(candle[:3]):
+        assert engine.on_closed((t, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, 10.0))
+    before = (dict(engine.acct), (tmp_path / "state" / "decisions.csv").read_text(),
+              len(calls))
+    assert not engine.on_closed((candle[1], 1.0, 2.0, 0.5, 1.5, 1.0))  # older
+    assert not engine.on_closed((candle[2], 1.0, 2.0, 0.5, 1.5, 1.0))  # the last one again
+    assert engine.feed_health["ignored"] == 2
+    after = (dict(engine.acct), (tmp_path / "state" / "decisions.csv").read_text(), len(calls))
+    assert after == before
+    assert engine.on_closed((candle[3], 103.0, 104.0, 102.0, 103.5, 10.0))  # goes on
+    assert engine.acct["bars"] == 4 and len(calls) == 4
+    engine.close()
