@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from bt_lstm.backtest.decide import decide_signal, order_size
 from bt_lstm.backtest.engine import nums_to_index
 from bt_lstm.models.forecast import Forecaster, load_forecaster
 
@@ -88,32 +88,24 @@ class RegimeLSTMStrategy(bt.Strategy):
             forecast, regime = float(self.data.forecast[0]), int(self.data.regime[0])
         else:
             regime, forecast = self._per_bar_forecast()
-        want = 0
-        if not math.isnan(forecast):
-            if forecast > self.p.threshold:
-                want = 1
-            elif forecast < -self.p.threshold and not self.p.long_only:
-                want = -1
+        want = decide_signal(forecast, self.p.threshold, self.p.long_only)
         pos = self.position.size
         # Equal to broker.getvalue() for one stock-like feed, without its per-call bookkeeping.
         value = self.broker.getcash() + pos * self.data.close[0]
         # A tuple a bar and no date conversion: next() stays light (records_frame names them).
         self.records.append((len(self) - 1, regime, forecast, want, pos, value))
-        have = (pos > 0) - (pos < 0)
-        if want == have or self._pending is not None:
-            return  # nothing to do, or the last order still waits for a tradable bar
-        target = want * self.p.position_fraction * value / self.data.close[0]
-        delta = target - pos
-        step = self.p.size_step
-        size = math.floor(abs(delta) / step) * step
-        if want == 0:
-            size = abs(pos)  # flatten exactly
-        if size <= 0:
+        if self._pending is not None:
+            return  # the last order still waits for a tradable bar
+        size = order_size(want, pos, value, self.data.close[0], self.p.position_fraction,
+                          self.p.size_step)
+        if size is None:
+            return  # already on the wanted side
+        if size == 0:
             self.rounded_to_zero += 1
-            logger.warning("%s: order size %.3g rounds to zero at step %g; no order sent",
-                           self.data.datetime.datetime(0), delta, step)
+            logger.warning("%s: order size rounds to zero at step %g; no order sent",
+                           self.data.datetime.datetime(0), self.p.size_step)
             return
-        self._pending = (self.buy if delta > 0 else self.sell)(size=size)
+        self._pending = (self.buy if size > 0 else self.sell)(size=abs(size))
 
     def notify_order(self, order: bt.Order) -> None:
         if not order.alive() and self._pending is not None and order.ref == self._pending.ref:

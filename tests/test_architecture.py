@@ -111,7 +111,8 @@ def test_top_level_help_lists_every_command_without_heavy_imports():
 @pytest.mark.parametrize("runner, command", [
     ("backtest", "backtest"), ("walk_forward", "walk-forward"), ("evaluate", "evaluate"),
     ("lookahead", "lookahead"), ("bench", "bench"), ("bench_truth", "bench-truth"),
-    ("download", "download"), ("tune", "tune"), ("train_dqn", "dqn")])
+    ("download", "download"), ("tune", "tune"), ("train_dqn", "dqn"), ("serve", "serve"),
+    ("live", "live"), ("replay", "replay")])
 def test_subcommand_help_equals_the_runner_help(runner, command):
     """`bt-lstm X --help` and `python runners/X.py --help` differ only in the usage name."""
     script = subprocess.run([sys.executable, str(REPO / "runners" / f"{runner}.py"), "--help"],

@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dqn": ("dqn", "DQN trader with an LSTM Q-network (SB3): train, select, backtest, report"),
     "bench": ("bench", "speed benchmark: backtest, inference, training, memory -> bench.json"),
     "bench-truth": ("bench_truth", "known-truth benchmark on the synthetic market -> JSON"),
+    "serve": ("serve", "model server (FastAPI): /v1/forecast, /v1/model, /v1/reload, health"),
+    "live": ("live", "live PAPER trading on Binance klines, decisions identical to the backtest"),
+    "replay": ("replay", "replay a CSV as a Binance kline WebSocket + REST feed (demo, tests)"),
 }
 
 

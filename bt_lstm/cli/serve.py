@@ -1,0 +1,56 @@
+"""Model server: FastAPI + uvicorn around a model bundle (the backtest's Forecaster).
+
+GET /health/live, /health/ready, /v1/model, / (a page on the bundle); POST /v1/forecast
+(candles as JSON -> regime, label, forecast, model, bundle id; bad input -> 422 naming the
+field) and POST /v1/reload (bearer token from $BT_LSTM_RELOAD_TOKEN; a tampered or incompatible
+bundle is refused and the old one keeps serving). A tampered --models refuses to start.
+
+Examples
+--------
+    python runners/serve.py --models models/BTCUSDT_4h --port 8000
+    curl -s http://127.0.0.1:8000/v1/model
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bt_lstm.cli.common import make_parser, run_cli, setup_logging
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = make_parser(__doc__, prog)
+    parser.add_argument("--models", required=True, metavar="DIR", help="a model bundle")
+    parser.add_argument("--host", default="127.0.0.1", metavar="H", help="(default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, metavar="P", help="(default 8000)")
+    parser.add_argument("--no-skill", choices=("flat", "pooled", "trade"), default="flat",
+                        help="policy for regimes without validated skill (default flat)")
+    parser.add_argument("--skill-p", type=float, metavar="P", help="skill p-value bound")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch threads (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    setup_logging(args.quiet)
+
+    def job() -> int:
+        import uvicorn
+
+        from bt_lstm.live.server import create_app
+        from bt_lstm.models.training import configure_threads
+
+        configure_threads(args.threads)
+        app = create_app(args.models, args.no_skill, args.skill_p)
+        print(f"serving {args.models} on http://{args.host}:{args.port}/", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port,
+                    log_level="warning" if args.quiet else "info")
+        return 0
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

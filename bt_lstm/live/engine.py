@@ -1,0 +1,264 @@
+"""The live engine: each closed candle -> the backtest's Forecaster -> the backtest's decision
+-> a paper fill at the next open, committed in one SQLite transaction.
+
+The decision and the fill use ``bt_lstm.backtest.decide`` (the functions
+``RegimeLSTMStrategy`` calls); forecasts come from ``Forecaster.forecast_last`` on a rolling
+history bounded by the bundle's warm-up (``klines.bundle_warmup``), or from the model server.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from bt_lstm.backtest.decide import (
+    commission_of,
+    decide_signal,
+    fill_price,
+    is_placeholder,
+    order_size,
+)
+from bt_lstm.config import StrategyConfig
+from bt_lstm.live.klines import Candle, Warmup, frame_of
+from bt_lstm.live.state import LiveState
+
+logger = logging.getLogger(__name__)
+
+DECISION_COLUMNS = ("datetime", "bar", "regime", "forecast", "signal", "position", "value",
+                    "model")
+FILL_COLUMNS = ("datetime", "bar", "size", "price", "commission")
+EQUITY_POINTS = 500  # equity curve kept for the status page
+
+Forecast = tuple  # (regime, forecast, model name)
+
+
+class LocalForecasts:
+    """In-process forecasts: ``Forecaster.forecast_last`` on the rolling history."""
+
+    def __init__(self, forecaster: Any) -> None:
+        self.forecaster = forecaster
+
+    def __call__(self, candles: list[Candle]) -> Forecast:
+        regime, forecast = self.forecaster.forecast_last(frame_of(candles))
+        model = "" if math.isnan(forecast) else self.forecaster.model_for(regime)
+        return regime, forecast, model
+
+
+class RemoteForecasts:
+    """Forecasts from the model server's ``POST /v1/forecast`` (one kept-alive connection)."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        u = urlparse(url)
+        self.host, self.port, self.timeout = u.hostname, u.port or 80, timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self.conn.request("POST", "/v1/forecast", body,
+                          {"Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __call__(self, candles: list[Candle]) -> Forecast:
+        body = json.dumps({"candles": [{"t": c[0], "o": c[1], "h": c[2], "l": c[3], "c": c[4],
+                                        "v": c[5]} for c in candles]}).encode()
+        for attempt in range(3):
+            try:
+                status, data = self._post(body)
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self.conn = None
+                if attempt == 2:
+                    raise RuntimeError(f"model server unreachable: {exc}") from None
+                time.sleep(0.2 * 2 ** attempt)
+        if status != 200:
+            raise RuntimeError(f"model server answered {status}: {data[:300]!r}")
+        out = json.loads(data)
+        forecast = out["forecast"]
+        return int(out["regime"]), float("nan") if forecast is None else float(forecast), \
+            out["model"]
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _stamp(ms: int) -> str:
+    return str(pd.Timestamp(ms, unit="ms"))
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "" if math.isnan(x) else repr(x)
+    return str(x)
+
+
+class LiveEngine:
+    """Decides every closed candle from ``first_ms`` on; paper-fills at the next open.
+
+    ``first_ms``: the open time of the first candle to decide (on a fresh state folder, the
+    candle open when the run started); earlier candles are history only.
+    """
+
+    def __init__(self, forecasts: Callable[[list[Candle]], Forecast], cfg: StrategyConfig,
+                 symbol: str, timeframe: str, state_dir: Path, warmup: Warmup,
+                 bar_ms: int) -> None:
+        self.forecasts, self.cfg, self.warmup, self.bar_ms = forecasts, cfg, warmup, bar_ms
+        self.symbol, self.timeframe = symbol, timeframe
+        self.folder = Path(state_dir)
+        self.state = LiveState(self.folder)
+        self.history: deque = deque(self.state.recent_candles(warmup.history),
+                                    maxlen=warmup.history)
+        acct = self.state.account()
+        self.acct: dict[str, Any] = acct or {
+            "cash": cfg.cash, "position": 0.0, "pending": 0.0, "last_ms": None,
+            "first_ms": None, "bars": 0, "rounded_to_zero": 0, "rejected": 0}
+        self.last: dict[str, Any] = {}
+        self.equity: deque = deque(maxlen=EQUITY_POINTS)
+        self.feed_health: dict[str, Any] = {"connected": False, "reconnects": 0, "gaps": [],
+                                            "ignored": 0, "malformed": 0}
+        self._rewrite_csvs()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def last_ms(self) -> int | None:
+        return self.acct["last_ms"]
+
+    @property
+    def first_ms(self) -> int | None:
+        return self.acct["first_ms"]
+
+    def set_first(self, first_ms: int) -> None:
+        """On a fresh state folder: decide candles from this open time on."""
+        if self.acct["first_ms"] is None:
+            self.acct["first_ms"] = int(first_ms)
+
+    def close(self) -> None:
+        self.state.close()
+        closer = getattr(self.forecasts, "close", None)
+        if closer is not None:
+            closer()
+
+    # -- candles ---------------------------------------------------------------------------
+    def on_closed(self, candle: Candle) -> bool:
+        """Take one closed candle (in open-time order). False when ignored (not newer than the
+        last one taken)."""
+        t = int(candle[0])
+        if self.last_ms is not None and t <= self.last_ms:
+            self.feed_health["ignored"] += 1
+            logger.info("candle %s ignored: not after the last one taken (%s)", _stamp(t),
+                        _stamp(self.last_ms))
+            return False
+        if self.first_ms is None or t < self.first_ms:
+            self.history.append(tuple(candle))
+            self.acct["last_ms"] = t
+            self.state.commit_candle(tuple(candle), self.acct, None, None,
+                                     self._prune_before())
+            return True
+        self._decide(tuple(candle))
+        return True
+
+    def _prune_before(self) -> int | None:
+        return self.history[0][0] if len(self.history) == self.history.maxlen else None
+
+    def _decide(self, candle: Candle) -> None:
+        t, o, h, lo, c, v = candle
+        a, cfg = self.acct, self.cfg
+        bar = a["bars"]
+        fill_row = None
+        if a["pending"] and not is_placeholder(o, h, lo, c, v):
+            size = a["pending"]
+            price = fill_price(size, o, h, lo, cfg.slippage)
+            pos = a["position"]
+            # Backtrader charges the closing and the opening part of a reversal separately
+            closing = -pos if (pos and (size > 0) != (pos > 0)) else 0.0
+            if closing and abs(size) < abs(pos):
+                closing = size
+            opened = size - closing
+            comm = (commission_of(closing, price, cfg.commission)
+                    + commission_of(opened, price, cfg.commission))
+            a["cash"] -= size * price + comm
+            a["position"] = pos + size
+            a["pending"] = 0.0
+            fill_row = (self.symbol, self.timeframe, t, bar, size, price, comm)
+        self.history.append(candle)
+        regime, forecast, model = self.forecasts(list(self.history))
+        want = decide_signal(forecast, cfg.threshold, cfg.long_only)
+        pos = a["position"]
+        value = a["cash"] + pos * c
+        decision = (self.symbol, self.timeframe, t, bar, int(regime), forecast, want, pos, value,
+                    model)
+        if not a["pending"]:
+            size = order_size(want, pos, value, c, cfg.position_fraction, cfg.size_step)
+            if size == 0.0:
+                a["rounded_to_zero"] += 1
+            elif size is not None:
+                a["pending"] = size
+        a["bars"] = bar + 1
+        a["last_ms"] = t
+        self.state.commit_candle(candle, a, decision, fill_row, self._prune_before())
+        self._append_csv("decisions.csv", DECISION_COLUMNS,
+                         (_stamp(t), bar, int(regime), forecast, want, pos, value, model))
+        if fill_row:
+            self._append_csv("fills.csv", FILL_COLUMNS, (_stamp(t), bar, *fill_row[4:]))
+        self.equity.append((_stamp(t), value))
+        self.last = {"datetime": _stamp(t), "open_ms": t, "close": c, "regime": int(regime),
+                     "forecast": None if math.isnan(forecast) else forecast, "signal": want,
+                     "position": pos, "value": value, "model": model,
+                     "pending_order": a["pending"]}
+        self.write_status()
+
+    # -- files -----------------------------------------------------------------------------
+    def _append_csv(self, name: str, columns: tuple, row: tuple) -> None:
+        path = self.folder / name
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            if new:
+                fh.write(",".join(columns) + "\n")
+            fh.write(",".join(_fmt(x) for x in row) + "\n")
+
+    def _rewrite_csvs(self) -> None:
+        """From the database (the truth after a kill between commit and CSV append)."""
+        for name, columns, rows in (
+                ("decisions.csv", DECISION_COLUMNS,
+                 [(_stamp(r[0]), r[1], r[2], _num(r[3]), r[4], r[5], r[6], r[7])
+                  for r in self.state.decisions()]),
+                ("fills.csv", FILL_COLUMNS, [(_stamp(r[0]), *r[1:]) for r in self.state.fills()])):
+            tmp = self.folder / (name + ".tmp")
+            with open(tmp, "w", newline="") as fh:
+                fh.write(",".join(columns) + "\n")
+                for row in rows:
+                    fh.write(",".join(_fmt(x) for x in row) + "\n")
+            os.replace(tmp, self.folder / name)
+        for r in self.state.decisions()[-EQUITY_POINTS:]:
+            self.equity.append((_stamp(r[0]), r[6]))
+
+    def status(self) -> dict[str, Any]:
+        return {"symbol": self.symbol, "timeframe": self.timeframe, "updated": time.time(),
+                "decided": self.acct["bars"], "last_candle": self.last,
+                "position": self.acct["position"], "cash": self.acct["cash"],
+                "equity": [list(e) for e in self.equity], "feed": self.feed_health,
+                "warmup": {"first_ready": self.warmup.first_ready,
+                           "history": self.warmup.history},
+                "history_bars": len(self.history), "paper_trading_only": True}
+
+    def write_status(self) -> None:
+        tmp = self.folder / "status.json.tmp"
+        tmp.write_text(json.dumps(self.status(), allow_nan=False, default=str))
+        os.replace(tmp, self.folder / "status.json")
+

@@ -1,0 +1,181 @@
+"""Kline messages and REST rows: our own parsing of Binance's formats, and the warm-up a bundle
+needs before its first decision.
+
+A candle is a tuple ``(open_ms, open, high, low, close, volume)``, keyed by its open time.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+Candle = tuple  # (open_ms: int, open, high, low, close, volume: float)
+
+_TF = re.compile(r"^(\d+)([mhdw])$")
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+# Recursive averages (EMA, Wilder) forget where they started as (1 - alpha)^k: the rolling
+# history keeps enough bars for that start to weigh less than this.
+FORGET = 1e-12
+
+
+class KlineError(ValueError):
+    """A message or row that is not a well-formed kline (logged and skipped, never fatal)."""
+
+
+def timeframe_ms(timeframe: str) -> int:
+    m = _TF.match(timeframe.strip())
+    if not m:
+        raise ValueError(f"timeframe {timeframe!r}: use a Binance interval such as 1m, 1h, 4h, 1d")
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class KlineEvent:
+    """One parsed WebSocket message: a kline update, or a server shutdown notice."""
+
+    kind: str  # "kline" | "shutdown"
+    candle: Candle | None = None
+    closed: bool = False
+    symbol: str = ""
+    interval: str = ""
+
+
+def _num(d: dict, key: str) -> float:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise KlineError(f"field {key!r} is not a number: {v!r}")
+    x = float(v)
+    if not math.isfinite(x):
+        raise KlineError(f"field {key!r} is not finite: {v!r}")
+    return x
+
+
+def parse_ws_message(text: str | bytes) -> KlineEvent | None:
+    """Parse one message of ``<symbol>@kline_<tf>`` (raw or combined-stream form).
+
+    Returns None for messages we ignore (subscription answers); raises ``KlineError`` for
+    malformed or out-of-schema messages.
+    """
+    try:
+        msg = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KlineError(f"not JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise KlineError("not a JSON object")
+    if "stream" in msg and "data" in msg:
+        msg = msg["data"]
+        if not isinstance(msg, dict):
+            raise KlineError("combined-stream data is not an object")
+    event = msg.get("e")
+    if event == "serverShutdown":
+        return KlineEvent("shutdown")
+    if "result" in msg and "id" in msg:
+        return None  # answer to a SUBSCRIBE
+    if event != "kline":
+        raise KlineError(f"unknown event {event!r}")
+    k = msg.get("k")
+    if not isinstance(k, dict):
+        raise KlineError("kline message without a 'k' object")
+    try:
+        t = k["t"]
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise KlineError(f"open time 't' is not a non-negative integer: {t!r}")
+        closed = k["x"]
+        if not isinstance(closed, bool):
+            raise KlineError(f"closed flag 'x' is not a boolean: {closed!r}")
+        candle = (t, _num(k, "o"), _num(k, "h"), _num(k, "l"), _num(k, "c"), _num(k, "v"))
+    except KeyError as exc:
+        raise KlineError(f"kline without field {exc}") from None
+    _check_ohlc(candle)
+    return KlineEvent("kline", candle, closed, str(k.get("s", "")), str(k.get("i", "")))
+
+
+def _check_ohlc(c: Candle) -> None:
+    _, o, h, lo, cl, v = c
+    if not (h >= max(o, cl, lo) and lo <= min(o, cl) and v >= 0 and lo > 0):
+        raise KlineError(f"inconsistent candle at {c[0]}: o={o} h={h} l={lo} c={cl} v={v}")
+
+
+def parse_rest_klines(rows: Any, bar_ms: int, server_time_ms: int) -> list[Candle]:
+    """Rows of ``GET /api/v3/klines``; the still-open candle (closing after ``server_time_ms``)
+    is dropped."""
+    if not isinstance(rows, list):
+        raise KlineError("klines answer is not a list")
+    out = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) < 6:
+            raise KlineError(f"klines row is not a list of >= 6 fields: {row!r}")
+        t = row[0]
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise KlineError(f"klines open time is not an integer: {t!r}")
+        c = (t, *(_num({"x": v}, "x") for v in row[1:6]))
+        _check_ohlc(c)
+        if t + bar_ms > server_time_ms:
+            continue  # unfinished
+        out.append(c)
+    return out
+
+
+def kline_message(symbol: str, interval: str, c: Candle, closed: bool, bar_ms: int,
+                  event_ms: int) -> str:
+    """A Binance-format kline message (the replay server's output; our tests' input)."""
+    t, o, h, lo, cl, v = c
+    return json.dumps({"e": "kline", "E": event_ms, "s": symbol, "k": {
+        "t": t, "T": t + bar_ms - 1, "s": symbol, "i": interval, "f": 0, "L": 0,
+        "o": repr(o), "c": repr(cl), "h": repr(h), "l": repr(lo), "v": repr(v), "n": 0,
+        "x": closed, "q": "0", "V": "0", "Q": "0", "B": "0"}})
+
+
+def rest_row(c: Candle, bar_ms: int) -> list:
+    t, o, h, lo, cl, v = c
+    return [t, repr(o), repr(h), repr(lo), repr(cl), repr(v), t + bar_ms - 1, "0", 0, "0", "0",
+            "0"]
+
+
+def frame_of(candles: list[Candle] | np.ndarray) -> pd.DataFrame:
+    """Candles as the OHLCV frame the Forecaster reads (tz-naive UTC open-time index)."""
+    arr = np.asarray(candles, dtype=float).reshape(-1, 6)
+    index = pd.DatetimeIndex(arr[:, 0].astype("int64").astype("datetime64[ms]")
+                             .astype("datetime64[ns]"), name="datetime")
+    return pd.DataFrame(arr[:, 1:], index=index,
+                        columns=["open", "high", "low", "close", "volume"])
+
+
+def candles_of(frame: pd.DataFrame) -> list[Candle]:
+    ms = pd.DatetimeIndex(frame.index).as_unit("ms").asi8.tolist()
+    vals = frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float).tolist()
+    return [(t, *v) for t, v in zip(ms, vals)]
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """How many candles a bundle needs: ``first_ready`` for its first forecast, ``history``
+    for a forecast equal to one computed from all of history (recursive averages forgotten)."""
+
+    first_ready: int
+    history: int
+
+
+def bundle_warmup(forecaster: Any) -> Warmup:
+    """Computed from the bundle: the first bar with a complete window on a synthetic walk, plus
+    the bars its recursive averages need to forget their start to ``FORGET``."""
+    cfg = forecaster.feature_cfg
+    span = max(cfg.vol_bars, cfg.rsi_bars, cfg.ema_bars, cfg.macd_slow + cfg.macd_signal,
+               cfg.atr_bars, cfg.volume_bars, forecaster.regime_params.trend_bars)
+    n = 3 * (span + forecaster.lookback) + 10
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    frame = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
+                          "close": close, "volume": 1.0 + rng.random(n)},
+                         index=pd.date_range("2000-01-01", periods=n, freq="h"))
+    valid = forecaster.prepare(frame)[2]
+    first_ready = int(np.argmax(valid)) + 1 if valid.any() else n
+    alphas = [2 / (b + 1) for b in (cfg.ema_bars, cfg.macd_fast, cfg.macd_slow)]
+    alphas += [2 / (cfg.macd_signal + 1), 1 / cfg.rsi_bars, 1 / cfg.atr_bars]
+    forget = max(math.ceil(math.log(FORGET) / math.log(1 - a)) for a in alphas)
+    return Warmup(first_ready=first_ready, history=first_ready + forget)

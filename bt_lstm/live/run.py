@@ -1,0 +1,59 @@
+"""Wiring: a bundle (or a model server), the engine, the feed and the status page."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from bt_lstm.config import StrategyConfig
+from bt_lstm.live.engine import LiveEngine, LocalForecasts, RemoteForecasts
+from bt_lstm.live.feed import FeedConfig, KlineFeed
+from bt_lstm.live.klines import Warmup, bundle_warmup, timeframe_ms
+
+logger = logging.getLogger(__name__)
+
+
+def remote_warmup(url: str) -> Warmup:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url.rstrip("/") + "/v1/model", timeout=15) as resp:
+        w = json.loads(resp.read())["warmup"]
+    return Warmup(first_ready=int(w["first_ready"]), history=int(w["history"]))
+
+
+def build_engine(symbol: str, timeframe: str, cfg: StrategyConfig, state_dir: Path,
+                 models: str | None = None, model_server: str | None = None,
+                 no_skill: str = "flat", skill_p: float | None = None) -> LiveEngine:
+    """The engine with in-process forecasts of ``models`` or those of ``model_server``."""
+    if model_server:
+        forecasts: Any = RemoteForecasts(model_server)
+        warmup = remote_warmup(model_server)
+    else:
+        from bt_lstm.models.forecast import load_forecaster
+
+        kw = {} if skill_p is None else {"skill_p": skill_p}
+        fc = load_forecaster(models, no_skill=no_skill, **kw)
+        forecasts, warmup = LocalForecasts(fc), bundle_warmup(fc)
+    return LiveEngine(forecasts, cfg, symbol, timeframe, state_dir, warmup,
+                      timeframe_ms(timeframe))
+
+
+def run_feed(engine: LiveEngine, feed_cfg: FeedConfig, status_port: int | None = None
+             ) -> KlineFeed:
+    feed = KlineFeed(engine, feed_cfg)
+    status = None
+    if status_port is not None:
+        from bt_lstm.live.status import StatusServer
+
+        status = StatusServer(engine.status, status_port)
+        logger.info("status page: http://127.0.0.1:%d/", status.port)
+        engine.feed_health["status_port"] = status.port
+    try:
+        asyncio.run(feed.run())
+    finally:
+        engine.write_status()
+        if status is not None:
+            status.close()
+    return feed

@@ -1,0 +1,200 @@
+"""The model server: FastAPI + uvicorn around the backtest's ``Forecaster``.
+
+``GET /health/live``, ``GET /health/ready``, ``GET /v1/model``, ``POST /v1/forecast``,
+``POST /v1/reload`` (bearer token from ``$BT_LSTM_RELOAD_TOKEN``; load, check and warm up,
+then one atomic swap; a refused bundle leaves the old one serving) and ``GET /`` (a page on
+the loaded bundle). Inference runs in plain ``def`` endpoints, i.e. on Starlette's thread pool,
+never on the event loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Header, HTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bt_lstm.live.klines import Warmup, bundle_warmup, frame_of
+from bt_lstm.signals.regimes import REGIME_LABELS
+
+TOKEN_ENV = "BT_LSTM_RELOAD_TOKEN"
+
+
+class CandleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    t: int = Field(ge=0, description="open time, ms since the epoch (UTC)")
+    o: float = Field(gt=0, allow_inf_nan=False)
+    h: float = Field(gt=0, allow_inf_nan=False)
+    l: float = Field(gt=0, allow_inf_nan=False)  # noqa: E741 (Binance's field name)
+    c: float = Field(gt=0, allow_inf_nan=False)
+    v: float = Field(ge=0, allow_inf_nan=False)
+
+
+class ForecastIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candles: list[CandleIn] = Field(min_length=1, max_length=20_000)
+
+
+class ForecastOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    regime: int
+    label: str
+    forecast: float | None
+    model: str
+    bundle_id: str
+    datetime: int
+
+
+class ReloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded, checked and warmed-up bundle (swapped as a whole)."""
+
+    forecaster: Any
+    folder: str
+    bundle_id: str
+    warmup: Warmup
+
+
+def bundle_id(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).glob("*.json")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_bundle(folder: str, no_skill: str, skill_p: float | None,
+                like: Loaded | None = None) -> Loaded:
+    """Load (every file checked against the manifest), check and warm up a bundle.
+
+    Raises ``ValueError`` (``ArtifactError``) for a tampered or incompatible bundle."""
+    from bt_lstm.models.forecast import load_forecaster
+
+    kw = {} if skill_p is None else {"skill_p": skill_p}
+    fc = load_forecaster(folder, no_skill=no_skill, **kw)
+    if like is not None:
+        old = like.forecaster
+        if list(old.feature_cfg.names) != list(fc.feature_cfg.names):
+            raise ValueError(f"{folder}: features {list(fc.feature_cfg.names)} differ from the "
+                             f"serving bundle's {list(old.feature_cfg.names)}")
+    warm = bundle_warmup(fc)  # also runs the pipeline once: the warm-up of the new bundle
+    rng = np.random.default_rng(1)
+    n = warm.first_ready + 5
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    candles = [(i * 3_600_000, x, x * 1.01, x * 0.99, x, 1.0) for i, x in enumerate(close)]
+    regime, forecast = fc.forecast_last(frame_of(candles))
+    if not math.isfinite(forecast):
+        raise ValueError(f"{folder}: the warm-up forecast is not finite ({forecast})")
+    return Loaded(fc, str(folder), bundle_id(Path(folder)), warm)
+
+
+def _unprocessable(field: str, msg: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["body", "candles", field] if field else
+                                       ["body", "candles"], "msg": msg, "type": "value_error"}])
+
+
+def create_app(models: str, no_skill: str = "flat", skill_p: float | None = None) -> FastAPI:
+    """The app, with ``models`` loaded before it serves (a bad bundle raises here)."""
+    state = {"loaded": load_bundle(models, no_skill, skill_p)}
+    reload_lock = threading.Lock()
+    app = FastAPI(title="bt-lstm model server", docs_url="/docs")
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Any, exc: RequestValidationError) -> JSONResponse:
+        # the offending input is not echoed back: NaN or inf cannot be written as JSON
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                   "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.get("/health/live")
+    def live() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/health/ready")
+    def ready() -> dict:
+        loaded = state["loaded"]
+        return {"status": "ready", "bundle_id": loaded.bundle_id}
+
+    def describe() -> dict:
+        ld = state["loaded"]
+        fc = ld.forecaster
+        return {"bundle_id": ld.bundle_id, "folder": ld.folder,
+                "regimes": {str(k): {"label": REGIME_LABELS[k] if 0 <= k < 3 else "unknown",
+                                     "model": v} for k, v in sorted(fc.routes().items())},
+                "features": list(fc.feature_cfg.names), "lookback": fc.lookback,
+                "warmup": {"first_ready": ld.warmup.first_ready, "history": ld.warmup.history},
+                "data_fingerprint": fc.info.get("data_fingerprint"),
+                "no_skill": fc.no_skill, "skill_p": fc.skill_p}
+
+    @app.get("/v1/model")
+    def model() -> dict:
+        return describe()
+
+    @app.post("/v1/forecast", response_model=ForecastOut)
+    def forecast(req: ForecastIn) -> ForecastOut:  # plain def: runs on the thread pool
+        ld = state["loaded"]  # one reference for the whole request (a reload swaps it)
+        cs = req.candles
+        if len(cs) < ld.warmup.first_ready:
+            raise _unprocessable("", f"{len(cs)} candles: the bundle needs at least "
+                                     f"{ld.warmup.first_ready} for a forecast")
+        for i in range(1, len(cs)):
+            if cs[i].t <= cs[i - 1].t:
+                raise _unprocessable(f"{i}.t", f"timestamps not strictly increasing at "
+                                               f"candle {i} ({cs[i].t} after {cs[i - 1].t})")
+        for i, c in enumerate(cs):
+            if c.h < max(c.o, c.c, c.l) or c.l > min(c.o, c.c):
+                raise _unprocessable(f"{i}", "high/low do not bound open and close")
+        candles = [(c.t, c.o, c.h, c.l, c.c, c.v) for c in cs]
+        regime, value = ld.forecaster.forecast_last(frame_of(candles))
+        made = not math.isnan(value)
+        return ForecastOut(regime=regime,
+                           label=REGIME_LABELS[regime] if 0 <= regime < 3 else "unknown",
+                           forecast=value if made else None,
+                           model=ld.forecaster.model_for(regime) if made else "",
+                           bundle_id=ld.bundle_id, datetime=cs[-1].t)
+
+    @app.post("/v1/reload")
+    def reload(req: ReloadIn, authorization: str | None = Header(default=None)) -> dict:
+        token = os.environ.get(TOKEN_ENV)
+        if not token:
+            raise HTTPException(403, f"reload disabled: set {TOKEN_ENV} for the server")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not authorization or not secrets.compare_digest(given, token):
+            raise HTTPException(401, "bad or missing bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        with reload_lock:
+            old = state["loaded"]
+            try:
+                new = load_bundle(req.models, old.forecaster.no_skill, old.forecaster.skill_p,
+                                  like=old)
+            except (ValueError, OSError, KeyError) as exc:
+                raise HTTPException(409, f"bundle refused, still serving {old.bundle_id}: "
+                                         f"{str(exc).splitlines()[0]}") from None
+            state["loaded"] = new  # the swap: one reference assignment
+        return {"status": "reloaded", "bundle_id": new.bundle_id, "previous": old.bundle_id}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        d = describe()
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in d.items())
+        return ("<!doctype html><html><head><meta charset='utf-8'><title>bt-lstm model server"
+                f"</title></head><body><h1>bt-lstm model server</h1><table>{rows}</table>"
+                "<p>POST /v1/forecast with {\"candles\": [{\"t\", \"o\", \"h\", \"l\", \"c\", "
+                "\"v\"}, ...]}; docs at <a href='/docs'>/docs</a>.</p></body></html>")
+
+    return app
