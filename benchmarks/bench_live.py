@@ -113,11 +113,13 @@ def replay_run(candles: list, start: int, n: int, state: Path, speed: float,
     samples: list[tuple[int, float]] = []
     if every:
         orig = engine.on_closed
+        seen = [0]  # closed candles handled so far (the sample's x-axis)
 
         def on_closed(c):
             out = orig(c)
-            if engine.acct["bars"] % every == 0:
-                samples.append((engine.acct["bars"], round(rss_mb(), 1)))
+            seen[0] += 1
+            if seen[0] == 1 or seen[0] % every == 0:
+                samples.append((seen[0], round(rss_mb(), 1)))
             return out
 
         engine.on_closed = on_closed
