@@ -7,9 +7,9 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from bt_lstm.backtest.decide import decide_signal, order_size
 from bt_lstm.backtest.engine import nums_to_index
 from bt_lstm.models.forecast import Forecaster, load_forecaster
+from bt_lstm.trading.decide import decide_signal, order_size
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The live engine: each closed candle -> the backtest's Forecaster -> the backtest's decision
 -> a paper fill at the next open, committed in one SQLite transaction.
 
-The decision and the fill use ``bt_lstm.backtest.decide`` (the functions
+The decision and the fill use ``bt_lstm.trading.decide`` (the functions
 ``RegimeLSTMStrategy`` calls); forecasts come from ``Forecaster.forecast_last`` on a rolling
 history bounded by the bundle's warm-up (``klines.bundle_warmup``), or from the model server.
 """
@@ -20,16 +20,16 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from bt_lstm.backtest.decide import (
+from bt_lstm.config import StrategyConfig
+from bt_lstm.live.klines import Candle, Warmup, frame_of
+from bt_lstm.live.state import LiveState
+from bt_lstm.trading.decide import (
     commission_of,
     decide_signal,
     fill_price,
     is_placeholder,
     order_size,
 )
-from bt_lstm.config import StrategyConfig
-from bt_lstm.live.klines import Candle, Warmup, frame_of
-from bt_lstm.live.state import LiveState
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ Legend: T bars, L window length (bars), F features per bar, N observations.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import FeatureConfig, _fail, _in_range, _positive_int, _Serialisable
+
+# the same sizing and fill rules as the strategies and the live engine (one code path)
+from bt_lstm.trading.decide import fill_price, order_size  # noqa: F401 (re-exported)
 
 HOLD, BUY, SELL = 0, 1, 2
 ACTIONS = ("hold", "buy", "sell")
@@ -163,32 +165,6 @@ def target_side(action: int, have: int, allow_short: bool) -> int:
     if action == SELL:
         return -1 if allow_short else 0
     raise ValueError(f"action {action!r}: use 0 (hold), 1 (buy) or 2 (sell)")
-
-
-def order_size(want: int, pos: float, value: float, close: float, fraction: float,
-               step: float) -> float:
-    """Signed order size to move ``pos`` to ``want`` x ``fraction`` of ``value`` at ``close``;
-    0.0 when it rounds to zero. Flat is reached exactly; other sizes round down to ``step``."""
-    target = want * fraction * value / close
-    delta = target - pos
-    size = math.floor(abs(delta) / step) * step
-    if want == 0:
-        size = abs(pos)
-    if size <= 0:
-        return 0.0
-    return size if delta > 0 else -size
-
-
-def fill_price(size: float, open_: float, high: float, low: float, slippage: float) -> float:
-    """Backtrader's market fill with ``slip_open`` and ``slip_match``: the open moved against
-    the trader by ``slippage``, capped at the bar's high (buys) or low (sells)."""
-    if slippage <= 0:
-        return open_
-    if size > 0:
-        p = open_ * (1 + slippage)
-        return p if p <= high else high
-    p = open_ * (1 - slippage)
-    return p if p >= low else low
 
 
 def execute(cash: float, pos: float, size: float, price: float, commission: float
