@@ -10,8 +10,9 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,19 @@ def staging_dir(final: Path) -> Path:
                                    dir=final.parent))
     os.chmod(staged, 0o777 & ~_umask())
     return staged
+
+
+@contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """A staging folder beside ``final``: moved into place whole when the block ends, removed
+    (and ``final`` left as it was) when the block raises."""
+    staged = staging_dir(final)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    replace_dir(staged, final)
 
 
 def sha256_file(path: Path) -> str:

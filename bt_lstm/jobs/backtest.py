@@ -22,6 +22,7 @@ from bt_lstm.data.files import (
     atomic_write_text,
     clean_json,
     replace_dir,
+    staged_folder,
     staging_dir,
 )
 from bt_lstm.jobs.provenance import write_manifest
@@ -256,8 +257,7 @@ def skill_summary(forecaster: Forecaster) -> dict[str, Any]:
 def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig,
                   result: BacktestResult, strat_daily: pd.Series, bh_daily: pd.Series,
                   tearsheet: bool, run: dict[str, Any]) -> None:
-    staged = staging_dir(report_dir)
-    try:
+    with staged_folder(report_dir) as staged:
         if tearsheet:
             write_tearsheet(strat_daily, bh_daily, staged / "tearsheet.html",
                             f"bt-lstm: {metrics['dataset']} (out of sample, after costs)")
@@ -265,12 +265,6 @@ def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig
         atomic_write_json(staged / "config.json", cfg.to_dict())
         atomic_write_json(staged / "metrics.json", clean_json(metrics))
         write_manifest(staged, **run)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    replace_dir(staged, report_dir)
 
 
 def write_backtest_files(folder: Path, result: BacktestResult, strat_daily: pd.Series,

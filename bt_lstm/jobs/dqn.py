@@ -16,7 +16,11 @@ from bt_lstm.backtest.metrics import score_backtest
 from bt_lstm.backtest.reports import write_tearsheet
 from bt_lstm.config import PipelineConfig
 from bt_lstm.data.candles import fingerprint_frame, infer_bar
-from bt_lstm.data.files import atomic_write_json, clean_json, replace_dir, staging_dir
+from bt_lstm.data.files import (
+    atomic_write_json,
+    clean_json,
+    staged_folder,
+)
 from bt_lstm.jobs.backtest import luck_figures, write_backtest_files
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.rl.agent import obtain_agent
@@ -128,8 +132,7 @@ def run_dqn_job(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pipeline
 def _write(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig, dcfg: DQNConfig,
            result: BacktestResult, strat_daily: pd.Series, bh_daily: pd.Series,
            tearsheet: bool, run: dict[str, Any]) -> None:
-    staged = staging_dir(report_dir)
-    try:
+    with staged_folder(report_dir) as staged:
         if tearsheet:
             write_tearsheet(strat_daily, bh_daily, staged / "tearsheet.html",
                             f"bt-lstm DQN ({dcfg.qnet}): {metrics['dataset']} "
@@ -139,12 +142,6 @@ def _write(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig, dcfg:
                                                    "dqn": dcfg.to_dict()})
         atomic_write_json(staged / "metrics.json", clean_json(metrics))
         write_manifest(staged, **run)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    replace_dir(staged, report_dir)
 
 
 def format_dqn(metrics: dict[str, Any]) -> str:

@@ -18,8 +18,7 @@ from bt_lstm.data.files import (
     atomic_write_json,
     atomic_write_text,
     clean_json,
-    replace_dir,
-    staging_dir,
+    staged_folder,
 )
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.models.forecast import Forecaster, load_forecaster
@@ -92,19 +91,12 @@ def _f(value: Any, spec: str) -> str:
 def write_evaluation(out_dir: Path, table: pd.DataFrame, scores: dict[str, Any],
                      header: dict[str, Any]) -> None:
     """evaluation.json, forecasts.csv, forecast_vs_realised.png and index.html, written whole."""
-    staged = staging_dir(out_dir)
-    try:
+    with staged_folder(out_dir) as staged:
         atomic_write_json(staged / "evaluation.json", clean_json(dict(header, models=scores)))
         atomic_write_text(staged / "forecasts.csv", table.to_csv(index_label="timestamp"))
         write_forecast_plot(table, staged / "forecast_vs_realised.png", header["dataset"])
         atomic_write_text(staged / "index.html", _page(scores, header))
         write_manifest(staged, **header)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    replace_dir(staged, out_dir)
 
 
 def _page(scores: dict[str, Any], header: dict[str, Any]) -> str:
