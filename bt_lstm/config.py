@@ -20,6 +20,9 @@ REGIME_METHODS = ("rule", "gmm", "column")
 ORIGINS = ("run", "declared", "tuning")
 DEVICES = ("auto", "cpu", "cuda")
 NO_SKILL_POLICIES = ("flat", "pooled", "trade")
+# The networks a config can tune apart: one per regime (signals.regimes.REGIME_LABELS, in label
+# order) and the pooled fallback. The bundle names them regime_0..2 and pooled.
+MODEL_KEYS = ("bearish", "sideways", "bullish", "pooled")
 # One-sided Diebold-Mariano p-value a model must reach on its validation windows to trade.
 DEFAULT_SKILL_P = 0.05
 
@@ -57,7 +60,7 @@ class _Serialisable:
             if isinstance(value, _Serialisable):
                 value = value.to_dict()
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_dict() if isinstance(v, _Serialisable) else v for v in value]
             out[f.name] = value
         return out
 
@@ -76,8 +79,14 @@ class _Serialisable:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             sub = _NESTED.get((cls.__name__, key))
+            many = _NESTED_MANY.get((cls.__name__, key))
             if sub is not None:
                 value = sub.from_dict(value)
+            elif many is not None:
+                if not isinstance(value, list):
+                    raise TypeError(f"{cls.__name__}.{key} expects a list, got "
+                                    f"{type(value).__name__}")
+                value = tuple(many.from_dict(v) for v in value)
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value
@@ -266,6 +275,40 @@ class ProvenanceConfig(_Serialisable):
 
 
 @dataclass(frozen=True)
+class ModelOverride(_Serialisable):
+    """One network's own settings (a regime's, or the pooled fallback's); fields left None
+    keep the ``model`` / ``train`` sections' values. The lookback stays shared (one window
+    length for the whole bundle)."""
+
+    model: str = "pooled"  # bearish | sideways | bullish | pooled
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    dropout: float | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KEYS:
+            close = difflib.get_close_matches(str(self.model), MODEL_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(type(self), "model", self.model, f"one of {MODEL_KEYS}{hint}")
+
+    def changes(self, section: str) -> dict[str, Any]:
+        """The fields set here that belong to ``section`` ("model" or "train")."""
+        names = (("hidden_size", "num_layers", "dropout") if section == "model"
+                 else ("lr", "batch_size", "weight_decay"))
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def model_key(name: str) -> str:
+    """A bundle model name (regime_0.., pooled) or a key (bearish.., pooled) -> the key."""
+    if name.startswith("regime_") and name[7:].isdigit() and int(name[7:]) < 3:
+        return MODEL_KEYS[int(name[7:])]
+    return name
+
+
+@dataclass(frozen=True)
 class PipelineConfig(_Serialisable):
     """Everything one backtest run depends on."""
 
@@ -276,6 +319,30 @@ class PipelineConfig(_Serialisable):
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+    # per-network settings (tuning per regime); empty: every network uses model / train
+    overrides: tuple[ModelOverride, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.overrides, tuple) or not all(
+                isinstance(o, ModelOverride) for o in self.overrides):
+            _fail(type(self), "overrides", self.overrides, "a list of ModelOverride objects")
+        keys = [o.model for o in self.overrides]
+        if len(set(keys)) != len(keys):
+            _fail(type(self), "overrides", keys, "at most one override per model")
+        for key in keys:  # each network's resolved settings must be valid
+            self.for_model(key)
+
+    def for_model(self, name: str) -> PipelineConfig:
+        """The config one network is built and trained with: ``model`` and ``train`` with
+        that network's override applied (``name``: regime_0.., pooled, or bearish..)."""
+        key = model_key(name)
+        mine = [o for o in self.overrides if o.model == key]
+        if not mine:
+            return self if not self.overrides else dataclasses.replace(self, overrides=())
+        o = mine[0]
+        return dataclasses.replace(
+            self, overrides=(), model=dataclasses.replace(self.model, **o.changes("model")),
+            train=dataclasses.replace(self.train, **o.changes("train")))
 
     def training_dict(self) -> dict[str, Any]:
         """The parts that decide the trained models (the model-cache key).
@@ -284,6 +351,8 @@ class PipelineConfig(_Serialisable):
         ``pooled`` no-skill policy adds a pooled network to every bundle.
         """
         out = {k: v for k, v in self.to_dict().items() if k not in ("strategy", "provenance")}
+        if not self.overrides:  # configs from before per-network settings keep their key
+            out.pop("overrides")
         if self.strategy.no_skill == "pooled":
             out["pooled_model"] = True
         return out
@@ -298,6 +367,8 @@ _NESTED: dict[tuple[str, str], type] = {
     ("PipelineConfig", "strategy"): StrategyConfig,
     ("PipelineConfig", "provenance"): ProvenanceConfig,
 }
+
+_NESTED_MANY: dict[tuple[str, str], type] = {("PipelineConfig", "overrides"): ModelOverride}
 
 
 def replace(cfg: Any, **changes: Any) -> Any:

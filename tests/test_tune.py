@@ -94,12 +94,24 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, words):
 def test_one_seeded_worker_reproduces_trials_and_best_config(market_csv, space_file, tmp_path):
     a, ta = _tune(market_csv, space_file, tmp_path / "a", "--trials", "5")
     b, tb = _tune(market_csv, space_file, tmp_path / "b", "--trials", "5")
-    cols = ["number", "state", "value", "param_lr", "param_hidden_size", "threshold"]
+    cols = ["regime", "number", "state", "value", "param_lr", "param_hidden_size", "threshold"]
     pd.testing.assert_frame_equal(ta[cols], tb[cols])
     assert (a / "best_config.json").read_text() == (b / "best_config.json").read_text()
     study = json.loads((a / "study.json").read_text())
-    assert study["n_trials"] == 5 and study["seed"] == 7
-    assert study["n_complete"] + study["n_pruned"] + study["n_failed"] == 5
+    # one study per network: the pooled one first, then every regime with a network of its own
+    keys = study["study_order"]
+    assert keys[0] == "pooled" and len(keys) >= 2 and list(ta["regime"].unique()) == keys
+    assert sorted(keys) == sorted(study["studies"])
+    assert set(keys[1:]) <= {"bearish", "sideways", "bullish"}
+    for key, one in study["studies"].items():
+        assert one["study"] == f"{study['study']}-{key}" and one["n_trials"] == 5
+        assert sorted(ta.loc[ta["regime"] == key, "number"]) == list(range(5))
+    # the deflated Sharpe counts every configuration tried, in every study
+    assert study["n_trials"] == 5 * len(keys) and study["seed"] == 7
+    assert study["n_complete"] + study["n_pruned"] + study["n_failed"] == study["n_trials"]
+    best = json.loads((a / "best_config.json").read_text())
+    assert best["provenance"]["n_trials"] == study["n_trials"]
+    assert sorted(o["model"] for o in best["overrides"]) == sorted(keys[1:])
     assert len(study["trial_sharpes"]) == study["n_complete"]
     assert study["trial_sharpe_var"] == pytest.approx(np.var(study["trial_sharpes"], ddof=1))
     html = (a / "index.html").read_text()
@@ -125,7 +137,8 @@ def test_changing_test_bars_changes_no_trial_value(market, tmp_path, space_file)
         f.to_csv(paths[-1], index_label="timestamp")
     _, t0 = _tune(paths[0], space_file, tmp_path / "r0", "--trials", "4", "--study", "same")
     _, t1 = _tune(paths[1], space_file, tmp_path / "r1", "--trials", "4", "--study", "same")
-    cols = ["number", "state", "value", "param_lr", "param_hidden_size", "val_sharpe"]
+    cols = ["regime", "number", "state", "value", "param_lr", "param_hidden_size",
+            "val_sharpe"]
     pd.testing.assert_frame_equal(t0[cols], t1[cols])
 
 
@@ -133,9 +146,15 @@ def test_best_config_round_trips_through_the_backtest(market_csv, space_file, tm
     from bt_lstm.config import PipelineConfig
     from runners import backtest
 
-    folder, _ = _tune(market_csv, space_file, tmp_path / "r", "--trials", "3")
+    folder, trials = _tune(market_csv, space_file, tmp_path / "r", "--trials", "3")
     best = PipelineConfig.from_json((folder / "best_config.json").read_text())
     assert best.model.hidden_size in (4, 8) and best.strategy.threshold >= 0.003
+    study = json.loads((folder / "study.json").read_text())
+    # each regime's network carries its own study's best settings
+    assert [o.model for o in best.overrides] == study["study_order"][1:]
+    for o in best.overrides:
+        assert o.hidden_size == study["studies"][o.model]["best"]["params"]["hidden_size"]
+        assert o.lr == study["studies"][o.model]["best"]["params"]["lr"]
     rc = backtest.main(["--csv", str(market_csv), "--config", str(folder / "best_config.json"),
                         "--quiet", "--no-tearsheet", "--models-dir", str(tmp_path / "m"),
                         "--reports-dir", str(tmp_path / "bt")])
@@ -143,6 +162,12 @@ def test_best_config_round_trips_through_the_backtest(market_csv, space_file, tm
     (run,) = list((tmp_path / "bt").glob("backtest_*"))
     saved = json.loads((run / "config.json").read_text())
     assert PipelineConfig.from_dict(saved) == best
+    # the bundle rebuilt each network with its own size
+    (manifest,) = list((tmp_path / "m").rglob("manifest.json"))
+    sizes = json.loads(manifest.read_text())["model_hparams"]
+    for o in best.overrides:
+        name = f"regime_{['bearish', 'sideways', 'bullish'].index(o.model)}"
+        assert sizes[name]["hidden_size"] == o.hidden_size
 
 
 def test_failed_trials_are_recorded_with_their_reason(market_csv, tmp_path):
@@ -162,19 +187,23 @@ def test_failed_trials_are_recorded_with_their_reason(market_csv, tmp_path):
                                  "lr": SPACE["lr"]}))
     folder, trials = _tune(market_csv, space, tmp_path / "r", "--trials", "6", "--model-file",
                            str(model_file), "--model", "Fragile", "--no-prune")
+    assert (trials.groupby("regime").size() == 6).all()
+    trials = trials[trials["regime"] == "pooled"]
     failed = trials[trials["state"] == "FAIL"]
-    assert len(trials) == 6 and len(failed) >= 1
+    assert len(failed) >= 1
     assert (failed["param_hidden_size"] == 8).all()
     assert failed["fail_reason"].str.contains("out of memory").all()
     assert (trials.loc[trials["state"] == "COMPLETE", "param_hidden_size"] == 4).all()
-    assert json.loads((folder / "study.json").read_text())["n_failed"] == len(failed)
+    study = json.loads((folder / "study.json").read_text())
+    assert study["studies"]["pooled"]["n_failed"] == len(failed)
 
 
 @pytest.mark.slow
 def test_journal_default_with_two_worker_processes_completes(market_csv, space_file, tmp_path):
     folder, trials = _tune(market_csv, space_file, tmp_path / "r", "--trials", "6",
                            "--jobs", "2")
-    assert sorted(trials["number"]) == list(range(6))
+    for _, mine in trials.groupby("regime"):
+        assert sorted(mine["number"]) == list(range(6))
     assert set(trials["state"]) <= {"COMPLETE", "PRUNED"}
     assert (folder / "journal.log").is_file() and (folder / "best_config.json").is_file()
 
@@ -194,7 +223,8 @@ def test_walk_forward_tunes_inside_every_fold_training_span(market_csv, space_fi
     frame = load_ohlcv(market_csv)
     for k, row in enumerate(folds.itertuples()):
         study = json.loads((tmp_path / "wf" / "tune" / f"fold_{k:03d}" / "study.json").read_text())
-        assert study["n_trials"] == 2
+        assert study["n_trials_requested"] == 2
+        assert study["n_trials"] == 2 * len(study["studies"])
         # the study saw the bars from the fold's first training bar up to its test span only
         part = frame[(frame.index >= pd.Timestamp(row.train_start))
                      & (frame.index < pd.Timestamp(row.test_start))]
@@ -206,7 +236,8 @@ def _journal_trials(folder: Path) -> list:
     from optuna.storages.journal import JournalFileBackend
 
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "journal.log")))
-    return optuna.load_study(study_name="ctrlc", storage=storage).get_trials(deepcopy=False)
+    return optuna.load_study(study_name="ctrlc-pooled",
+                             storage=storage).get_trials(deepcopy=False)
 
 
 @pytest.mark.slow
@@ -269,11 +300,14 @@ def _pg_trials(url: str, study: str) -> list:
 
 
 def _pg_delete(url: str, study: str) -> None:
+    """Delete every study of a run (``<study>-pooled``, ``<study>-<regime>``)."""
     import optuna
 
     storage = optuna.storages.RDBStorage(PG_DRIVER_URL)
     try:
-        optuna.delete_study(study_name=study, storage=storage)
+        for name in optuna.get_all_study_names(storage):
+            if name.startswith(f"{study}-"):
+                optuna.delete_study(study_name=name, storage=storage)
     finally:
         storage.remove_session()
         storage.engine.dispose()
@@ -296,14 +330,23 @@ def test_two_workers_on_one_postgresql_study_lose_no_trial(pg_url, market_csv, s
     try:
         outs = [p.communicate(timeout=300) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
-        trials = _pg_trials(pg_url, study)
-        numbers = sorted(t.number for t in trials)
-        assert numbers == list(range(len(trials))) and len(trials) >= 8
-        assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
-        # both workers ran trials (each process writes its own report of the whole study)
+        (folder,) = list((tmp_path / "w0").glob("tune_*"))
+        keys = json.loads((folder / "study.json").read_text())["study_order"]
+        assert keys[0] == "pooled" and len(keys) >= 2
+        total = 0
+        for key in keys:  # the workers went through the studies in the same order
+            trials = _pg_trials(pg_url, f"{study}-{key}")
+            numbers = sorted(t.number for t in trials)
+            assert numbers == list(range(len(trials))) and len(trials) >= 8
+            assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+            total += len(trials)
+        # each process writes its own report of the whole run, and both agree on the config
         for k in range(2):
             (folder,) = list((tmp_path / f"w{k}").glob("tune_*"))
-            assert len(pd.read_csv(folder / "trials.csv")) == len(trials)
+            assert len(pd.read_csv(folder / "trials.csv")) == total
+        (a,), (b,) = [list((tmp_path / f"w{k}").glob("tune_*/best_config.json"))
+                      for k in range(2)]
+        assert a.read_text() == b.read_text()
     finally:
         _pg_delete(pg_url, study)
 
@@ -312,6 +355,7 @@ def test_two_workers_on_one_postgresql_study_lose_no_trial(pg_url, market_csv, s
 def test_a_killed_worker_trial_fails_by_heartbeat_and_the_study_finishes(pg_url, market_csv,
                                                                          space_file, tmp_path):
     study = _study_name()
+    pooled = f"{study}-pooled"  # the first study of the run: the victim dies inside it
     slow = ["--epochs", "30", "--patience", "30", "--no-prune", "--heartbeat", "1"]
     victim = _worker(market_csv, space_file, tmp_path / "v", pg_url, study, "--trials", "4",
                      *slow)
@@ -319,20 +363,20 @@ def test_a_killed_worker_trial_fails_by_heartbeat_and_the_study_finishes(pg_url,
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if any(t.state.name == "RUNNING" for t in _pg_trials(pg_url, study)):
+                if any(t.state.name == "RUNNING" for t in _pg_trials(pg_url, pooled)):
                     break
             except KeyError:  # study not created yet
                 pass
             time.sleep(0.2)
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=30)
-        orphans = [t.number for t in _pg_trials(pg_url, study) if t.state.name == "RUNNING"]
+        orphans = [t.number for t in _pg_trials(pg_url, pooled) if t.state.name == "RUNNING"]
         assert len(orphans) == 1
         other = _worker(market_csv, space_file, tmp_path / "o", pg_url, study, "--trials", "4",
                         *slow)
         out, err = other.communicate(timeout=300)
         assert other.returncode == 0, err
-        trials = {t.number: t for t in _pg_trials(pg_url, study)}
+        trials = {t.number: t for t in _pg_trials(pg_url, pooled)}
         assert trials[orphans[0]].state.name == "FAIL"
         assert sorted(trials) == list(range(len(trials))) and len(trials) >= 4
         assert sum(t.state.name == "COMPLETE" for t in trials.values()) >= 1

@@ -1,4 +1,5 @@
-"""Search hyperparameters with Optuna on the training span (scored on its validation tail).
+"""Search hyperparameters with Optuna on the training span (scored on its validation tail):
+one study for the pooled network (it also picks the shared lookback), then one per regime.
 
 The test part is never read. Writes reports/tune_<DATASET>_<tf>_<study>/ with best_config.json
 (pass it to --config of every runner), trials.csv, index.html and study.json.
@@ -32,11 +33,12 @@ from bt_lstm.cli.common import (
 def add_tune_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("tuning")
     g.add_argument("--trials", type=int, default=60, metavar="N",
-                   help="trials in the study, all workers together (default 60); a study that "
-                        "has them already runs none")
+                   help="trials per study (pooled, then one per regime), all workers "
+                        "together (default 60); a study that has them already runs none")
     g.add_argument("--study", metavar="NAME",
-                   help="study name: the same name and storage resume or join a study "
-                        "(default: a hash of data, config, space and seed)")
+                   help="study name: the same name and storage resume or join the studies "
+                        "NAME-pooled, NAME-bearish, NAME-sideways, NAME-bullish (default: a "
+                        "hash of data, config, space and seed)")
     g.add_argument("--storage", metavar="URL",
                    help="postgresql://user@host/db for workers on several machines (RDB with "
                         "heartbeats); default: a journal file in the study folder")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         space = load_space(args.space)
         cfg = build_config(args)
         frame, dataset, timeframe = load_dataset(args, cfg)
-        bar = TrialProgress(args.trials, disable=args.quiet)
+        bar = TrialProgress(args.trials * 4, disable=args.quiet)  # up to 4 studies
         with _interrupt() as stop:
             try:
                 result = run_tune(frame, dataset, timeframe, cfg, space, n_trials=args.trials,
@@ -93,13 +95,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             finally:
                 bar.close()
         s = result.study
-        print(f"study {s['study']}: {s['n_complete']} complete, {s['n_pruned']} pruned, "
-              f"{s['n_failed']} failed ({s['storage']})")
+        for key, one in s["studies"].items():
+            b = one["best"] or {}
+            print(f"study {one['study']}: {one['n_complete']} complete, {one['n_pruned']} "
+                  f"pruned, {one['n_failed']} failed; best trial {b.get('number')}: "
+                  f"validation MSE ratio {b.get('value')}, {b.get('params')}")
+        print(f"{s['n_trials']} trials in all ({s['storage']})")
         if result.best_config is not None:
             b = s["best"]
-            print(f"best trial {b['number']}: validation MSE ratio {b['value']:.4f}, "
-                  f"threshold {b['threshold']:.4g}, validation Sharpe {b['val_sharpe']:.2f}, "
-                  f"{b['params']}")
+            print(f"tuned networks together: validation MSE ratio {b['value']:.4f}, "
+                  f"threshold {b['threshold']:.4g}, validation Sharpe {b['val_sharpe']:.2f}")
             print(f"report:  {result.folder}\nnext:    python runners/backtest.py "
                   f"{_data_flags(args)}--config {result.folder / 'best_config.json'}")
         if result.interrupted:

@@ -1,5 +1,5 @@
-"""The `tune` job: search hyperparameters on the bars before the test part, write the study
-folder (best_config.json, trials.csv, index.html, study.json, manifest.json)."""
+"""The `tune` job: one study per network (pooled, then each regime) on the bars before the test
+part; write the study folder (best_config.json, trials.csv, index.html, study.json, manifest)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,14 +14,22 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.backtest.metrics import PERIODS_PER_YEAR
-from bt_lstm.config import PipelineConfig, replace
+from bt_lstm.config import ModelOverride, PipelineConfig, replace
 from bt_lstm.data.candles import fingerprint_frame
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.provenance import write_manifest
-from bt_lstm.research.search_space import apply_params
+from bt_lstm.research.search_space import INT_PARAMS, PARAMS, apply_params
 from bt_lstm.research.selection import round_trip_cost
 from bt_lstm.research.stats import deflated_sharpe
-from bt_lstm.research.tuning import JOURNAL, TuneSpec, mask_url, read_study, run_study
+from bt_lstm.research.tuning import (
+    JOURNAL,
+    TuneSpec,
+    mask_url,
+    planned_regimes,
+    read_study,
+    run_study,
+    validate_combined,
+)
 from bt_lstm.signals.regimes import REGIME_LABELS
 from bt_lstm.signals.windows import SplitBounds, split_bounds
 
@@ -52,20 +60,38 @@ def default_study_name(frame: pd.DataFrame, cfg: PipelineConfig, space: dict,
 
 def make_spec(frame: pd.DataFrame, bounds: SplitBounds, cfg: PipelineConfig, space: dict,
               folder: Path, *, study: str, storage: str | None, n_trials: int,
-              prune: bool = True, threshold: float | None = None, heartbeat_s: int = 10
-              ) -> TuneSpec:
+              prune: bool = True, threshold: float | None = None, heartbeat_s: int = 10,
+              regime: int | None = None) -> TuneSpec:
     """The worker spec; the journal file lives in the study folder unless --storage is given."""
     url = storage or f"{JOURNAL}{(folder / JOURNAL_FILE).resolve()}"
     floor = round_trip_cost(cfg.strategy) if threshold is None else threshold
     return TuneSpec(frame=frame, bounds=bounds, cfg=cfg, space=space, study_name=study,
                     storage=url, n_trials=n_trials, seed=cfg.train.seed, prune=prune,
-                    threshold_floor=floor, heartbeat_s=heartbeat_s)
+                    threshold_floor=floor, heartbeat_s=heartbeat_s, regime=regime)
 
 
-def best_config(cfg: PipelineConfig, best: dict[str, Any]) -> PipelineConfig:
-    """The base config with the best trial's settings and its validation-chosen threshold."""
-    out = apply_params(cfg, best["params"])
-    return replace(out, strategy=replace(out.strategy, threshold=float(best["threshold"])))
+def study_key(regime: int | None) -> str:
+    """The suffix of a network's study: ``<study>-pooled``, ``<study>-bullish``..."""
+    return "pooled" if regime is None else REGIME_LABELS[regime]
+
+
+def best_config(cfg: PipelineConfig, studies: list[tuple[str, TuneSpec, dict[str, Any]]]
+                ) -> PipelineConfig | None:
+    """The base config with the pooled study's best settings (the lookback is shared by every
+    network) and one override per regime study with a completed trial; None before the pooled
+    study has one."""
+    pooled = studies[0][2]["best"] if studies else None
+    if pooled is None:
+        return None
+    out = apply_params(cfg, pooled["params"])
+    overrides = []
+    for key, _, data in studies[1:]:
+        if data["best"] is None:
+            continue
+        fields = {PARAMS[k][1]: (int(v) if k in INT_PARAMS else v)
+                  for k, v in data["best"]["params"].items() if k != "lookback"}
+        overrides.append(ModelOverride(model=key, **fields))
+    return replace(out, overrides=tuple(overrides))
 
 
 def run_tune(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: PipelineConfig,
@@ -101,26 +127,57 @@ def tune_span(part: pd.DataFrame, bounds: SplitBounds, cfg: PipelineConfig, spac
               prepare: Callable[[TuneSpec], None] | None = None,
               labels: tuple[str, str] = ("", ""), full: pd.DataFrame | None = None,
               charts: bool = True) -> tuple[PipelineConfig | None, dict[str, Any]]:
-    """Run (or resume) a study on ``part`` (bars before a test span; ``bounds`` inside it)
-    and write its folder; return the best config (None if no trial completed) and study.json.
-    Walk-forward calls this once per fold with the fold's training span."""
+    """Run (or resume) the studies on ``part`` (bars before a test span; ``bounds`` inside
+    it) and write their folder; return the best config (None if the pooled study has no
+    completed trial) and study.json. Walk-forward calls this once per fold.
+
+    Notes
+    -----
+    First ``<study>-pooled``: the pooled network on every regime's windows, over the whole
+    space; its best lookback becomes the bundle's one window length. Then one study per regime
+    that has a network of its own under that lookback, over the space without the lookback,
+    each trial training that regime's network only. Finally the tuned networks are fitted
+    together once and the trading threshold is chosen on the validation tail.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    spec = make_spec(part, bounds, cfg, space, folder, study=study, storage=storage,
-                     n_trials=n_trials, prune=prune, threshold=threshold,
-                     heartbeat_s=heartbeat_s)
-    if prepare is not None:
-        prepare(spec)
-    run_study(spec, jobs, stop, progress)
-    data = read_study(spec, charts=charts)
+    studies: list[tuple[str, TuneSpec, dict[str, Any]]] = []
+
+    def one(regime: int | None, base: PipelineConfig, sub: dict) -> dict[str, Any]:
+        spec = make_spec(part, bounds, base, sub, folder, study=f"{study}-{study_key(regime)}",
+                         storage=storage, n_trials=n_trials, prune=prune, threshold=threshold,
+                         heartbeat_s=heartbeat_s, regime=regime)
+        if prepare is not None:
+            prepare(spec)
+        done = n_trials * len(studies)
+        run_study(spec, jobs, stop, None if progress is None else
+                  (lambda n, best: progress(done + n, best)))
+        data = read_study(spec, charts=charts,
+                          embed=not any(d["charts"] for _, _, d in studies))
+        studies.append((study_key(regime), spec, data))
+        return data
+
+    pooled = one(None, cfg, space)
+    sub = {k: v for k, v in space.items() if k != "lookback"}
+    if pooled["best"] is not None and sub:
+        shared = apply_params(cfg, {k: v for k, v in pooled["best"]["params"].items()
+                                    if k == "lookback"})
+        for regime in planned_regimes(part, bounds, shared):
+            if stop and stop():
+                break
+            one(regime, shared, sub)
+    best = best_config(cfg, studies)
+    floor = studies[0][1].threshold_floor
+    final = validate_combined(part, bounds, best, floor) if best is not None else None
+    if best is not None and final is not None:
+        best = replace(best, strategy=replace(best.strategy, threshold=final["threshold"]))
     full = part if full is None else full
-    summary = study_summary(spec, data, full, jobs, bounds)
+    summary = study_summary(study, studies, final, full, jobs, bounds)
     summary["selection_luck"] = clean_json(selection_luck(summary))
-    best = best_config(cfg, data["best"]) if data["best"] else None
-    if best is not None:  # later runs with --config deflate their Sharpe by this study's trials
+    if best is not None:  # later runs with --config deflate their Sharpe by every trial tried
         best = replace(best, provenance=replace(
             best.provenance, origin="tuning", n_trials=max(1, int(summary["n_trials"])),
-            trials_sharpe_var=summary["trial_sharpe_var"], study=spec.study_name))
-    write_study_folder(folder, spec, data, summary, best, labels[0], labels[1], full)
+            trials_sharpe_var=summary["trial_sharpe_var"], study=study))
+    write_study_folder(folder, studies, summary, best, labels[0], labels[1], full)
     return best, summary
 
 
@@ -149,35 +206,50 @@ def selection_luck(summary: dict[str, Any]) -> dict[str, Any]:
             "assumes": "normal daily returns (skewness 0, raw kurtosis 3)", "reading": reading}
 
 
-def study_summary(spec: TuneSpec, data: dict[str, Any], frame: pd.DataFrame, jobs: int,
-                  bounds: SplitBounds) -> dict[str, Any]:
-    trials = data["trials"]
+def _counts(trials: list[dict[str, Any]]) -> dict[str, int]:
     count = {s: sum(t["state"] == s for t in trials) for s in
              ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    return {"n_complete": count["COMPLETE"], "n_pruned": count["PRUNED"],
+            "n_failed": count["FAIL"], "n_running": count["RUNNING"],
+            "n_trials": count["COMPLETE"] + count["PRUNED"] + count["FAIL"]}
+
+
+def study_summary(study: str, studies: list[tuple[str, TuneSpec, dict[str, Any]]],
+                  final: dict[str, Any] | None, frame: pd.DataFrame, jobs: int,
+                  bounds: SplitBounds) -> dict[str, Any]:
+    """study.json: each network's study, the totals over all of them and the tuned whole."""
+    spec0, data0 = studies[0][1], studies[0][2]
+    trials = [t for _, _, d in studies for t in d["trials"]]
     sharpes = [t["val_sharpe"] for t in trials
                if t["state"] == "COMPLETE" and t["val_sharpe"] is not None]
-    idx = spec.frame.index
+    per = {key: {"study": spec.study_name, "regime": key, **_counts(d["trials"]),
+                 "best": d["best"]} for key, spec, d in studies}
+    best = None if final is None else {
+        **final, "params": {k: (p["best"] or {}).get("params") for k, p in per.items()},
+        "trials": {k: (p["best"] or {}).get("number") for k, p in per.items()}}
+    idx = spec0.frame.index
     return clean_json({
-        "study": spec.study_name, "storage": _storage_label(spec.storage),
-        "sampler": data["sampler"], "pruner": data["pruner"], "seed": spec.seed,
-        "worker_seeds": ("seed + worker index" if spec.storage.startswith(JOURNAL)
+        "study": study, "studies": per, "study_order": [key for key, _, _ in studies],
+        "storage": _storage_label(spec0.storage),
+        "sampler": data0["sampler"], "pruner": data0["pruner"], "seed": spec0.seed,
+        "worker_seeds": ("seed + worker index" if spec0.storage.startswith(JOURNAL)
                          else "seed mixed with host and process id (shared database)"),
-        "jobs": jobs, "n_trials_requested": spec.n_trials,
-        "n_complete": count["COMPLETE"], "n_pruned": count["PRUNED"],
-        "n_failed": count["FAIL"], "n_running": count["RUNNING"],
-        # For the Deflated Sharpe Ratio: every configuration tried, and the spread of the
-        # validation Sharpe ratios of those that finished (daily returns, annualised by 365).
-        "n_trials": count["COMPLETE"] + count["PRUNED"] + count["FAIL"],
+        "jobs": jobs, "n_trials_requested": spec0.n_trials,
+        # For the Deflated Sharpe Ratio: every configuration tried in every study (totals
+        # below), and the spread of the finished trials' validation Sharpe ratios (daily
+        # returns, annualised by 365; each on its own network's validation bars).
+        **_counts(trials),
         "trial_sharpes": sharpes,
         "trial_sharpe_var": float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else None,
         "sharpe_periods_per_year": 365, "sharpe_frequency": "daily",
         "n_val_days": int(len(pd.Index(idx[bounds.val[0]:bounds.val[1]].normalize()).unique())),
-        "objective": "validation MSE / validation MSE of the zero forecast (minimised)",
-        "threshold_floor": spec.threshold_floor,
-        "best": data["best"],
-        "space": spec.space,
+        "objective": "per network: validation MSE on its regime's windows / that of the zero "
+                     "forecast (minimised)",
+        "threshold_floor": spec0.threshold_floor,
+        "best": best,
+        "space": spec0.space,
         "data_fingerprint": fingerprint_frame(frame),
-        "tuning_fingerprint": fingerprint_frame(spec.frame),
+        "tuning_fingerprint": fingerprint_frame(spec0.frame),
         "train_span": [str(idx[bounds.train[0]]), str(idx[bounds.train[1] - 1])],
         "val_span": [str(idx[bounds.val[0]]), str(idx[bounds.val[1] - 1])],
         "test_start_never_read": str(frame.index[bounds.test[0]]) if bounds.test[0] < len(frame)
@@ -189,71 +261,72 @@ def _storage_label(url: str) -> str:
     return f"journal file {url[len(JOURNAL):]}" if url.startswith(JOURNAL) else mask_url(url)
 
 
-def write_study_folder(folder: Path, spec: TuneSpec, data: dict[str, Any],
+def write_study_folder(folder: Path, studies: list[tuple[str, TuneSpec, dict[str, Any]]],
                        summary: dict[str, Any], best: PipelineConfig | None, dataset: str,
                        timeframe: str, frame: pd.DataFrame) -> None:
-    """Each file written atomically; the journal file beside them is the study itself."""
-    table = trials_frame(data["trials"])
+    """Each file written atomically; the journal file beside them holds the studies."""
+    spec = studies[0][1]
+    table = trials_frame(studies)
     atomic_write_text(folder / "trials.csv", table.to_csv(index=False))
     atomic_write_json(folder / "study.json", summary)
     if best is not None:
         atomic_write_text(folder / "best_config.json", best.to_json() + "\n")
-    atomic_write_text(folder / "index.html", index_html(summary, data, dataset, timeframe))
+    atomic_write_text(folder / "index.html", index_html(summary, studies, dataset, timeframe))
     write_manifest(folder, job="tune", dataset=dataset, timeframe=timeframe,
                    data_fingerprint=summary["data_fingerprint"], bars=len(frame),
                    seeds={"train": spec.seed, "sampler": spec.seed},
                    config=spec.cfg.to_dict())
 
 
-def trials_frame(trials: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per trial: number, state, value, params, duration, pruned step, Sharpe..."""
+def trials_frame(studies: list[tuple[str, TuneSpec, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per trial of every study: regime, number, state, value, params, duration..."""
     rows = []
-    for t in trials:
-        row = {k: t[k] for k in ("number", "state", "value", "duration_s", "pruned_step",
-                                 "pruned_at", "val_sharpe", "threshold", "fail_reason")}
-        row.update({f"param_{k}": v for k, v in t["params"].items()})
-        for name, m in t["per_model"].items():
-            row[f"{name}_mse_ratio"] = m.get("mse_ratio")
-        rows.append(row)
+    for key, _, data in studies:
+        for t in data["trials"]:
+            row = {"regime": key}
+            row.update({k: t[k] for k in ("number", "state", "value", "duration_s",
+                                          "pruned_step", "pruned_at", "val_sharpe",
+                                          "threshold", "fail_reason")})
+            row.update({f"param_{k}": v for k, v in t["params"].items()})
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
-def regime_tables(trials: list[dict[str, Any]], top: int = 10) -> dict[str, pd.DataFrame]:
-    """Per model of the plan (regime or pooled): the best completed trials on its windows."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for t in trials:
-        if t["state"] != "COMPLETE":
-            continue
-        for name, m in t["per_model"].items():
-            if m.get("mse_ratio") is None:
-                continue
-            label = (REGIME_LABELS[int(name.split("_")[1])] if name.startswith("regime_")
-                     else f"pooled ({', '.join(m['regimes'])})")
-            out.setdefault(label, []).append({"trial": t["number"], "mse_ratio": m["mse_ratio"],
-                                              "n_val": m["n_val"], "best_epoch": m["best_epoch"],
-                                              **t["params"]})
-    return {k: pd.DataFrame(v).sort_values(["mse_ratio", "trial"]).head(top)
-            for k, v in sorted(out.items())}
+def top_trials(trials: list[dict[str, Any]], top: int = 10) -> pd.DataFrame:
+    """The best completed trials of one study."""
+    rows = [{"trial": t["number"], "mse_ratio": t["value"], "val_sharpe": t["val_sharpe"],
+             **{k: m.get(k) for m in t["per_model"].values() for k in ("n_val", "best_epoch")},
+             **t["params"]} for t in trials if t["state"] == "COMPLETE"]
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["mse_ratio", "trial"]).head(top)
 
 
-def index_html(summary: dict[str, Any], data: dict[str, Any], dataset: str,
-               timeframe: str) -> str:
+def index_html(summary: dict[str, Any], studies: list[tuple[str, TuneSpec, dict[str, Any]]],
+               dataset: str, timeframe: str) -> str:
     esc = html.escape
     best = summary.get("best") or {}
     head = (f"<h1>tune {esc(dataset)} {esc(timeframe)}: study {esc(summary['study'])}</h1>"
-            f"<p>{summary['n_complete']} complete, {summary['n_pruned']} pruned, "
-            f"{summary['n_failed']} failed of {summary['n_trials_requested']} requested; "
-            f"storage {esc(str(summary['storage']))}; objective: {esc(summary['objective'])}. "
-            f"Training {esc(' to '.join(summary['train_span']))}, validation "
-            f"{esc(' to '.join(summary['val_span']))}; the test part is never read.</p>"
-            f"<p>Best trial {best.get('number')}: value {best.get('value')}, params "
-            f"{esc(json.dumps(best.get('params')))}, threshold {best.get('threshold')}, "
-            f"validation Sharpe {best.get('val_sharpe')}</p>"
+            f"<p>{len(studies)} studies (one per network), {summary['n_trials']} trials in all: "
+            f"{summary['n_complete']} complete, {summary['n_pruned']} pruned, "
+            f"{summary['n_failed']} failed ({summary['n_trials_requested']} requested per "
+            f"study); storage {esc(str(summary['storage']))}; objective: "
+            f"{esc(summary['objective'])}. Training {esc(' to '.join(summary['train_span']))}, "
+            f"validation {esc(' to '.join(summary['val_span']))}; the test part is never "
+            f"read.</p><p>Tuned networks together on the validation tail: MSE ratio "
+            f"{best.get('value')}, threshold {best.get('threshold')}, validation Sharpe "
+            f"{best.get('val_sharpe')}; settings {esc(json.dumps(best.get('params')))}</p>"
             f"<h2>How much of it could be luck</h2><p>"
             f"{esc(str((summary.get('selection_luck') or {}).get('reading', '')))}.</p>")
-    tables = "".join(f"<h2>{esc(name)}</h2>" + table.to_html(index=False, float_format="%.4g")
-                     for name, table in regime_tables(data["trials"]).items())
-    charts = "".join(f"<h2>{esc(title)}</h2>{body}" for title, body in data["charts"])
+    body = []
+    for key, spec, data in studies:
+        s = summary["studies"][key]
+        body.append(f"<h2>{esc(key)}: study {esc(spec.study_name)}</h2><p>{s['n_complete']} "
+                    f"complete, {s['n_pruned']} pruned, {s['n_failed']} failed</p>")
+        table = top_trials(data["trials"])
+        body.append(table.to_html(index=False, float_format="%.4g") if len(table) else
+                    "<p>no completed trial</p>")
+        body.extend(f"<h3>{esc(key)}: {esc(title)}</h3>{chart}"
+                    for title, chart in data["charts"])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>tune {esc(dataset)}"
-            f"</title></head><body>{head}<h2>Per regime (best trials on each model's "
-            f"validation windows)</h2>{tables}{charts}</body></html>\n")
+            f"</title></head><body>{head}{''.join(body)}</body></html>\n")

@@ -14,10 +14,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bt_lstm.models.artifacts import (MANIFEST, SCHEMA_VERSION, ArtifactError, load_model,
-                                      read_manifest, read_model_meta, save_model)
 from bt_lstm.config import DEFAULT_SKILL_P, FeatureConfig
 from bt_lstm.data.files import atomic_write_json
+from bt_lstm.models.artifacts import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    ArtifactError,
+    load_model,
+    read_manifest,
+    read_model_meta,
+    save_model,
+)
 from bt_lstm.models.skill import FLAT, SKILL_FIELDS, route_regimes
 from bt_lstm.signals.features import compute_features
 from bt_lstm.signals.regimes import RegimeParams, apply_regimes
@@ -25,8 +32,9 @@ from bt_lstm.signals.windows import ScalerParams, apply_scaler, gather_windows, 
 
 INFER_BATCH = 4096
 # Fields every model JSON of a bundle must agree on with the manifest.
-SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params", "arch",
-                 "hparams")
+SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params", "arch")
+# Each network's hparams: the manifest's ``model_hparams[name]``, or (bundles from before
+# per-regime settings) its one ``hparams`` for all.
 
 
 @dataclass
@@ -119,12 +127,14 @@ class Forecaster:
         folder = Path(folder)
         shared = self.shared_meta()
         first = model_meta[next(iter(self.models))]
-        shared.update(arch=first["arch"], hparams=first["hparams"])  # one config for all
+        shared.update(arch=first["arch"])  # one architecture and lookback for all
+        per_model = {name: model_meta[name]["hparams"] for name in sorted(self.models)}
         for name, model in self.models.items():
             save_model(model, folder, name, dict(model_meta[name], **shared))
         atomic_write_json(folder / MANIFEST, dict(
             self.info, schema_version=SCHEMA_VERSION, models=sorted(self.models),
-            regime_models={str(k): v for k, v in sorted(self.regime_models.items())}, **shared))
+            regime_models={str(k): v for k, v in sorted(self.regime_models.items())},
+            hparams=first["hparams"], model_hparams=per_model, **shared))
 
 
 def load_forecaster(folder: str | Path, no_skill: str = "flat",
@@ -154,13 +164,17 @@ def load_forecaster(folder: str | Path, no_skill: str = "flat",
     for name in sorted(set(regime_models.values()) | _extra_models(manifest)):
         meta = read_model_meta(folder, name)  # checked against the manifest before any weights
         differing = [f for f in SHARED_FIELDS if meta.get(f) != manifest.get(f)]
+        if meta.get("hparams") != manifest.get("model_hparams", {}).get(
+                name, manifest.get("hparams")):
+            differing.append("hparams")
         if differing:
             raise ArtifactError(f"{folder / (name + '.json')}: differs from {MANIFEST} in "
                                 f"{', '.join(differing)}; the bundle is inconsistent, retrain")
         skill[name] = _skill_record(folder, name, meta)
         models[name], _ = load_model(folder, name)
     info = {k: v for k, v in manifest.items()
-            if k not in SHARED_FIELDS and k not in ("regime_models", "schema_version", "models")}
+            if k not in SHARED_FIELDS and k not in ("regime_models", "schema_version", "models",
+                                                    "hparams", "model_hparams")}
     return Forecaster(feature_cfg=FeatureConfig.from_dict(manifest["feature_config"]),
                       lookback=int(manifest["lookback"]),
                       scaler=ScalerParams.from_dict(manifest["scaler"]),

@@ -132,7 +132,9 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
     """Train one network of the plan; return its CPU state_dict and its JSON metadata.
 
     Pure given its arguments (seeded), so it can run in another process with the same result.
+    The network's override in ``cfg.overrides`` (if any) sets its size and training settings.
     """
+    cfg = cfg.for_model(name)  # this network's own settings (tuning per regime)
     xt, yt = prep.windows("train", regime)
     xv, yv = prep.windows("val", regime)
     model = build_seeded(cfg.model.arch, len(cfg.features.names), model_hparams(cfg),
@@ -162,8 +164,9 @@ def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params
     their skill records and the config's no-skill policy."""
     models = {}
     for name, state in states.items():
-        model = build_seeded(cfg.model.arch, len(cfg.features.names), model_hparams(cfg), 0,
-                             cfg.model.model_file)
+        mine = cfg.for_model(name)
+        model = build_seeded(mine.model.arch, len(cfg.features.names), model_hparams(mine), 0,
+                             mine.model.model_file)
         model.load_state_dict(state)
         models[name] = model.eval()
     regime_models = {r: name for name, r in plan.items() if r is not None}

@@ -1,8 +1,9 @@
 """Hyperparameter search with Optuna: storage, study, objective, workers, and read-outs.
 
-The one home of Optuna (and, through its charts, plotly). A trial trains every network of the
-regime plan on the training part and is scored on the validation tail after the purge gap; the
-caller hands over candles that end before the test part, so no trial can read it.
+The one home of Optuna (and, through its charts, plotly). One study per network: a trial trains
+that regime's network (or the pooled one) on the training part and is scored on the same
+regime's validation windows after the purge gap; the caller hands over candles that end before
+the test part, so no trial can read it.
 Legend: T bars, F features, L lookback, V validation window ends.
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TuneSpec:
     prune: bool = True
     threshold_floor: float = 0.003
     heartbeat_s: int = 10
+    regime: int | None = None  # the network this study tunes: a regime's, or None (pooled)
 
 
 def mask_url(url: str) -> str:
@@ -151,8 +153,15 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     return out
 
 
+def model_name(regime: int | None) -> str:
+    """The bundle's name of the network a study tunes."""
+    return "pooled" if regime is None else f"regime_{regime}"
+
+
 class Objective:
-    """Train the plan's networks with a trial's settings; return the validation MSE ratio."""
+    """Train the study's one network with a trial's settings: the regime's model on that
+    regime's training windows (or the pooled model on all of them); return its validation MSE
+    ratio on the same regime's validation windows."""
 
     def __init__(self, spec: TuneSpec) -> None:
         self.spec = spec
@@ -176,56 +185,100 @@ class Objective:
         return self._prepared[key]
 
     def evaluate(self, trial: optuna.Trial, cfg: PipelineConfig) -> float:
-        spec, b = self.spec, self.spec.bounds
+        spec, b, regime = self.spec, self.spec.bounds, self.spec.regime
         prep, scaler = self._prepare(cfg)
-        plan, fallbacks = plan_models(prep, cfg)
-        ends = prep.ends["val"]  # (V,)
-        regs, yv = prep.regimes[ends], prep.y[ends].astype(float)
-        pred = np.full(len(ends), np.nan)
+        name = model_name(regime)
         period = [str(spec.frame.index[b.train[0]]), str(spec.frame.index[b.train[1] - 1])]
-        per_model: dict[str, Any] = {}
-        for i, (name, regime) in enumerate(plan.items()):
-            mine = regs == regime if regime is not None else np.isin(regs, list(fallbacks))
-            report = self._reporter(trial, i, cfg.train.epochs, name, prep, regime)
-            state, meta = train_one(prep, cfg, name, regime, scaler.target_scale, period, report)
-            if mine.any():
-                x = gather_windows(prep.scaled, ends[mine], cfg.windows.lookback)  # (v, L, F)
-                pred[mine] = predict_windows(cfg.model.arch, model_hparams(cfg), state, x,
-                                             cfg.model.model_file)
-            per_model[name] = {
-                "regimes": [REGIME_LABELS[r] for r in ([regime] if regime is not None
-                                                       else sorted(fallbacks))],
-                "n_val": int(mine.sum()), "best_epoch": meta["best_epoch"],
-                "mse_ratio": mse_ratio(pred[mine], yv[mine]) if mine.any() else None}
-        score = mse_ratio(pred, yv)
+        report = self._reporter(trial, name, prep, regime)
+        state, meta = train_one(prep, cfg, name, regime, scaler.target_scale, period, report)
+        ends = prep.ends["val"]  # (V,)
+        if regime is not None:
+            ends = ends[prep.regimes[ends] == regime]
+        x = gather_windows(prep.scaled, ends, cfg.windows.lookback)  # (v, L, F)
+        pred = predict_windows(cfg.model.arch, model_hparams(cfg), state, x,
+                               cfg.model.model_file)  # (v,)
+        score = mse_ratio(pred, prep.y[ends].astype(float))
         if not math.isfinite(score):
             raise FloatingPointError(f"validation MSE ratio is {score}")
+        # The rule on this network's validation bars only (flat elsewhere): the trial's
+        # Sharpe, whose spread over all trials deflates the final Sharpe.
         forecast = np.full(b.val[1] - b.val[0], np.nan)
         forecast[ends - b.val[0]] = pred * scaler.target_scale
-        realised = prep.y[b.val[0]:b.val[1]].astype(float) * scaler.target_scale
-        choice = choose_threshold(forecast, realised, spec.frame.index[b.val[0]:b.val[1]],
-                                  cfg.strategy, spec.threshold_floor)
-        trial.set_user_attr("per_model", per_model)
+        choice = choose_threshold(forecast, validation_realised(prep, b, scaler),
+                                  spec.frame.index[b.val[0]:b.val[1]], cfg.strategy,
+                                  spec.threshold_floor)
+        trial.set_user_attr("per_model", {name: {
+            "regimes": [REGIME_LABELS[r] for r in ([regime] if regime is not None else
+                                                   range(3))],
+            "n_val": len(ends), "best_epoch": meta["best_epoch"], "mse_ratio": score}})
         trial.set_user_attr("val_sharpe", choice.sharpe)
         trial.set_user_attr("threshold", choice.threshold)
         return score
 
-    def _reporter(self, trial: optuna.Trial, index: int, cap: int, name: str,
-                  prep: PreparedWindows, regime: int | None) -> Callable:
-        """Epoch callback: report the model's validation MSE ratio; prune when told to.
-        Step = model index x epoch cap + epoch, so trials are compared model by model."""
+    def _reporter(self, trial: optuna.Trial, name: str, prep: PreparedWindows,
+                  regime: int | None) -> Callable:
+        """Epoch callback: report the network's validation MSE ratio; prune when told to."""
         _, yv = prep.windows("val", regime)
         y2 = float(np.mean(np.square(yv))) or 1.0
 
         def report(epoch: int, n_epochs: int, train_loss: float, val_loss: float,
                    best: float) -> None:
-            step = index * cap + epoch
-            trial.report(val_loss / y2, step)
+            trial.report(val_loss / y2, epoch)
             if self.spec.prune and trial.should_prune():
                 trial.set_user_attr("pruned_at", f"{name} epoch {epoch}")
-                trial.set_user_attr("pruned_step", step)
+                trial.set_user_attr("pruned_step", epoch)
                 raise optuna.TrialPruned(f"{name} epoch {epoch}")
         return report
+
+
+def validation_realised(prep: PreparedWindows, b: SplitBounds, scaler: Any) -> np.ndarray:
+    """Realised next-bar log returns (V,) over the validation part."""
+    return prep.y[b.val[0]:b.val[1]].astype(float) * scaler.target_scale
+
+
+def planned_regimes(frame: Any, bounds: SplitBounds, cfg: PipelineConfig) -> list[int]:
+    """The regimes with a network of their own under ``cfg`` (the others use the pooled one)."""
+    prep, _, _ = prepare_windows(frame, cfg, bounds)
+    plan, _ = plan_models(prep, cfg)
+    return [r for r in plan.values() if r is not None]
+
+
+def validate_combined(frame: Any, bounds: SplitBounds, cfg: PipelineConfig, floor: float
+                      ) -> dict[str, Any]:
+    """Fit every network of ``cfg``'s plan (each with its own settings) on the training part
+    and score the whole on the validation tail: MSE ratio, the threshold chosen there (>=
+    ``floor``) and its after-cost Sharpe. The tuned config's trading threshold comes from here.
+    """
+    b = bounds
+    prep, _, scaler = prepare_windows(frame, cfg, b)
+    plan, fallbacks = plan_models(prep, cfg)
+    ends = prep.ends["val"]  # (V,)
+    regs, yv = prep.regimes[ends], prep.y[ends].astype(float)
+    pred = np.full(len(ends), np.nan)
+    period = [str(frame.index[b.train[0]]), str(frame.index[b.train[1] - 1])]
+    per_model: dict[str, Any] = {}
+    with one_torch_thread():
+        for name, regime in plan.items():
+            mine = regs == regime if regime is not None else np.isin(regs, list(fallbacks))
+            state, meta = train_one(prep, cfg, name, regime, scaler.target_scale, period)
+            net = cfg.for_model(name)
+            if mine.any():
+                x = gather_windows(prep.scaled, ends[mine], cfg.windows.lookback)  # (v, L, F)
+                pred[mine] = predict_windows(net.model.arch, model_hparams(net), state, x,
+                                             net.model.model_file)
+            per_model[name] = {
+                "regimes": [REGIME_LABELS[r] for r in ([regime] if regime is not None
+                                                       else sorted(fallbacks))],
+                "n_val": int(mine.sum()), "best_epoch": meta["best_epoch"],
+                "hparams": meta["hparams"],
+                "mse_ratio": mse_ratio(pred[mine], yv[mine]) if mine.any() else None}
+    known = np.isfinite(pred)
+    forecast = np.full(b.val[1] - b.val[0], np.nan)
+    forecast[ends - b.val[0]] = pred * scaler.target_scale
+    choice = choose_threshold(forecast, validation_realised(prep, b, scaler),
+                              frame.index[b.val[0]:b.val[1]], cfg.strategy, floor)
+    return {"value": mse_ratio(pred[known], yv[known]) if known.any() else None,
+            "threshold": choice.threshold, "val_sharpe": choice.sharpe, "per_model": per_model}
 
 
 class StopFlag:
@@ -370,7 +423,7 @@ def _watch(procs: list, study: optuna.Study, stop: Callable[[], bool] | None,
         time.sleep(0.5)
 
 
-def read_study(spec: TuneSpec, charts: bool = True) -> dict[str, Any]:
+def read_study(spec: TuneSpec, charts: bool = True, embed: bool = True) -> dict[str, Any]:
     """The finished study as plain data: trials, counts, best trial, chart HTML."""
     storage = open_storage(spec.storage, spec.heartbeat_s)
     try:
@@ -380,7 +433,7 @@ def read_study(spec: TuneSpec, charts: bool = True) -> dict[str, Any]:
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         best = min(done, key=lambda t: (t.value, t.number)) if done else None
         return {"trials": trials, "best": trial_record(best) if best else None,
-                "charts": chart_html(study) if done and charts else [],
+                "charts": chart_html(study, embed) if done and charts else [],
                 "sampler": type(study.sampler).__name__,
                 "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=2)" if spec.prune
                 else "none"}
@@ -400,8 +453,9 @@ def trial_record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "per_model": t.user_attrs.get("per_model", {})}
 
 
-def chart_html(study: optuna.Study) -> list[tuple[str, str]]:
-    """Optuna's plotly charts as HTML fragments (plotly.js embedded once, in the first)."""
+def chart_html(study: optuna.Study, embed: bool = True) -> list[tuple[str, str]]:
+    """Optuna's plotly charts as HTML fragments (plotly.js embedded once, in the first, when
+    ``embed``: one page shows the charts of several studies)."""
     from optuna import visualization as vis
 
     charts = [("Optimisation history", vis.plot_optimization_history),
@@ -409,7 +463,7 @@ def chart_html(study: optuna.Study) -> list[tuple[str, str]]:
               ("Parallel coordinates", vis.plot_parallel_coordinate),
               ("Slice", vis.plot_slice),
               ("Intermediate values (pruning)", vis.plot_intermediate_values)]
-    out, embedded = [], False
+    out, embedded = [], not embed
     for title, plot in charts:
         try:
             with _quiet(), warnings.catch_warnings():
