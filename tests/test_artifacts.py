@@ -131,3 +131,40 @@ def test_same_seed_same_weights_and_test_bars_do_not_reach_training(market, tiny
         other = fit_b.forecaster.models[name].state_dict()
         for key, value in model.state_dict().items():
             assert torch.equal(value, other[key]), (name, key)
+
+
+def test_per_regime_settings_rebuild_each_network_and_old_bundles_still_load(market, tiny_cfg,
+                                                                             tmp_path):
+    """Tuning per regime gives each network its own size; the bundle rebuilds each one, and
+    the warm-up and both forecast paths are those of a bundle with one size for all."""
+    from bt_lstm.config import ModelOverride, replace
+
+    cfg = replace(tiny_cfg, overrides=(ModelOverride("sideways", hidden_size=6, num_layers=2,
+                                                     dropout=0.1, lr=0.005, batch_size=64),))
+    result, _ = fit_pipeline(market.frame, cfg)
+    fc = result.forecaster
+    assert fc.models["regime_1"].lstm.hidden_size == 6
+    assert fc.models["regime_1"].lstm.num_layers == 2 and fc.models["pooled"].lstm.hidden_size == 4
+    folder = tmp_path / "bundle"
+    fc.save(folder, result.model_meta)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["model_hparams"]["regime_1"]["hidden_size"] == 6
+    assert manifest["model_hparams"]["regime_1"]["num_layers"] == 2
+    assert all(h["hidden_size"] == 4 for n, h in manifest["model_hparams"].items()
+               if n != "regime_1")
+    loaded = load_forecaster(folder)
+    frame = market.frame.iloc[:900]
+    batch = loaded.forecast_frame(frame)
+    pd.testing.assert_frame_equal(batch, fc.forecast_frame(frame))
+    for t in (850, 899):  # the per-bar path gives the batch path's value
+        regime, value = loaded.forecast_last(frame.iloc[:t + 1])
+        assert regime == batch["regime"].iloc[t]
+        np.testing.assert_allclose(value, batch["forecast"].iloc[t], equal_nan=True)
+    # a bundle written before per-network settings (one hparams, no model_hparams) loads
+    old = tmp_path / "old"
+    fc_old, _ = fit_pipeline(market.frame, tiny_cfg)
+    fc_old.forecaster.save(old, fc_old.model_meta)
+    m = json.loads((old / "manifest.json").read_text())
+    m.pop("model_hparams")
+    atomic_write_text(old / "manifest.json", json.dumps(m))
+    assert sorted(load_forecaster(old).models) == sorted(fc_old.forecaster.models)

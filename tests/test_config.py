@@ -46,3 +46,20 @@ def test_configs_are_frozen_and_replace_makes_a_copy():
     with pytest.raises(Exception):
         cfg.lookback = 5  # type: ignore[misc]
     assert replace(cfg, lookback=5).lookback == 5 and cfg.lookback == 32
+
+
+def test_per_network_overrides_round_trip_and_resolve():
+    from bt_lstm.config import ModelOverride, PipelineConfig
+
+    cfg = PipelineConfig(overrides=(ModelOverride("bullish", hidden_size=8, lr=0.01),))
+    assert PipelineConfig.from_json(cfg.to_json()) == cfg
+    bull = cfg.for_model("regime_2")
+    assert bull.model.hidden_size == 8 and bull.train.lr == 0.01 and bull.overrides == ()
+    assert cfg.for_model("pooled").model == cfg.model
+    assert "overrides" not in PipelineConfig().training_dict()  # old cache keys unchanged
+    with pytest.raises(ValueError, match="ModelOverride.model"):
+        ModelOverride("bulish")
+    with pytest.raises(ValueError, match="dropout"):
+        PipelineConfig(overrides=(ModelOverride("bullish", dropout=1.5),))
+    with pytest.raises(ValueError, match="one override per model"):
+        PipelineConfig(overrides=(ModelOverride("pooled"), ModelOverride("pooled")))
