@@ -21,15 +21,8 @@ from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.research.search_space import INT_PARAMS, PARAMS, apply_params
 from bt_lstm.research.selection import round_trip_cost
 from bt_lstm.research.stats import deflated_sharpe
-from bt_lstm.research.tuning import (
-    JOURNAL,
-    TuneSpec,
-    mask_url,
-    planned_regimes,
-    read_study,
-    run_study,
-    validate_combined,
-)
+from bt_lstm.research.tuned_fit import planned_regimes, validate_combined
+from bt_lstm.research.tuning import JOURNAL, TuneSpec, mask_url, read_study, run_study
 from bt_lstm.signals.regimes import REGIME_LABELS
 from bt_lstm.signals.windows import SplitBounds, split_bounds
 
