@@ -103,6 +103,7 @@ def test_one_seeded_worker_reproduces_trials_and_best_config(market_csv, space_f
     assert keys[0] == "pooled" and len(keys) >= 2 and list(ta["regime"].unique()) == keys
     assert sorted(keys) == sorted(study["studies"])
     assert set(keys[1:]) <= {"bearish", "sideways", "bullish"}
+    assert sorted(keys[1:] + study["pooled_for"]) == ["bearish", "bullish", "sideways"]
     for key, one in study["studies"].items():
         assert one["study"] == f"{study['study']}-{key}" and one["n_trials"] == 5
         assert sorted(ta.loc[ta["regime"] == key, "number"]) == list(range(5))

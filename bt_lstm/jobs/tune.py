@@ -151,10 +151,12 @@ def tune_span(part: pd.DataFrame, bounds: SplitBounds, cfg: PipelineConfig, spac
 
     pooled = one(None, cfg, space)
     sub = {k: v for k, v in space.items() if k != "lookback"}
-    if pooled["best"] is not None and sub:
+    own: list[int] | None = None  # regimes with a network of their own
+    if pooled["best"] is not None:
         shared = apply_params(cfg, {k: v for k, v in pooled["best"]["params"].items()
                                     if k == "lookback"})
-        for regime in planned_regimes(part, bounds, shared):
+        own = planned_regimes(part, bounds, shared)
+        for regime in own if sub else []:
             if stop and stop():
                 break
             one(regime, shared, sub)
@@ -165,6 +167,8 @@ def tune_span(part: pd.DataFrame, bounds: SplitBounds, cfg: PipelineConfig, spac
         best = replace(best, strategy=replace(best.strategy, threshold=final["threshold"]))
     full = part if full is None else full
     summary = study_summary(study, studies, final, full, jobs, bounds)
+    summary["pooled_for"] = (None if own is None else
+                             [REGIME_LABELS[r] for r in range(3) if r not in own])
     summary["selection_luck"] = clean_json(selection_luck(summary))
     if best is not None:  # later runs with --config deflate their Sharpe by every trial tried
         best = replace(best, provenance=replace(
@@ -309,6 +313,8 @@ def index_html(summary: dict[str, Any], studies: list[tuple[str, TuneSpec, dict[
             f"read.</p><p>Tuned networks together on the validation tail: MSE ratio "
             f"{best.get('value')}, threshold {best.get('threshold')}, validation Sharpe "
             f"{best.get('val_sharpe')}; settings {esc(json.dumps(best.get('params')))}</p>"
+            f"<p>Regimes forecast by the pooled network (too few windows for one of their "
+            f"own): {esc(', '.join(summary.get('pooled_for') or []) or 'none')}.</p>"
             f"<h2>How much of it could be luck</h2><p>"
             f"{esc(str((summary.get('selection_luck') or {}).get('reading', '')))}.</p>")
     body = []
