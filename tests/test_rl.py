@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,12 +18,13 @@ from bt_lstm.rl.agent import (
     AgentError,
     DQNAgent,
     agent_identity,
+    build_dqn,
     load_agent,
     obtain_agent,
     save_agent,
 )
 from bt_lstm.rl.env import TradingEnv
-from bt_lstm.rl.qnets import batch_q_values, build_q_network
+from bt_lstm.rl.qnets import batch_q_values, build_q_network, observation_space
 from bt_lstm.rl.spec import (
     DQNConfig,
     fit_observation,
@@ -298,6 +300,53 @@ def test_lstm_q_network_learns_an_order_dependent_task_and_shuffled_steps_do_not
     print("held-out accuracy (chance 0.5):", accs)
     assert accs["lstm"] > 0.8
     assert accs["lstm_shuffled"] < 0.58
+
+
+class _OrderMarket(gym.Env):
+    """The order task as a market for SB3: each step shows a window drawn from a fixed training
+    pool (side flat); Buy earns the next bar's move y, Sell -y (going short), Hold 0: the
+    one-bar reward of each action from flat, no costs. Truncated every 200 steps."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int) -> None:
+        self.obs, self.y = flat_observations(x, np.zeros(len(x))), y  # (N, L+1), (N,)
+        self.observation_space = observation_space(x.shape[1], 1)
+        self.action_space = gym.spaces.Discrete(3)
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.n, self.i = 0, int(self.rng.integers(len(self.y)))
+        return self.obs[self.i], {}
+
+    def step(self, action):
+        reward = (0.0, float(self.y[self.i]), -float(self.y[self.i]))[int(action)]
+        self.n, self.i = self.n + 1, int(self.rng.integers(len(self.y)))
+        return self.obs[self.i], reward, False, self.n >= 200, {}
+
+
+def _learn_dqn(qnet: str, x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
+    """SB3's DQN.learn (replay, target network, epsilon-greedy, clipping) through build_dqn,
+    the constructor train_agent uses; gamma 0: the task is one bar ahead."""
+    cfg = DQNConfig(qnet=qnet, window=x.shape[1], timesteps=2000, learning_starts=500,
+                    buffer_size=2000, batch_size=64, train_freq=4, gamma=0.0,
+                    learning_rate=3e-3, target_update_interval=250, seed=seed)
+    model = build_dqn(_OrderMarket(x, y, seed), cfg, 1)
+    model.learn(total_timesteps=cfg.timesteps)
+    return model.policy.q_net.eval()
+
+
+def test_dqn_learning_loop_learns_the_order_task_with_an_lstm_not_from_shuffled_steps():
+    rng = np.random.default_rng(0)
+    x_train, y_train = _order_task(3000, 10, rng)
+    x_test, y_test = _order_task(2000, 10, rng)
+    xs_train, xs_test = _shuffle_steps(x_train, rng), _shuffle_steps(x_test, rng)
+    accs = {"lstm": _accuracy(_learn_dqn("lstm", x_train, y_train, 0), x_test, y_test),
+            "dense": _accuracy(_learn_dqn("dense", x_train, y_train, 0), x_test, y_test),
+            "lstm_shuffled": _accuracy(_learn_dqn("lstm", xs_train, y_train, 0), xs_test,
+                                       y_test)}
+    print("SB3 DQN, held-out accuracy (chance 0.5):", accs)
+    assert accs["lstm"] > 0.8
+    assert accs["lstm_shuffled"] < 0.6
 
 
 # ---------------------------------------------------------------- integration

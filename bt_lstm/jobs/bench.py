@@ -204,11 +204,16 @@ def format_bench(res: dict[str, Any]) -> str:
               f"  ratio (target <= 1.3): {tr['ratio']:.2f}"]
     if "dqn" in res:
         d = res["dqn"]
-        lines += ["", f"DQN (window {d['window']}, {d['threads']} thread)"
-                      f"{'train steps/s':>16}{'act p50 ms':>12}{'p99 ms':>9}{'batch Q obs/s':>15}"]
+        st = d["settings"]
+        lines += ["", f"DQN (window {d['window']}, {d['threads']} thread, batch "
+                      f"{st['batch_size']} every {st['train_freq']} steps, load average "
+                      f"{d['load_average_before']:.1f} -> {d['load_average_after']:.1f})",
+                  f"{'':<14}{'train steps/s':>14}{'per CPU s':>11}{'act p50 ms':>12}"
+                  f"{'p99 ms':>9}{'batch Q obs/s':>15}  (goal: LSTM >= 500 steps/s)"]
         for qnet in ("lstm", "dense"):
             r = d[qnet]
-            lines.append(f"  {qnet:<26}{r['train_env_steps_per_s']:>16,.0f}"
+            lines.append(f"  {qnet:<12}{r['train_env_steps_per_s']:>14,.0f}"
+                         f"{r['train_env_steps_per_cpu_s']:>11,.0f}"
                          f"{r['act_latency_ms_median']:>12.3f}{r['act_latency_ms_p99']:>9.3f}"
                          f"{r['batch_q_obs_per_s']:>15,.0f}")
     if "rerun" in res:

@@ -24,7 +24,7 @@ from bt_lstm import __version__
 from bt_lstm.config import FeatureConfig, StrategyConfig
 from bt_lstm.data.files import atomic_write_bytes, atomic_write_json
 from bt_lstm.rl.env import TradingEnv
-from bt_lstm.rl.qnets import batch_q_values, build_q_network, policy_kwargs
+from bt_lstm.rl.qnets import QPolicy, batch_q_values, build_q_network, policy_kwargs
 from bt_lstm.rl.spec import (
     ACTIONS,
     Q_COLUMNS,
@@ -90,6 +90,21 @@ class DQNAgent:
             return int(self.net(torch.as_tensor(obs)).argmax(dim=1)[0])
 
 
+def build_dqn(env: Any, cfg: DQNConfig, n_features: int) -> Any:
+    """SB3's ``DQN`` on ``env`` with our Q-network and every hyperparameter from ``cfg`` (the
+    one constructor for training and for the speed benchmark)."""
+    from stable_baselines3 import DQN
+
+    return DQN(QPolicy, env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
+               learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
+               train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps,
+               target_update_interval=cfg.target_update_interval,
+               exploration_fraction=cfg.exploration_fraction,
+               exploration_final_eps=cfg.exploration_final_eps,
+               max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, device="cpu",
+               policy_kwargs=policy_kwargs(cfg.qnet, cfg.window, n_features), verbose=0)
+
+
 def greedy_episode(agent: DQNAgent, candles: pd.DataFrame, windows: np.ndarray, start: int,
                    stop: int, cfg: StrategyConfig) -> dict[str, Any]:
     """Run the greedy policy over [start, stop) in the env: total log return, actions, value."""
@@ -120,7 +135,6 @@ def train_agent(candles: pd.DataFrame, cfg: DQNConfig, scfg: StrategyConfig,
     Randomness: SB3's ``seed`` seeds Python, numpy, torch and the action space; runs reproduce
     on the same machine only.
     """
-    from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
 
     from bt_lstm.rl.spec import fit_observation
@@ -151,14 +165,7 @@ def train_agent(candles: pd.DataFrame, cfg: DQNConfig, scfg: StrategyConfig,
 
     env = TradingEnv(candles, windows, train[0], train[1], scfg, cfg.allow_short)
     with torch_threads(cfg.threads):
-        model = DQN("MlpPolicy", env, learning_rate=cfg.learning_rate,
-                    buffer_size=cfg.buffer_size, learning_starts=cfg.learning_starts,
-                    batch_size=cfg.batch_size, gamma=cfg.gamma, train_freq=cfg.train_freq,
-                    target_update_interval=cfg.target_update_interval,
-                    exploration_fraction=cfg.exploration_fraction,
-                    exploration_final_eps=cfg.exploration_final_eps,
-                    max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, device="cpu",
-                    policy_kwargs=policy_kwargs(cfg.qnet, cfg.window, n_features), verbose=0)
+        model = build_dqn(env, cfg, n_features)
         model.learn(total_timesteps=cfg.timesteps, callback=Select())
         if not best["history"] or best["history"][-1]["step"] != model.num_timesteps:
             evaluate(model)

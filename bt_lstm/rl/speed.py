@@ -1,47 +1,51 @@
 """DQN timings for ``bench``: training env steps/s, single-observation latency, batch Q rate."""
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bt_lstm.config import StrategyConfig
-from bt_lstm.rl.agent import DQNAgent, torch_threads
+from bt_lstm.rl.agent import DQNAgent, build_dqn, torch_threads
 from bt_lstm.rl.env import TradingEnv
-from bt_lstm.rl.qnets import build_q_network, policy_kwargs
+from bt_lstm.rl.qnets import build_q_network
 from bt_lstm.rl.spec import DQNConfig, fit_observation, observation_windows
 
 
 def _training_rate(frame: pd.DataFrame, cfg: DQNConfig, windows: np.ndarray, steps: int
-                   ) -> float:
-    """Env steps per second of ``DQN.learn`` after the random warm-up (updates included)."""
-    from stable_baselines3 import DQN
-
+                   ) -> tuple[float, float]:
+    """Env steps per second of ``DQN.learn`` after the random warm-up (updates included):
+    (per wall second, per CPU second of this process)."""
     env = TradingEnv(frame, windows, cfg.window - 1, len(frame), StrategyConfig(), False)
-    model = DQN("MlpPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
-                learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
-                train_freq=cfg.train_freq, target_update_interval=cfg.target_update_interval,
-                exploration_fraction=cfg.exploration_fraction, seed=cfg.seed, device="cpu",
-                policy_kwargs=policy_kwargs(cfg.qnet, cfg.window, windows.shape[2]))
+    model = build_dqn(env, cfg, windows.shape[2])
     model.learn(total_timesteps=cfg.learning_starts + 1)  # the random phase: no updates
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu)
 
 
 def bench_dqn(frame: pd.DataFrame, window: int = 50, steps: int = 2000, reps: int = 200,
-              threads: int = 1) -> dict[str, Any]:
-    """Per Q-network (lstm, dense): training env steps/s (``DQNConfig`` defaults, updates every
-    ``train_freq`` steps, batch ``batch_size``), greedy action latency of one observation
-    (median, p99 over ``reps`` calls) and batch Q-value throughput (observations/s)."""
-    out: dict[str, Any] = {"window": window, "threads": threads, "train_steps": steps}
+              threads: int = 1, train_reps: int = 3) -> dict[str, Any]:
+    """Per Q-network (lstm, dense): training env steps/s (``DQNConfig``'s settings, as
+    ``train_agent`` runs them; median of ``train_reps`` runs, per wall second and per CPU
+    second: on shared cores the second is the figure an idle core would give), greedy action
+    latency of one observation (median, p99 over ``reps`` calls) and batch Q-value throughput
+    (observations/s). The load average before and after is recorded beside them."""
+    base = DQNConfig(window=window, learning_starts=200, threads=threads)
+    out: dict[str, Any] = {"window": window, "threads": threads, "train_steps": steps,
+                           "train_reps": train_reps, "load_average_before": os.getloadavg()[0],
+                           "settings": {k: getattr(base, k) for k in (
+                               "batch_size", "train_freq", "gradient_steps", "buffer_size")}}
     for qnet in ("lstm", "dense"):
-        cfg = DQNConfig(qnet=qnet, window=window, learning_starts=200)
+        cfg = replace(base, qnet=qnet)
         windows = observation_windows(frame, cfg, fit_observation(frame, cfg, len(frame)))
         with torch_threads(threads):
-            rate = _training_rate(frame, cfg, windows, steps)
+            rates = np.array([_training_rate(frame, cfg, windows, steps)
+                              for _ in range(train_reps)])  # (reps, 2): wall, cpu
             agent = DQNAgent(build_q_network(qnet, window, windows.shape[2]), cfg,
                              {"kind": "price"})
             lat = []
@@ -54,8 +58,11 @@ def bench_dqn(frame: pd.DataFrame, window: int = 50, steps: int = 2000, reps: in
             t0 = time.perf_counter()
             agent.q_table(batch)  # 3 observations (one per side) per bar
             q_rate = 3 * len(batch) / (time.perf_counter() - t0)
-        out[qnet] = {"train_env_steps_per_s": rate,
+        out[qnet] = {"train_env_steps_per_s": float(np.median(rates[:, 0])),
+                     "train_env_steps_per_cpu_s": float(np.median(rates[:, 1])),
+                     "train_env_steps_per_s_runs": [float(r) for r in rates[:, 0]],
                      "act_latency_ms_median": float(np.median(lat_ms)),
                      "act_latency_ms_p99": float(np.percentile(lat_ms, 99)),
                      "batch_q_obs_per_s": q_rate}
+    out["load_average_after"] = os.getloadavg()[0]
     return out
