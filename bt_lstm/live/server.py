@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import math
 import os
 import secrets
@@ -30,6 +31,7 @@ from bt_lstm.live.klines import Warmup, bundle_warmup, frame_of
 from bt_lstm.signals.regimes import REGIME_LABELS
 
 TOKEN_ENV = "BT_LSTM_RELOAD_TOKEN"
+SERVE_ENV = "BT_LSTM_SERVE"  # JSON settings of ``serve --workers N`` for its worker processes
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -179,8 +181,12 @@ def _inline_schema(adapter: TypeAdapter) -> dict:
     return inline(schema)
 
 
-def create_app(models: str, no_skill: str = "flat", skill_p: float | None = None) -> FastAPI:
-    """The app, with ``models`` loaded before it serves (a bad bundle raises here)."""
+def create_app(models: str, no_skill: str = "flat", skill_p: float | None = None,
+               workers: int = 1) -> FastAPI:
+    """The app, with ``models`` loaded before it serves (a bad bundle raises here).
+
+    ``workers``: how many processes serve this app; with more than one, ``/v1/reload`` is
+    refused (it would swap the bundle of one process only)."""
     state = {"loaded": load_bundle(models, no_skill, skill_p)}
     reload_lock = threading.Lock()
     app = FastAPI(title="bt-lstm model server", docs_url="/docs")
@@ -234,6 +240,10 @@ def create_app(models: str, no_skill: str = "flat", skill_p: float | None = None
         if not authorization or not secrets.compare_digest(given, token):
             raise HTTPException(401, "bad or missing bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
+        if workers > 1:
+            raise HTTPException(409, f"reload refused: this server runs {workers} worker "
+                                     f"processes and a reload would reach one; restart it with "
+                                     f"the new --models (or serve with --workers 1)")
         with reload_lock:
             old = state["loaded"]
             try:
@@ -256,3 +266,12 @@ def create_app(models: str, no_skill: str = "flat", skill_p: float | None = None
                 "\"v\"}, ...]}; docs at <a href='/docs'>/docs</a>.</p></body></html>")
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``serve --workers N`` (settings in ``$BT_LSTM_SERVE``)."""
+    from bt_lstm.models.training import configure_threads
+
+    cfg = json.loads(os.environ[SERVE_ENV])
+    configure_threads(cfg["threads"])
+    return create_app(cfg["models"], cfg["no_skill"], cfg["skill_p"], workers=cfg["workers"])
