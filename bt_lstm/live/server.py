@@ -153,7 +153,7 @@ def forecast_body(ld: Loaded, body: bytes) -> dict:
 
     Only the last ``warmup.history`` candles reach the pipeline: the bundle's warm-up says that
     many give the forecast all of history gives (recursive averages forgotten to ``FORGET``),
-    so a longer body costs no more than that (tests/test_live_server.py checks the equality).
+    so a longer body costs no more than that (tests/test_live.py checks the equality).
     """
     t, x = read_candles(body, ld.warmup.first_ready)
     keep = slice(max(len(t) - ld.warmup.history, 0), None)
