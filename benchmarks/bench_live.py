@@ -48,6 +48,7 @@ from bt_lstm.live.replay import ReplayConfig, ReplayServer  # noqa: E402
 from bt_lstm.live.run import build_engine  # noqa: E402
 
 BAR_MS = timeframe_ms("4h")
+STOP_MARGIN = 10  # candles the replay serves beyond those the feed is asked to decide
 
 
 def rss_mb() -> float:
@@ -106,7 +107,9 @@ def replay_run(candles: list, start: int, n: int, state: Path, speed: float,
                models: str | None = None, server: str | None = None,
                every: int = 0) -> dict:
     """Replay ``n`` candles from ``start``; latencies (ms) and RSS samples (MB)."""
-    replay = Replay(candles, start, start + n, speed)
+    # a few candles beyond n: on a loaded machine the first candle can land in the history
+    # instead of being decided, and the feed would then wait forever for its n-th decision
+    replay = Replay(candles, start, start + n + STOP_MARGIN, speed)
     url = f"127.0.0.1:{replay.server.port}"
     engine = build_engine("BTCUSDT", "4h", StrategyConfig(), state, models=models,
                           model_server=server, no_skill="trade")
@@ -234,7 +237,8 @@ def main() -> int:
         from bt_lstm.live.klines import bundle_warmup
 
         warm = bundle_warmup(fc).history
-        market = candles_of(make_market(n_bars=warm + n_mem + 10, seed=11).frame)
+        market = candles_of(make_market(n_bars=warm + n_mem + STOP_MARGIN + 10,
+                                           seed=11).frame)
         start = warm + 5
         figures["in_process"] = replay_run(market, start, args.candles, root / "s1", args.speed,
                                            models=str(bundle))
