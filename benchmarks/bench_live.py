@@ -246,7 +246,8 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         server = subprocess.Popen([sys.executable, str(REPO / "runners" / "serve.py"),
                                    "--models", str(bundle), "--port", str(port), "--no-skill",
-                                   "trade", "--workers", str(args.server_workers), "--quiet"],
+                                   "trade", "--quiet", *(["--workers", str(args.server_workers)]
+                                                         if args.server_workers != 1 else [])],
                                   cwd=REPO, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
