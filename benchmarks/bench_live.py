@@ -5,7 +5,10 @@ WebSocket + REST exactly as ``runners/live.py`` consumes it:
   CSV lines, status.json), median and p99 over ``--candles`` candles, with forecasts in-process
   and through the model server (``runners/serve.py`` in its own process);
 - model-server throughput: ``POST /v1/forecast`` with 500-candle bodies under ``wrk`` (Debian's
-  HTTP load generator, a Lua script supplies the body), requests/s and its latency figures;
+  HTTP load generator, a Lua script supplies the body) against ``serve.py --workers
+  --server-workers`` (2: one per core), requests/s, its latency figures, and the server's CPU
+  time per request (all its processes, from /proc: the figure that holds on a shared machine,
+  where requests/s depends on what else runs);
 - memory: RSS at the start and the end of ``--memory-candles`` replayed candles (in-process).
 
     python benchmarks/bench_live.py                          # writes reports/bench_live.json
@@ -45,6 +48,7 @@ from bt_lstm.live.replay import ReplayConfig, ReplayServer  # noqa: E402
 from bt_lstm.live.run import build_engine  # noqa: E402
 
 BAR_MS = timeframe_ms("4h")
+STOP_MARGIN = 10  # candles the replay serves beyond those the feed is asked to decide
 
 
 def rss_mb() -> float:
@@ -103,7 +107,9 @@ def replay_run(candles: list, start: int, n: int, state: Path, speed: float,
                models: str | None = None, server: str | None = None,
                every: int = 0) -> dict:
     """Replay ``n`` candles from ``start``; latencies (ms) and RSS samples (MB)."""
-    replay = Replay(candles, start, start + n, speed)
+    # a few candles beyond n: on a loaded machine the first candle can land in the history
+    # instead of being decided, and the feed would then wait forever for its n-th decision
+    replay = Replay(candles, start, start + n + STOP_MARGIN, speed)
     url = f"127.0.0.1:{replay.server.port}"
     engine = build_engine("BTCUSDT", "4h", StrategyConfig(), state, models=models,
                           model_server=server, no_skill="trade")
@@ -138,7 +144,22 @@ def replay_run(candles: list, start: int, n: int, state: Path, speed: float,
             "max_ms": round(float(lat.max()), 2), "rss_samples_mb": samples}
 
 
-def wrk_throughput(url: str, body: bytes, seconds: int, threads: int, conns: int) -> dict:
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its children (uvicorn's workers)."""
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    ticks = sum(cpu for p, (ppid, cpu) in stats.items() if p == pid or ppid == pid)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_throughput(url: str, body: bytes, seconds: int, threads: int, conns: int,
+                   server_pid: int | None = None) -> dict:
     wrk = shutil.which("wrk")
     if wrk is None:
         return {"error": "wrk not installed (Debian: apt-get install -y wrk)"}
@@ -157,14 +178,25 @@ def wrk_throughput(url: str, body: bytes, seconds: int, threads: int, conns: int
             "latency:percentile(99) / 1000, summary.errors.status))\nend\n")
         cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(lua),
                f"{url}/v1/forecast"]
+        cpu0 = tree_cpu_s(server_pid) if server_pid else None
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+        cpu1 = tree_cpu_s(server_pid) if server_pid else None
     rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    done = re.search(r"(\d+) requests in", out)
     extra = re.search(r"JSON (\{.*\})", out)
     res = {"command": " ".join(cmd[:5]) + " -s post.lua URL", "body_candles": 500,
            "body_bytes": len(body), "requests_per_s": float(rps.group(1)) if rps else None}
+    if done and int(done.group(1)) and cpu0 is not None:
+        res["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / int(done.group(1)), 2)
     if extra:
         res.update(json.loads(extra.group(1)))
     return res
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def main() -> int:
@@ -178,6 +210,8 @@ def main() -> int:
                     help="replayed candles per second for the memory run (400)")
     ap.add_argument("--wrk-seconds", type=int, default=15, help="wrk duration (15)")
     ap.add_argument("--wrk-conns", type=int, default=4, help="wrk connections (4)")
+    ap.add_argument("--server-workers", type=int, default=2,
+                    help="serve.py --workers for the model-server runs (2: one per core)")
     ap.add_argument("--tiny", action="store_true", help="a tiny bundle (the tests' sizes)")
     ap.add_argument("--out", default="reports/bench_live.json", help="where the JSON goes")
     args = ap.parse_args()
@@ -188,7 +222,10 @@ def main() -> int:
     if args.tiny:
         flags += ["--lookback", "8", "--hidden-size", "4"]
     figures: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "torch": torch.__version__, "platform": platform.platform()}}
+                                 "torch": torch.__version__, "platform": platform.platform(),
+                                 "load_average_at_start": os.getloadavg()[0],
+                                 "http": "httptools" if _has("httptools") else "h11",
+                                 "loop": "uvloop" if _has("uvloop") else "asyncio"}}
     n_mem = max(args.memory_candles, args.candles)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -200,7 +237,8 @@ def main() -> int:
         from bt_lstm.live.klines import bundle_warmup
 
         warm = bundle_warmup(fc).history
-        market = candles_of(make_market(n_bars=warm + n_mem + 10, seed=11).frame)
+        market = candles_of(make_market(n_bars=warm + n_mem + STOP_MARGIN + 10,
+                                           seed=11).frame)
         start = warm + 5
         figures["in_process"] = replay_run(market, start, args.candles, root / "s1", args.speed,
                                            models=str(bundle))
@@ -208,7 +246,9 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         server = subprocess.Popen([sys.executable, str(REPO / "runners" / "serve.py"),
                                    "--models", str(bundle), "--port", str(port), "--no-skill",
-                                   "trade", "--quiet"], cwd=REPO, env=env)
+                                   "trade", "--quiet", *(["--workers", str(args.server_workers)]
+                                                         if args.server_workers != 1 else [])],
+                                  cwd=REPO, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(600):
@@ -222,7 +262,8 @@ def main() -> int:
             body = json.dumps({"candles": [dict(zip("tohlcv", c))
                                            for c in market[start:start + 500]]}).encode()
             figures["throughput"] = wrk_throughput(url, body, args.wrk_seconds, 1,
-                                                   args.wrk_conns)
+                                                   args.wrk_conns, server.pid)
+            figures["throughput"]["server_workers"] = args.server_workers
         finally:
             server.terminate()
             server.wait(30)
@@ -236,6 +277,7 @@ def main() -> int:
                              "rss_samples_mb": samples,
                              "latency_median_ms": mem["median_ms"],
                              "latency_p99_ms": mem["p99_ms"]}
+    figures["machine"]["load_average_at_end"] = os.getloadavg()[0]
     figures["goals"] = {"in_process_p99_ms": 30, "http_p99_ms": 60, "requests_per_s": 200}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

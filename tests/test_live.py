@@ -245,6 +245,17 @@ def test_model_server_validates_reloads_and_refuses_tampering(main_run, tmp_path
         r = client.post("/v1/forecast", json=unsorted)
         assert r.status_code == 422 and "4.t" in r.text
         assert client.post("/v1/forecast", json={"x": 1}).status_code == 422
+        wrong = json.loads(json.dumps(body))
+        wrong["candles"][2]["t"] = "soon"
+        r = client.post("/v1/forecast", json=wrong)
+        assert r.status_code == 422 and '"t"' in r.text and "2" in r.text
+        r = client.post("/v1/forecast", content=b"{not json",
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 422
+        bounds = json.loads(json.dumps(body))
+        bounds["candles"][9]["h"] = bounds["candles"][9]["l"] / 2
+        r = client.post("/v1/forecast", json=bounds)
+        assert r.status_code == 422 and '"9"' in r.text
         monkeypatch.setenv(TOKEN_ENV, "s3cret")
         bad = tmp_path / "tampered"
         shutil.copytree(main_run["bundle"], bad)
@@ -259,12 +270,44 @@ def test_model_server_validates_reloads_and_refuses_tampering(main_run, tmp_path
         assert client.post("/v1/forecast", json=body).json() == ok.json()
         r = client.post("/v1/reload", json={"models": str(main_run["bundle"])}, headers=auth)
         assert r.status_code == 200
+    with TestClient(create_app(str(main_run["bundle"]), "trade", workers=2)) as client:
+        assert client.post("/v1/forecast", json=body).json() == ok.json()
+        r = client.post("/v1/reload", json={"models": str(main_run["bundle"])}, headers=auth)
+        assert r.status_code == 409 and "workers" in r.text
     res = subprocess.run([sys.executable, str(REPO / "runners" / "live.py"), "--symbol",
                           "BTCUSDT", "--timeframe", "4h", "--models", str(bad), "--state",
                           str(tmp_path / "s"), "--stop-after", "1"], cwd=REPO,
                          capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert res.returncode == 2 and "error:" in res.stderr
+
+
+def test_server_forecasts_from_the_warm_up_tail_as_from_all_candles(main_run, monkeypatch):
+    """The server hands the pipeline only the last ``warmup.history`` candles of a body; the
+    forecast equals that from every candle posted (the warm-up figure's promise)."""
+    from bt_lstm.live.klines import frame_of
+    from bt_lstm.live.server import forecast_body, load_bundle
+
+    ld = load_bundle(str(main_run["bundle"]), "trade", None)
+    fc = ld.forecaster
+    candles = candles_of(main_run["candles"])
+    history = ld.warmup.history
+    assert len(candles) > history + 200, "the test needs bodies longer than the warm-up"
+    seen = []
+    real = type(fc).forecast_last
+    monkeypatch.setattr(type(fc), "forecast_last",
+                        lambda self, frame: seen.append(len(frame)) or real(self, frame))
+    scale = fc.scaler.target_scale
+    for end in range(history + 50, len(candles) + 1, 37):
+        body = json.dumps({"candles": [dict(zip("tohlcv", c)) for c in candles[:end]]})
+        out = forecast_body(ld, body.encode())
+        assert seen[-1] == history  # only the tail reached the pipeline
+        regime, full = real(fc, frame_of(candles[:end]))
+        assert out["regime"] == regime and out["datetime"] == candles[end - 1][0]
+        assert (out["forecast"] is None) == np.isnan(full)
+        if out["forecast"] is not None:
+            np.testing.assert_allclose(out["forecast"], full, rtol=RTOL,
+                                       atol=FORECAST_ATOL * scale)
 
 
 def test_rest_errors_retry_then_stop_with_a_clear_line(main_run, tmp_path, capsys):

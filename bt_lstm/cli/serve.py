@@ -8,6 +8,7 @@ bundle is refused and the old one keeps serving). A tampered --models refuses to
 Examples
 --------
     python runners/serve.py --models models/BTCUSDT_4h --port 8000
+    python runners/serve.py --models models/BTCUSDT_4h --workers 2     # one per core
     curl -s http://127.0.0.1:8000/v1/model
 """
 from __future__ import annotations
@@ -28,6 +29,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--skill-p", type=float, metavar="P", help="skill p-value bound")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="torch threads (default 1)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="server processes, each with the bundle loaded (default 1); one "
+                             "per core for throughput; /v1/reload needs 1")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     return parser
 
@@ -37,16 +41,31 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     setup_logging(args.quiet)
 
     def job() -> int:
+        import json
+        import os
+
         import uvicorn
 
-        from bt_lstm.live.server import create_app
+        from bt_lstm.live.server import SERVE_ENV, create_app, load_bundle
         from bt_lstm.models.training import configure_threads
 
+        if args.workers < 1:
+            raise ValueError(f"--workers {args.workers}: use 1 or more")
         configure_threads(args.threads)
-        app = create_app(args.models, args.no_skill, args.skill_p)
-        print(f"serving {args.models} on http://{args.host}:{args.port}/", flush=True)
-        uvicorn.run(app, host=args.host, port=args.port,
-                    log_level="warning" if args.quiet else "info")
+        log_level = "warning" if args.quiet else "info"
+        if args.workers == 1:
+            app = create_app(args.models, args.no_skill, args.skill_p)
+            print(f"serving {args.models} on http://{args.host}:{args.port}/", flush=True)
+            uvicorn.run(app, host=args.host, port=args.port, log_level=log_level)
+            return 0
+        load_bundle(args.models, args.no_skill, args.skill_p)  # refuse a bad bundle here, once
+        os.environ[SERVE_ENV] = json.dumps({
+            "models": args.models, "no_skill": args.no_skill, "skill_p": args.skill_p,
+            "threads": args.threads, "workers": args.workers})
+        print(f"serving {args.models} on http://{args.host}:{args.port}/ "
+              f"({args.workers} workers)", flush=True)
+        uvicorn.run("bt_lstm.live.server:app_from_env", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, log_level=log_level)
         return 0
 
     return run_cli(job)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import RegimeConfig
+from bt_lstm.signals.features import lag
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,18 @@ def regime_inputs(frame: pd.DataFrame, trend_bars: int) -> pd.DataFrame:
     ``trend_score = log(close[t] / close[t-n]) / (std(r[t-n+1..t]) * sqrt(n))``: the trailing
     move measured in units of its own trailing volatility.
     """
-    ret = np.log(frame["close"] / frame["close"].shift(1))
-    vol = ret.rolling(trend_bars, min_periods=trend_bars).std()
-    move = np.log(frame["close"] / frame["close"].shift(trend_bars))
-    score = move / (vol.where(vol > 0) * np.sqrt(trend_bars))
-    return pd.DataFrame({"trend_score": score.fillna(0.0).where(vol.notna()),
-                         "log_vol": np.log(vol.where(vol > 0, 1e-12))}, index=frame.index)
+    score, log_vol = _regime_inputs(frame["close"].to_numpy(dtype=np.float64), trend_bars)
+    return pd.DataFrame({"trend_score": score, "log_vol": log_vol}, index=frame.index)
+
+
+def _regime_inputs(close: np.ndarray, trend_bars: int) -> tuple[np.ndarray, np.ndarray]:
+    """``regime_inputs`` on arrays: trend score (T,) and log volatility (T,)."""
+    ret = np.log(close / lag(close, 1))
+    vol = pd.Series(ret).rolling(trend_bars, min_periods=trend_bars).std().to_numpy()
+    move = np.log(close / lag(close, trend_bars))
+    score = move / (np.where(vol > 0, vol, np.nan) * np.sqrt(trend_bars))
+    score = np.where(np.isnan(vol), np.nan, np.where(np.isnan(score), 0.0, score))
+    return score, np.log(np.where(vol > 0, vol, 1e-12))
 
 
 def fit_regimes(train: pd.DataFrame, cfg: RegimeConfig, seed: int = 0) -> RegimeParams:
@@ -125,10 +132,11 @@ def apply_regimes(frame: pd.DataFrame, params: RegimeParams) -> pd.Series:
             raise ValueError("these models use the data's `regime` column, which this data lacks")
         return pd.Series(frame["regime"].to_numpy(dtype=np.int64), index=frame.index,
                          name="regime")
-    x = regime_inputs(frame, params.trend_bars)
-    valid = x.notna().all(axis=1).to_numpy()
+    x = np.column_stack(_regime_inputs(frame["close"].to_numpy(dtype=np.float64),
+                                       params.trend_bars))  # (T, 2)
+    valid = ~np.isnan(x).any(axis=1)
     labels = np.full(len(frame), UNKNOWN, dtype=np.int64)
-    xv = x.to_numpy()[valid]
+    xv = x[valid]
     if params.method == "rule":
         # Quiet markets are sideways; otherwise the sign of the trailing move decides.
         quiet = np.exp(xv[:, 1]) < params.vol_threshold
