@@ -230,6 +230,14 @@ def test_walk_forward_tunes_inside_every_fold_training_span(market_csv, space_fi
         part = frame[(frame.index >= pd.Timestamp(row.train_start))
                      & (frame.index < pd.Timestamp(row.test_start))]
         assert study["tuning_fingerprint"] == fingerprint_frame(part)
+    # --resume tunes as the run started (its config.json keeps the trials and the space) and
+    # refuses tuning flags of its own
+    assert walk_forward.main(["--resume", "wf", "--reports-dir", str(tmp_path), "--tune-trials",
+                              "3", "--quiet"]) == 2
+    assert walk_forward.main(["--resume", "wf", "--reports-dir", str(tmp_path),
+                              "--no-tearsheet", "--quiet"]) == 0
+    resumed = json.loads((tmp_path / "wf" / "metrics.json").read_text())
+    assert resumed["tuning"] == metrics["tuning"]
 
 
 def _journal_trials(folder: Path) -> list:

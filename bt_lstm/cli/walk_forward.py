@@ -79,7 +79,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                           "wf_<DATASET>_<timeframe>_<UTC time>); never overwritten")
     run.add_argument("--resume", metavar="RUN_ID",
                      help="finish an interrupted run: reuse its config and data, skip the folds "
-                          "already trained; other data/fold/pipeline flags are not allowed")
+                          "already trained, tune as it was tuned; other data/fold/pipeline/tuning "
+                          "flags are not allowed")
     run.add_argument("--force", action="store_true",
                      help="a run folder of that --run-id exists: move it aside to "
                           "<run_id>.replaced-<UTC time> (never deleted) and start again")
@@ -105,7 +106,8 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace, di
     given += [f"--{k}" for k, default in (("mode", "rolling"), ("embargo", "0"), ("seeds", 1),
                                           ("ensemble", "none"))
               if getattr(args, k) != default]
-    given += [f for f, k in (("--download", "download"), ("--base-url", "base_url"))
+    given += [f for f, k in (("--download", "download"), ("--base-url", "base_url"),
+                             ("--tune-trials", "tune_trials"), ("--space", "space"))
               if getattr(args, k, None)]
     if given:
         raise ValueError(f"--resume takes the run's own settings; drop {', '.join(given)}")
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             spec = WalkForwardSpec(**saved["walk_forward"])
             seeds = saved.get("seeds", {"n": 1, "ensemble": "none"})
             args.seeds, args.ensemble = seeds["n"], seeds["ensemble"]
+            tuning = saved.get("tuning", {"trials": 0, "space": None})  # runs before tuning: 0
+            args.tune_trials, tune_space = tuning["trials"], tuning["space"]
         else:
             cfg = build_config(args)
         frame, dataset, timeframe = load_dataset(args, cfg, check_split=False)

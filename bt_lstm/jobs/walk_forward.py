@@ -58,8 +58,12 @@ class WalkForwardResult:
 
 def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: WalkForwardSpec,
               source: dict[str, Any], resume: bool, force: bool = False,
-              seeds: int = 1, ensemble: str = "none") -> None:
+              seeds: int = 1, ensemble: str = "none",
+              tuning: dict[str, Any] | None = None) -> None:
     """Create the run folder with its config and manifest, or check them when resuming.
+
+    ``tuning`` (``{"trials": N, "space": {...}}`` of ``--tune-trials``) is saved in config.json,
+    so ``--resume`` tunes the remaining folds exactly as the first folds were tuned.
 
     Raises
     ------
@@ -90,7 +94,8 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
     atomic_write_json(run_dir / "config.json", {"pipeline": cfg.to_dict(),
                                                 "walk_forward": spec.to_dict(),
                                                 "source": source,
-                                                "seeds": {"n": seeds, "ensemble": ensemble}})
+                                                "seeds": {"n": seeds, "ensemble": ensemble},
+                                                "tuning": tuning or {"trials": 0, "space": None}})
     train_seeds = [c.train.seed for c in seed_configs(cfg, seeds)] if seeds > 1 else cfg.train.seed
     write_manifest(run_dir, run_id=run_dir.name, data_fingerprint=fingerprint, bars=len(frame),
                    first_bar=str(frame.index[0]), last_bar=str(frame.index[-1]), source=source,
@@ -176,7 +181,8 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     if gaps.n_gaps:
         logger.warning("%s: %s", dataset, gaps.describe())
     cfgs = seed_configs(cfg, seeds)
-    start_run(run_dir, frame, cfg, spec, source, resume, force, seeds, ensemble)
+    start_run(run_dir, frame, cfg, spec, source, resume, force, seeds, ensemble,
+              {"trials": tune_trials, "space": tune_space if tune_trials else None})
     fold_cfgs, tuned = tune_folds(frame, folds, cfg, run_dir / "tune", tune_trials, tune_space)
     dirs = ([run_dir / "folds"] if seeds == 1
             else [run_dir / f"folds_seed{c.train.seed}" for c in cfgs])
