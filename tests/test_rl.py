@@ -145,6 +145,26 @@ def test_env_and_backtest_give_the_same_fills_position_and_equity(allow_short):
     assert len(result.rejected) == (1 if allow_short else 0)
 
 
+def test_training_envs_are_staggered_over_the_span_then_start_at_its_start(market):
+    from bt_lstm.rl.agent import build_dqn, training_env
+
+    frame = market.frame.iloc[:120]
+    cfg = DQNConfig(window=4, envs=4, train_freq=16)
+    windows = observation_windows(frame, cfg, fit_observation(frame, cfg, len(frame)))
+    vec = training_env(frame, windows, (10, 90), StrategyConfig(), cfg)
+    obs = vec.reset()
+    firsts = [e.unwrapped.t for e in vec.envs]
+    assert firsts == [10, 29, 49, 69]  # k * 79 // 4 decisions into the span
+    for k, e in enumerate(vec.envs):  # each observation is its own bar's window
+        np.testing.assert_array_equal(obs[k][:-1], windows[firsts[k]].reshape(-1))
+    for _ in range(89 - 69):  # env 3 reaches the span's last bar: truncated, starts again
+        vec.step(np.zeros(4, dtype=int))
+    assert vec.envs[3].unwrapped.t == 10 and vec.envs[0].unwrapped.t == 30
+    assert build_dqn(vec, cfg, windows.shape[2]).train_freq.frequency == 4  # 16 env steps
+    with pytest.raises(ValueError, match="multiple of envs"):
+        DQNConfig(envs=3, train_freq=16)
+
+
 def test_env_reward_is_the_log_change_of_value_and_ends_by_truncation():
     candles = _gappy_candles()
     env = TradingEnv(candles, price_windows(candles["close"].to_numpy(), 4), 10, 30,

@@ -53,6 +53,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="steps between validation episodes for model selection (default 2000)")
     g.add_argument("--learning-starts", type=int, default=1_000, metavar="N",
                    help="random steps before the first update (default 1000)")
+    g.add_argument("--envs", type=int, default=4, metavar="N",
+                   help="training envs stepped together, staggered over the training span "
+                        "(actions of all in one batch; step counts are of all together; "
+                        "default 4, 1 = one env)")
     g.add_argument("--seeds", type=int, default=1, metavar="K",
                    help="train K agents (seeds seed .. seed+K-1) and report every one and "
                         "their spread (default 1)")
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         dcfg = DQNConfig(qnet=args.qnet, window=args.window, features=args.dqn_features,
                          allow_short=args.allow_short, timesteps=args.timesteps,
                          eval_every=args.eval_every, learning_starts=args.learning_starts,
-                         seed=cfg.train.seed)
+                         envs=args.envs, seed=cfg.train.seed)
         regime = None
         if not args.no_regime_lstm:
             regime = (main_job_models(args, cfg, frame, dataset, timeframe), RegimeLSTMStrategy)

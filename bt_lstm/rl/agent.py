@@ -23,7 +23,7 @@ import torch
 from bt_lstm import __version__
 from bt_lstm.config import FeatureConfig, StrategyConfig
 from bt_lstm.data.files import atomic_write_bytes, atomic_write_json
-from bt_lstm.rl.env import TradingEnv
+from bt_lstm.rl.env import StaggeredStart, TradingEnv
 from bt_lstm.rl.qnets import QPolicy, batch_q_values, build_q_network, policy_kwargs
 from bt_lstm.rl.spec import (
     ACTIONS,
@@ -92,17 +92,37 @@ class DQNAgent:
 
 def build_dqn(env: Any, cfg: DQNConfig, n_features: int) -> Any:
     """SB3's ``DQN`` on ``env`` with our Q-network and every hyperparameter from ``cfg`` (the
-    one constructor for training and for the speed benchmark)."""
+    one constructor for training and for the speed benchmark). ``cfg.train_freq`` counts env
+    steps of all envs together; SB3 counts calls of a vectorised env's ``step``."""
     from stable_baselines3 import DQN
 
     return DQN(QPolicy, env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
                learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
-               train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps,
+               train_freq=max(1, cfg.train_freq // getattr(env, "num_envs", 1)),
+               gradient_steps=cfg.gradient_steps,
                target_update_interval=cfg.target_update_interval,
                exploration_fraction=cfg.exploration_fraction,
                exploration_final_eps=cfg.exploration_final_eps,
                max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, device="cpu",
                policy_kwargs=policy_kwargs(cfg.qnet, cfg.window, n_features), verbose=0)
+
+
+def training_env(candles: pd.DataFrame, windows: np.ndarray, span: tuple[int, int],
+                 scfg: StrategyConfig, cfg: DQNConfig) -> Any:
+    """The training env of ``span``: one ``TradingEnv``, or ``cfg.envs`` of them in SB3's
+    ``DummyVecEnv``, env k's first episode starting k/envs of the way into the span."""
+    if cfg.envs == 1:
+        return TradingEnv(candles, windows, span[0], span[1], scfg, cfg.allow_short)
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    length = span[1] - 1 - span[0]  # decisions in one episode
+
+    def make(k: int) -> Callable[[], Any]:
+        return lambda: StaggeredStart(
+            TradingEnv(candles, windows, span[0], span[1], scfg, cfg.allow_short),
+            span[0] + k * length // cfg.envs)
+
+    return DummyVecEnv([make(k) for k in range(cfg.envs)])
 
 
 def greedy_episode(agent: DQNAgent, candles: pd.DataFrame, windows: np.ndarray, start: int,
@@ -158,12 +178,14 @@ def train_agent(candles: pd.DataFrame, cfg: DQNConfig, scfg: StrategyConfig,
 
     class Select(BaseCallback):
         def _on_step(self) -> bool:
-            if self.num_timesteps % cfg.eval_every == 0 and (
-                    self.num_timesteps > cfg.learning_starts):
+            # num_timesteps grows by cfg.envs per call: evaluate when it crosses a multiple
+            if (self.num_timesteps // cfg.eval_every
+                    > (self.num_timesteps - self.training_env.num_envs) // cfg.eval_every
+                    and self.num_timesteps > cfg.learning_starts):
                 evaluate(self.model)
             return True
 
-    env = TradingEnv(candles, windows, train[0], train[1], scfg, cfg.allow_short)
+    env = training_env(candles, windows, train, scfg, cfg)
     with torch_threads(cfg.threads):
         model = build_dqn(env, cfg, n_features)
         model.learn(total_timesteps=cfg.timesteps, callback=Select())

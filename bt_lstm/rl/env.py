@@ -106,3 +106,24 @@ class TradingEnv(gym.Env):
         reward = math.log(max(new_value, 1e-12) / value)
         truncated = not terminated and self.t >= self.stop - 1
         return self._obs(), reward, terminated, truncated, {"value": new_value}
+
+
+class StaggeredStart(gym.Wrapper):
+    """A ``TradingEnv`` whose first episode starts at bar ``first`` (inside its span); every
+    later episode starts at the span's start as usual. Several of them, staggered over the span,
+    make the parallel training envs see different bars at the same moment."""
+
+    def __init__(self, env: TradingEnv, first: int) -> None:
+        super().__init__(env)
+        if not env.start <= first < env.stop - 1:
+            raise ValueError(f"first start {first} outside the span [{env.start}, {env.stop - 1})")
+        self.first: int | None = first
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self.first is not None:
+            base = self.env.unwrapped
+            base.t, self.first = self.first, None
+            obs = base._obs()
+        return obs, info

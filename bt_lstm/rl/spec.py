@@ -40,8 +40,12 @@ class DQNConfig(_Serialisable):
     exploration decays over the first 30 % of the run to 5 %; gamma 0.95 (a horizon of ~20 bars:
     the reward is already the bar's log change of value, distant bars matter little). One
     update of batch 64 every 16 steps (a replay ratio of 4 samples per env step, against SB3's
-    16): an LSTM update costs ~15 ms on one core, so this is what reaches 500 env steps/s
-    (README, DQN section, for the measurements).
+    16): an LSTM update costs ~15 ms on one core. ``envs`` (4) training envs step together,
+    each starting its first episode at another quarter of the training span (later episodes
+    start at the span's start): SB3 then picks their actions with one batched forward pass
+    instead of four, the other half of what reaches 500 env steps/s (README, DQN section, for
+    the measurements). Step counts (timesteps, learning_starts, train_freq, target update,
+    eval_every) count env steps of all envs together.
     """
 
     qnet: str = "lstm"  # lstm | dense (the feed-forward baseline)
@@ -56,6 +60,7 @@ class DQNConfig(_Serialisable):
     gamma: float = 0.95
     train_freq: int = 16  # env steps between updates (SB3's default 4 is 4x slower, see README)
     gradient_steps: int = 1  # updates each train_freq steps: 64 / 16 = 4 samples per env step
+    envs: int = 4  # training envs stepped together, staggered over the span (one batched act)
     target_update_interval: int = 500
     exploration_fraction: float = 0.3
     exploration_final_eps: float = 0.05
@@ -72,7 +77,11 @@ class DQNConfig(_Serialisable):
         if not isinstance(self.allow_short, bool):
             _fail(type(self), "allow_short", self.allow_short, "true or false")
         _positive_int(self, "window", "timesteps", "buffer_size", "batch_size", "train_freq",
-                      "gradient_steps", "target_update_interval", "eval_every", "threads")
+                      "gradient_steps", "target_update_interval", "eval_every", "threads",
+                      "envs")
+        if self.train_freq % self.envs:
+            _fail(type(self), "train_freq", self.train_freq,
+                  f"a multiple of envs ({self.envs}): env steps between updates, all envs together")
         if self.window < 2:
             _fail(type(self), "window", self.window, "at least 2")
         if not isinstance(self.learning_starts, int) or self.learning_starts < 0:

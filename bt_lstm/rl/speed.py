@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import StrategyConfig
-from bt_lstm.rl.agent import DQNAgent, build_dqn, torch_threads
-from bt_lstm.rl.env import TradingEnv
+from bt_lstm.rl.agent import DQNAgent, build_dqn, torch_threads, training_env
 from bt_lstm.rl.qnets import build_q_network
 from bt_lstm.rl.spec import DQNConfig, fit_observation, observation_windows
 
@@ -20,9 +19,9 @@ def _training_rate(frame: pd.DataFrame, cfg: DQNConfig, windows: np.ndarray, ste
                    ) -> tuple[float, float]:
     """Env steps per second of ``DQN.learn`` after the random warm-up (updates included):
     (per wall second, per CPU second of this process)."""
-    env = TradingEnv(frame, windows, cfg.window - 1, len(frame), StrategyConfig(), False)
+    env = training_env(frame, windows, (cfg.window - 1, len(frame)), StrategyConfig(), cfg)
     model = build_dqn(env, cfg, windows.shape[2])
-    model.learn(total_timesteps=cfg.learning_starts + 1)  # the random phase: no updates
+    model.learn(total_timesteps=cfg.learning_starts + cfg.envs)  # the random phase: no updates
     wall, cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=steps, reset_num_timesteps=False)
     return steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu)
@@ -39,7 +38,8 @@ def bench_dqn(frame: pd.DataFrame, window: int = 50, steps: int = 2000, reps: in
     out: dict[str, Any] = {"window": window, "threads": threads, "train_steps": steps,
                            "train_reps": train_reps, "load_average_before": os.getloadavg()[0],
                            "settings": {k: getattr(base, k) for k in (
-                               "batch_size", "train_freq", "gradient_steps", "buffer_size")}}
+                               "batch_size", "train_freq", "gradient_steps", "buffer_size",
+                               "envs")}}
     for qnet in ("lstm", "dense"):
         cfg = replace(base, qnet=qnet)
         windows = observation_windows(frame, cfg, fit_observation(frame, cfg, len(frame)))
