@@ -96,6 +96,9 @@ def add_bus_args(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--models-root", metavar="DIR",
                    help="engine: one bundle per market in DIR/<SYMBOL>_<tf>/ (else --models "
                         "serves every market)")
+    b.add_argument("--torch-threads", type=int, default=1, metavar="N",
+                   help="engine: torch intra-op threads (default 1: one window per forecast, "
+                        "and several engines share the cores; 0 leaves torch's choice)")
     b.add_argument("--consumer", metavar="NAME",
                    help="consumer name in the group (default HOST-PID); give the same name on "
                         "restart to take this consumer's pending entries back at once")
@@ -201,7 +204,8 @@ def bus_job(args: argparse.Namespace) -> int:
         from bt_lstm.live.roles import run_engine
 
         scfg = strategy_config(args).strategy
-        role = run_engine(cfg, args.models, args.models_root, only, scfg.no_skill, scfg.skill_p)
+        role = run_engine(cfg, args.models, args.models_root, only, scfg.no_skill, scfg.skill_p,
+                          args.torch_threads)
         print(f"engine {cfg.consumer}: {role.counts}")
         return 0
     from bt_lstm.live.roles import run_decide

@@ -246,7 +246,12 @@ class ForecastRole:
 
 def run_engine(cfg: BusConfig, models: str | None, models_root: str | None,
                only: list[tuple[str, str]] | None, no_skill: str,
-               skill_p: float | None) -> ForecastRole:
+               skill_p: float | None, torch_threads: int = 1) -> ForecastRole:
+    from bt_lstm.models.training import configure_threads
+
+    # one window per forecast gains nothing from intra-op threads, and engines share cores:
+    # several spinning thread pools on a busy machine made each LSTM call ~10x slower
+    configure_threads(torch_threads)
     r = connect(cfg.url, cfg.block_ms)
     role = ForecastRole(r, cfg, models, models_root, only, no_skill, skill_p)
     Consumer(r, cfg, "engine", role.streams, role.handle, role.done).run()
