@@ -88,10 +88,10 @@ def ingest(bus, run, replay) -> subprocess.Popen:
                 *replay.urls(), "--stop-after", str(len(run["bars"])), "--quiet")
 
 
-def engine(bus, run, name: str) -> subprocess.Popen:
+def engine(bus, run, name: str, **kw) -> subprocess.Popen:
     return role(bus, "--role", "engine", "--models", str(run["bundle"]), "--no-skill", "trade",
                 "--symbol", "BTCUSDT", "--timeframe", "4h", "--consumer", name,
-                "--stop-after", str(len(run["bars"])), "--quiet")
+                "--stop-after", str(len(run["bars"])), "--quiet", **kw)
 
 
 def decide(bus, run, state, name: str = "d1", env: dict | None = None,
@@ -132,6 +132,7 @@ def check_streams(bus: BusConfig, run: dict) -> None:
     ids = [i for i, _ in r.xrange(fkey)]
     assert len(ids) == len(run["bars"]) == len(set(ids))
     assert r.xinfo_groups(fkey)[0]["pending"] == 0
+    assert r.xinfo_groups(bus.key("candles", "BTCUSDT", "4h"))[0]["pending"] == 0
     assert r.xlen(bus.key("deadletter:engine")) == 0
     assert r.xlen(bus.key("deadletter:decide")) == 0
 
@@ -162,13 +163,18 @@ def test_parity_through_the_bus_with_two_engines(main_run, bus, tmp_path):
 def test_an_engine_killed_mid_run_is_taken_over(main_run, bus, tmp_path):
     replay = Replay(main_run, speed=20.0)
     state = tmp_path / "state"
-    e1, e2 = engine(bus, main_run, "e1"), engine(bus, main_run, "e2")
+    e1 = engine(bus, main_run, "e1")
+    e2 = engine(bus, main_run, "e2", stdout=subprocess.PIPE, text=True)
     d = decide(bus, main_run, state)
     try:
         ing = ingest(bus, main_run, replay)
         wait_until(lambda: n_forecasts(bus) > 30)
+        r = connect(bus.url)
+        held = r.xpending_range(bus.key("candles", "BTCUSDT", "4h"), "engine", "-", "+", 1000,
+                                consumername="e1")
         e1.send_signal(signal.SIGKILL)
         e1.wait(10)
+        out, _ = e2.communicate(timeout=240)
         finish(ing, d, e2)
     finally:
         for p in (e1, e2, d):
@@ -176,7 +182,9 @@ def test_an_engine_killed_mid_run_is_taken_over(main_run, bus, tmp_path):
                 p.kill()
         replay.close()
     assert_parity(main_run, state / "BTCUSDT_4h")
-    check_streams(bus, main_run)
+    check_streams(bus, main_run)  # e1's pending entries: reclaimed by e2 and acknowledged
+    if held:  # killed while holding entries: e2 reclaimed them (XAUTOCLAIM)
+        assert "'claimed': 0," not in out, out
 
 
 def test_decide_killed_after_commit_then_every_role_restarted(main_run, bus, tmp_path):

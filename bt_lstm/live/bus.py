@@ -163,6 +163,7 @@ class Consumer:
         self.group = role
         self.streams_fn, self.handle, self.done, self.tick = streams, handle, done, tick
         self.streams: list[str] = []
+        self._next = 0  # round robin over the streams
         self.counts = {"handled": 0, "deadletter": 0, "claimed": 0, "reconnects": 0}
 
     def _refresh(self) -> None:
@@ -235,12 +236,26 @@ class Consumer:
             if not self.streams:
                 time.sleep(self.cfg.block_ms / 1000)
                 continue
-            resp = self.r.xreadgroup(self.group, self.cfg.consumer,
-                                     {s: ">" for s in self.streams}, count=self.cfg.batch,
-                                     block=self.cfg.block_ms)
-            for stream, entries in resp or []:
-                for entry_id, fields in entries:
-                    self._one(stream, entry_id, fields)
+            self._read_new()
+
+    def _read_new(self) -> None:
+        """One new entry from the next stream (round robin) with one waiting; when none has,
+        block on all of them. Taking one entry at a time lets several consumers share a burst
+        (one candle of every market at once) instead of the first one taking it all."""
+        n = len(self.streams)
+        for k in range(n):
+            s = self.streams[(self._next + k) % n]
+            resp = self.r.xreadgroup(self.group, self.cfg.consumer, {s: ">"}, count=1)
+            if resp and resp[0][1]:
+                self._next = (self._next + k + 1) % n
+                for entry_id, fields in resp[0][1]:
+                    self._one(s, entry_id, fields)
+                return
+        resp = self.r.xreadgroup(self.group, self.cfg.consumer, {s: ">" for s in self.streams},
+                                 count=1, block=self.cfg.block_ms)
+        for stream, entries in resp or []:
+            for entry_id, fields in entries:
+                self._one(stream, entry_id, fields)
 
     def run(self) -> None:
         """Until ``done()``; a lost connection is retried with backoff, resuming from the

@@ -191,7 +191,10 @@ class ForecastRole:
         n = self.cfg.stop_after
         if n is None or not self.bundles:
             return False
-        return all(self.r.xlen(self.cfg.key("forecasts", *m)) >= n for m in self.bundles)
+        # and nothing left pending in the group (a dead engine's entries reclaimed, acked)
+        return all(self.r.xlen(self.cfg.key("forecasts", *m)) >= n
+                   and self.r.xpending(self.cfg.key("candles", *m), "engine")["pending"] == 0
+                   for m in self.bundles)
 
     def history(self, market: tuple[str, str], t: int, n: int) -> list[Candle]:
         """The last ``n`` candles of the stream up to and including ``t``: a cached tail
@@ -254,7 +257,9 @@ def run_engine(cfg: BusConfig, models: str | None, models_root: str | None,
     configure_threads(torch_threads)
     r = connect(cfg.url, cfg.block_ms)
     role = ForecastRole(r, cfg, models, models_root, only, no_skill, skill_p)
-    Consumer(r, cfg, "engine", role.streams, role.handle, role.done).run()
+    consumer = Consumer(r, cfg, "engine", role.streams, role.handle, role.done)
+    consumer.run()
+    role.counts.update(consumer.counts)
     return role
 
 
@@ -358,8 +363,10 @@ def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
                ) -> DecideRole:
     r = connect(cfg.url, cfg.block_ms)
     role = DecideRole(r, cfg, strategy, state, only)
+    consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done, role.tick)
     try:
-        Consumer(r, cfg, "decide", role.streams, role.handle, role.done, role.tick).run()
+        consumer.run()
+        role.counts.update(consumer.counts)
     finally:
         role.close()
         if latency_out:
