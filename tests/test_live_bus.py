@@ -322,3 +322,35 @@ def test_a_malformed_entry_is_dead_lettered_and_blocks_nothing(bus, tmp_path):
     st = bus_status(r, bus)
     assert st["deadletter"][bus.key("deadletter:decide")] == 3
     assert "dead letters" in format_status(st)
+
+
+def test_a_dropped_redis_connection_is_resumed(bus, tmp_path):
+    """The decide process's connections are killed (CLIENT KILL) mid-run: it reconnects and
+    goes on from its group's position; every candle decided once."""
+    data = synthetic_forecasts(1, 40)
+    (symbol, rows), = data.items()
+    publish_forecasts(bus, {symbol: rows[:20]})
+    name = f"drop{uuid.uuid4().hex[:6]}"
+    d = role(bus, "--role", "decide", "--state", str(tmp_path / "state"), "--symbol", symbol,
+             "--timeframe", "4h", "--consumer", name, "--stop-after", "40", "--quiet",
+             stdout=subprocess.PIPE, text=True)
+    r = connect(bus.url)
+    key = bus.key("forecasts", symbol, "4h")
+    try:
+        wait_until(lambda: any(g["name"] == "decide" and g["entries-read"] == 20
+                               and not g["pending"] for g in r.xinfo_groups(key)))
+        mine = [c for c in r.client_list() if c.get("name") == f"bt-lstm-decide-{name}"]
+        assert mine, "the decide process's connection is not named"
+        for c in mine:
+            r.client_kill_filter(_id=c["id"])
+        time.sleep(0.3)
+        publish_forecasts(bus, {symbol: rows[20:]})
+        out, _ = d.communicate(timeout=120)
+    finally:
+        if d.poll() is None:
+            d.kill()
+    assert d.returncode == 0, out
+    st = LiveEngine(None, StrategyConfig(), symbol, "4h", tmp_path / "state" / f"{symbol}_4h",
+                    Warmup(first_ready=1, history=1), BAR).state
+    assert [x[1] for x in st.decisions()] == list(range(40))
+    assert r.xpending(key, "decide")["pending"] == 0

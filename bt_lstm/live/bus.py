@@ -77,9 +77,11 @@ def trim_args(retention: str, open_ms: int) -> dict[str, Any]:
     return {"minid": f"{max(open_ms - n, 0)}-0", "approximate": True}
 
 
-def connect(url: str, block_ms: int = 200) -> redis.Redis:
+def connect(url: str, block_ms: int = 200, name: str | None = None) -> redis.Redis:
+    """A client; ``name`` (CLIENT SETNAME) shows the role and consumer in ``CLIENT LIST``."""
     return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
-                                socket_timeout=block_ms / 1000 + 10, health_check_interval=30)
+                                socket_timeout=block_ms / 1000 + 10, health_check_interval=30,
+                                client_name=name)
 
 
 def is_stale(exc: Exception) -> bool:

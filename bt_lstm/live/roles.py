@@ -134,7 +134,7 @@ def run_ingest(cfg: BusConfig, symbols: list[str], timeframe: str, feed_kw: dict
     """One kline feed per symbol in one event loop, each publishing to its candle stream."""
     from bt_lstm.live.feed import FeedConfig, KlineFeed
 
-    r = connect(cfg.url)
+    r = connect(cfg.url, name=f"bt-lstm-ingest-{cfg.consumer}")
     bar = timeframe_ms(timeframe)
     pubs = [StreamPublisher(r, cfg, s, timeframe, history_bars) for s in symbols]
     feeds = [KlineFeed(p, FeedConfig(p.symbol, timeframe, bar, stop_after=cfg.stop_after,
@@ -255,7 +255,7 @@ def run_engine(cfg: BusConfig, models: str | None, models_root: str | None,
     # one window per forecast gains nothing from intra-op threads, and engines share cores:
     # several spinning thread pools on a busy machine made each LSTM call ~10x slower
     configure_threads(torch_threads)
-    r = connect(cfg.url, cfg.block_ms)
+    r = connect(cfg.url, cfg.block_ms, f"bt-lstm-engine-{cfg.consumer}")
     role = ForecastRole(r, cfg, models, models_root, only, no_skill, skill_p)
     consumer = Consumer(r, cfg, "engine", role.streams, role.handle, role.done)
     consumer.run()
@@ -361,7 +361,7 @@ class DecideRole:
 def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
                only: list[tuple[str, str]] | None, latency_out: str | None = None
                ) -> DecideRole:
-    r = connect(cfg.url, cfg.block_ms)
+    r = connect(cfg.url, cfg.block_ms, f"bt-lstm-decide-{cfg.consumer}")
     role = DecideRole(r, cfg, strategy, state, only)
     consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done, role.tick)
     try:
