@@ -354,3 +354,45 @@ def test_a_dropped_redis_connection_is_resumed(bus, tmp_path):
                     Warmup(first_ready=1, history=1), BAR).state
     assert [x[1] for x in st.decisions()] == list(range(40))
     assert r.xpending(key, "decide")["pending"] == 0
+
+
+def test_a_state_folder_of_the_first_live_release_is_migrated(tmp_path):
+    """The single-market SQLite schema (account row id 1, candles keyed by open time) moves to
+    the market-keyed schema the PostgreSQL state shares; nothing is lost."""
+    import sqlite3
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / "state.sqlite")
+    conn.executescript("""
+CREATE TABLE candles (open_ms INTEGER PRIMARY KEY, open REAL, high REAL, low REAL, close REAL,
+    volume REAL);
+CREATE TABLE decisions (symbol TEXT, timeframe TEXT, open_ms INTEGER, bar INTEGER,
+    regime INTEGER, forecast REAL, signal INTEGER, position REAL, value REAL, model TEXT,
+    PRIMARY KEY (symbol, timeframe, open_ms));
+CREATE TABLE fills (symbol TEXT, timeframe TEXT, open_ms INTEGER, bar INTEGER, size REAL,
+    price REAL, commission REAL, PRIMARY KEY (symbol, timeframe, open_ms));
+CREATE TABLE account (id INTEGER PRIMARY KEY CHECK (id = 1), cash REAL, position REAL,
+    pending REAL, last_ms INTEGER, first_ms INTEGER, bars INTEGER, rounded_to_zero INTEGER,
+    rejected INTEGER);
+CREATE TABLE gaps (from_ms INTEGER, to_ms INTEGER, reported_at TEXT);
+INSERT INTO candles VALUES (1000, 1, 2, 0.5, 1.5, 3);
+INSERT INTO candles VALUES (2000, 1.5, 2, 1, 1.8, 4);
+INSERT INTO decisions VALUES ('BTCUSDT', '4h', 2000, 0, 1, 0.01, 1, 0, 10000, 'm');
+INSERT INTO account VALUES (1, 10000, 0, 5, 2000, 2000, 1, 0, 0);
+INSERT INTO gaps VALUES (10, 20, 'x');
+""")
+    conn.commit()
+    conn.close()
+    from bt_lstm.live.state import LiveState
+
+    st = LiveState(folder, "BTCUSDT", "4h")
+    assert st.account() == {"cash": 10000, "position": 0, "pending": 5, "last_ms": 2000,
+                            "first_ms": 2000, "bars": 1, "rounded_to_zero": 0, "rejected": 0}
+    assert st.recent_candles(5) == [(1000, 1.0, 2.0, 0.5, 1.5, 3.0), (2000, 1.5, 2.0, 1.0, 1.8,
+                                                                      4.0)]
+    assert st.gaps() == [(10, 20)] and len(st.decisions()) == 1
+    st.close()
+    again = LiveState(folder, "BTCUSDT", "4h")  # opening again changes nothing
+    assert again.account()["bars"] == 1
+    again.close()
