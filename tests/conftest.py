@@ -55,3 +55,15 @@ def market_csv(market, tmp_path) -> Path:
     frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
     frame.to_csv(path, index_label="timestamp")
     return path
+
+
+REDIS_URL = os.environ.get("BT_LSTM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("BT_LSTM_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def service_missing(why: str) -> None:
+    """Skip with ``why``; with BT_LSTM_REQUIRE_SERVICES=1 (as .ci/run sets) fail instead."""
+    if os.environ.get("BT_LSTM_REQUIRE_SERVICES") == "1":
+        pytest.fail(why + " (BT_LSTM_REQUIRE_SERVICES=1: services are required here)")
+    pytest.skip(why)

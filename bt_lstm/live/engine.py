@@ -22,7 +22,7 @@ import pandas as pd
 
 from bt_lstm.config import StrategyConfig
 from bt_lstm.live.klines import Candle, Warmup, frame_of
-from bt_lstm.live.state import LiveState
+from bt_lstm.live.state import LiveState, SqlState
 from bt_lstm.trading.decide import (
     commission_of,
     decide_signal,
@@ -108,6 +108,55 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def fresh_account(cfg: StrategyConfig) -> dict[str, Any]:
+    return {"cash": cfg.cash, "position": 0.0, "pending": 0.0, "last_ms": None,
+            "first_ms": None, "bars": 0, "rounded_to_zero": 0, "rejected": 0}
+
+
+def book_candle(acct: dict[str, Any], cfg: StrategyConfig, symbol: str, timeframe: str,
+                candle: Candle, fc: Forecast) -> tuple[dict[str, Any], tuple, tuple | None]:
+    """One decided candle on the account, as RegimeLSTMStrategy would: the pending order fills
+    at this candle's open, then the forecast decides a new order (filled at the next open).
+
+    Returns the new account (``acct`` is not changed), the decision row and the fill row.
+    """
+    t, o, h, lo, c, v = candle
+    a = dict(acct)
+    bar = a["bars"]
+    fill_row = None
+    if a["pending"] and not is_placeholder(o, h, lo, c, v):
+        size = a["pending"]
+        price = fill_price(size, o, h, lo, cfg.slippage)
+        pos = a["position"]
+        # Backtrader charges the closing and the opening part of a reversal separately
+        closing = -pos if (pos and (size > 0) != (pos > 0)) else 0.0
+        if closing and abs(size) < abs(pos):
+            closing = size
+        opened = size - closing
+        comm = (commission_of(closing, price, cfg.commission)
+                + commission_of(opened, price, cfg.commission))
+        a["cash"] -= size * price + comm
+        a["position"] = pos + size
+        a["pending"] = 0.0
+        fill_row = (symbol, timeframe, t, bar, size, price, comm)
+    regime, forecast, model = fc
+    want = decide_signal(forecast, cfg.threshold, cfg.long_only)
+    pos = a["position"]
+    value = a["cash"] + pos * c
+    decision = (symbol, timeframe, t, bar, int(regime), forecast, want, pos, value, model)
+    if not a["pending"]:
+        size = order_size(want, pos, value, c, cfg.position_fraction, cfg.size_step)
+        if size == 0.0:
+            a["rounded_to_zero"] += 1
+        elif size is not None:
+            a["pending"] = size
+    a["bars"] = bar + 1
+    a["last_ms"] = t
+    if a["first_ms"] is None:
+        a["first_ms"] = t
+    return a, decision, fill_row
+
+
 class LiveEngine:
     """Decides every closed candle from ``first_ms`` on; paper-fills at the next open.
 
@@ -115,24 +164,23 @@ class LiveEngine:
     candle open when the run started); earlier candles are history only.
     """
 
-    def __init__(self, forecasts: Callable[[list[Candle]], Forecast], cfg: StrategyConfig,
-                 symbol: str, timeframe: str, state_dir: Path, warmup: Warmup,
-                 bar_ms: int) -> None:
+    def __init__(self, forecasts: Callable[[list[Candle]], Forecast] | None,
+                 cfg: StrategyConfig, symbol: str, timeframe: str, state_dir: Path | None,
+                 warmup: Warmup, bar_ms: int, state: SqlState | None = None) -> None:
         self.forecasts, self.cfg, self.warmup, self.bar_ms = forecasts, cfg, warmup, bar_ms
         self.symbol, self.timeframe = symbol, timeframe
-        self.folder = Path(state_dir)
-        self.state = LiveState(self.folder)
+        # state_dir None (a PostgreSQL state): no CSVs or status.json, the database only
+        self.folder = None if state_dir is None else Path(state_dir)
+        self.state = state if state is not None else LiveState(self.folder, symbol, timeframe)
         self.history: deque = deque(self.state.recent_candles(warmup.history),
                                     maxlen=warmup.history)
-        acct = self.state.account()
-        self.acct: dict[str, Any] = acct or {
-            "cash": cfg.cash, "position": 0.0, "pending": 0.0, "last_ms": None,
-            "first_ms": None, "bars": 0, "rounded_to_zero": 0, "rejected": 0}
+        self.acct: dict[str, Any] = self.state.account() or fresh_account(cfg)
         self.last: dict[str, Any] = {}
         self.equity: deque = deque(maxlen=EQUITY_POINTS)
         self.feed_health: dict[str, Any] = {"connected": False, "reconnects": 0, "gaps": [],
                                             "ignored": 0, "malformed": 0}
-        self._rewrite_csvs()
+        if self.folder is not None:
+            self._rewrite_csvs()
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -177,50 +225,51 @@ class LiveEngine:
         return self.history[0][0] if len(self.history) == self.history.maxlen else None
 
     def _decide(self, candle: Candle) -> None:
-        t, o, h, lo, c, v = candle
-        a, cfg = self.acct, self.cfg
-        bar = a["bars"]
-        fill_row = None
-        if a["pending"] and not is_placeholder(o, h, lo, c, v):
-            size = a["pending"]
-            price = fill_price(size, o, h, lo, cfg.slippage)
-            pos = a["position"]
-            # Backtrader charges the closing and the opening part of a reversal separately
-            closing = -pos if (pos and (size > 0) != (pos > 0)) else 0.0
-            if closing and abs(size) < abs(pos):
-                closing = size
-            opened = size - closing
-            comm = (commission_of(closing, price, cfg.commission)
-                    + commission_of(opened, price, cfg.commission))
-            a["cash"] -= size * price + comm
-            a["position"] = pos + size
-            a["pending"] = 0.0
-            fill_row = (self.symbol, self.timeframe, t, bar, size, price, comm)
         self.history.append(candle)
-        regime, forecast, model = self.forecasts(list(self.history))
-        want = decide_signal(forecast, cfg.threshold, cfg.long_only)
-        pos = a["position"]
-        value = a["cash"] + pos * c
-        decision = (self.symbol, self.timeframe, t, bar, int(regime), forecast, want, pos, value,
-                    model)
-        if not a["pending"]:
-            size = order_size(want, pos, value, c, cfg.position_fraction, cfg.size_step)
-            if size == 0.0:
-                a["rounded_to_zero"] += 1
-            elif size is not None:
-                a["pending"] = size
-        a["bars"] = bar + 1
-        a["last_ms"] = t
-        self.state.commit_candle(candle, a, decision, fill_row, self._prune_before())
-        self._append_csv("decisions.csv", DECISION_COLUMNS,
-                         (_stamp(t), bar, int(regime), forecast, want, pos, value, model))
-        if fill_row:
-            self._append_csv("fills.csv", FILL_COLUMNS, (_stamp(t), bar, *fill_row[4:]))
+        self.apply(candle, self.forecasts(list(self.history)), self._prune_before())
+
+    def apply(self, candle: Candle, fc: Forecast, prune_before: int | None,
+              locked: bool = False) -> bool:
+        """Fill, decide and commit one candle with its forecast: the one step both the
+        in-process engine and the bus's decide role take.
+
+        ``locked``: reload the account under its row lock first (several processes share the
+        state); a candle not after the account's last one is then skipped (False).
+        """
+        t = int(candle[0])
+        if locked:
+            acct = self.state.lock_account(fresh_account(self.cfg))
+            if acct["last_ms"] is not None and t <= acct["last_ms"]:
+                self.state.rollback()
+                return False
+        else:
+            acct = self.acct
+            self.state.begin()
+        try:
+            acct, decision, fill_row = book_candle(acct, self.cfg, self.symbol, self.timeframe,
+                                                   candle, fc)
+            self.state.write_candle(tuple(candle), acct, decision, fill_row, prune_before)
+            self.state.commit()
+        except BaseException:
+            self.state.rollback()
+            raise
+        self.acct = acct
+        self._after_commit(candle, decision, fill_row)
+        return True
+
+    def _after_commit(self, candle: Candle, decision: tuple, fill_row: tuple | None) -> None:
+        t, c = candle[0], candle[4]
+        _, _, _, bar, regime, forecast, want, pos, value, model = decision
+        if self.folder is not None:
+            self._append_csv("decisions.csv", DECISION_COLUMNS,
+                             (_stamp(t), bar, regime, forecast, want, pos, value, model))
+            if fill_row:
+                self._append_csv("fills.csv", FILL_COLUMNS, (_stamp(t), bar, *fill_row[4:]))
         self.equity.append((_stamp(t), value))
-        self.last = {"datetime": _stamp(t), "open_ms": t, "close": c, "regime": int(regime),
+        self.last = {"datetime": _stamp(t), "open_ms": t, "close": c, "regime": regime,
                      "forecast": None if math.isnan(forecast) else forecast, "signal": want,
                      "position": pos, "value": value, "model": model,
-                     "pending_order": a["pending"]}
+                     "pending_order": self.acct["pending"]}
         self.write_status()
 
     # -- files -----------------------------------------------------------------------------
@@ -258,6 +307,8 @@ class LiveEngine:
                 "history_bars": len(self.history), "paper_trading_only": True}
 
     def write_status(self) -> None:
+        if self.folder is None:
+            return
         tmp = self.folder / "status.json.tmp"
         tmp.write_text(json.dumps(self.status(), allow_nan=False, default=str))
         os.replace(tmp, self.folder / "status.json")

@@ -59,6 +59,8 @@ class RestClient:
                 with urllib.request.urlopen(url, timeout=15) as resp:
                     return json.loads(resp.read())
             except (urllib.error.URLError, OSError, ValueError) as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    exc.close()  # it holds the response's socket: unclosed, a ResourceWarning
                 if attempt == self.cfg.rest_tries:
                     raise FeedError(f"REST {url} failed {attempt} times, last: {exc}; giving "
                                     f"up (is --rest-url right and the exchange reachable?)"

@@ -1,0 +1,44 @@
+"""PostgreSQL state of live runs, shared by several decide processes (``--state
+postgresql://...``): the schema and statements of ``state.py``; the market's account row is
+locked (``SELECT ... FOR UPDATE``) for the whole transaction of a candle, so one market's
+candles are decided one at a time, in candle order, whichever process holds them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from bt_lstm.live.state import SCHEMA, SqlState
+
+_SCHEMA_LOCK = 0x62746C73  # advisory lock id: concurrent CREATE TABLE IF NOT EXISTS may collide
+
+
+def connect_pg(url: str) -> Any:
+    """A connection (autocommit: transactions are explicit BEGIN/COMMIT) with the schema
+    created; several processes may start at once."""
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+    try:
+        for stmt in SCHEMA:
+            conn.execute(stmt)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+    return conn
+
+
+class PgState(SqlState):
+    """One market's view of a PostgreSQL state (several views may share one connection)."""
+
+    placeholder = "%s"
+    lock_suffix = " FOR UPDATE"
+
+    def __init__(self, conn: Any, symbol: str, timeframe: str) -> None:
+        super().__init__(conn, symbol, timeframe)
+        self.folder = None
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def close(self) -> None:
+        pass  # the connection belongs to whoever opened it (several markets share it)

@@ -1,0 +1,374 @@
+"""The three roles of the live pipeline split over Redis Streams (``--bus``).
+
+- ingest: the kline feed (``feed.KlineFeed``, unchanged) publishes each closed candle to
+  ``candles:<S>:<tf>`` with id ``<open_ms>-0``; candles before the first decided one are
+  history (``d=0``), published so any engine can rebuild the warm-up from the stream.
+- engine: forecasts each decided candle with ``LocalForecasts`` on the last ``warmup.history``
+  candles of the stream up to it (so every engine gives the in-process forecast), and appends it
+  to ``forecasts:<S>:<tf>`` in candle order: a missing predecessor is forecast first (by whoever
+  gets there; Redis refuses the second copy), so the stream never has a hole.
+- decide: ``LiveEngine.apply`` (the in-process step) under the market's account row lock, for
+  every forecast after the account's last decided candle up to the entry; then ``XACK``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bt_lstm.config import StrategyConfig
+from bt_lstm.live.bus import (
+    BusConfig,
+    Consumer,
+    MalformedEntry,
+    bus_status,
+    candle_fields,
+    connect,
+    forecast_fields,
+    is_stale,
+    markets,
+    open_ms_of,
+    parse_candle,
+    parse_forecast,
+    trim_args,
+    with_retry,
+)
+from bt_lstm.live.engine import LiveEngine, LocalForecasts
+from bt_lstm.live.klines import Candle, Warmup, bundle_warmup, timeframe_ms
+
+logger = logging.getLogger(__name__)
+
+FAULT_ENV = "BT_LSTM_FAULT_KILL_AFTER_COMMIT"  # tests: exit after the Nth commit, before XACK
+
+# XADD and the decided-candle counter together (a script is atomic: no counter without entry)
+_PUBLISH = """
+local args = {'XADD', KEYS[1]}
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do args[#args + 1] = ARGV[i] end
+args[#args + 1] = ARGV[1]
+for i = 4 + n, #ARGV do args[#args + 1] = ARGV[i] end
+local id = redis.call(unpack(args))
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], 'decided', 1) end
+return id
+"""
+
+
+# -- ingest ----------------------------------------------------------------------------------
+class StreamPublisher:
+    """What ``KlineFeed`` drives in place of a ``LiveEngine``: closed candles to the stream."""
+
+    def __init__(self, r: redis.Redis, cfg: BusConfig, symbol: str, timeframe: str,
+                 history_bars: int) -> None:
+        self.r, self.cfg, self.symbol, self.timeframe = r, cfg, symbol, timeframe
+        self.key, self.meta = cfg.key("candles", symbol, timeframe), cfg.key("meta", symbol,
+                                                                             timeframe)
+        self.warmup = Warmup(first_ready=0, history=history_bars)
+        self.script = r.register_script(_PUBLISH)
+        self.state = self  # KlineFeed records gaps in engine.state
+        self.feed_health: dict[str, Any] = {"connected": False, "reconnects": 0, "gaps": [],
+                                            "ignored": 0, "malformed": 0, "duplicates": 0}
+        top = with_retry(lambda: r.xrevrange(self.key, count=1), cfg, "ingest start")
+        meta = with_retry(lambda: r.hgetall(self.meta), cfg, "ingest start")
+        self.acct = {"last_ms": open_ms_of(top[0][0]) if top else None,
+                     "first_ms": int(meta["first_ms"]) if "first_ms" in meta else None,
+                     "bars": int(meta.get("decided", 0))}
+        with_retry(lambda: r.sadd(cfg.key("markets"), f"{symbol}:{timeframe}"), cfg, "ingest")
+
+    @property
+    def last_ms(self) -> int | None:
+        return self.acct["last_ms"]
+
+    @property
+    def first_ms(self) -> int | None:
+        return self.acct["first_ms"]
+
+    def set_first(self, first_ms: int) -> None:
+        def go() -> None:
+            self.r.hsetnx(self.meta, "first_ms", int(first_ms))
+            self.acct["first_ms"] = int(self.r.hget(self.meta, "first_ms"))
+        with_retry(go, self.cfg, "ingest")
+
+    def on_closed(self, candle: Candle) -> bool:
+        t = int(candle[0])
+        if self.last_ms is not None and t <= self.last_ms:
+            self.feed_health["ignored"] += 1
+            return False
+        decide = self.first_ms is not None and t >= self.first_ms
+        trim = trim_args(self.cfg.retention, t)
+        trim_words = (["MAXLEN", "~", str(trim["maxlen"])] if "maxlen" in trim
+                      else ["MINID", "~", trim["minid"]])
+        flat = [x for kv in candle_fields(candle, decide).items() for x in kv]
+        try:
+            with_retry(lambda: self.script(keys=[self.key, self.meta], args=[
+                f"{t}-0", "1" if decide else "0", len(trim_words), *trim_words, *flat]),
+                self.cfg, "ingest XADD")
+        except redis.ResponseError as exc:
+            if not is_stale(exc):
+                raise
+            self.feed_health["duplicates"] += 1  # Redis refused it: published before
+            logger.info("%s %s: candle %d already in the stream", self.symbol, self.timeframe, t)
+            self.acct["last_ms"] = max(t, self.last_ms or t)
+            return False
+        self.acct["last_ms"] = t
+        if decide:
+            self.acct["bars"] += 1
+        return True
+
+    def record_gap(self, from_ms: int, to_ms: int, when: str) -> None:
+        logger.warning("%s %s: gap %d..%d reported at %s", self.symbol, self.timeframe,
+                       from_ms, to_ms, when)
+
+    def close(self) -> None:
+        pass
+
+
+def run_ingest(cfg: BusConfig, symbols: list[str], timeframe: str, feed_kw: dict[str, Any],
+               history_bars: int) -> list[StreamPublisher]:
+    """One kline feed per symbol in one event loop, each publishing to its candle stream."""
+    from bt_lstm.live.feed import FeedConfig, KlineFeed
+
+    r = connect(cfg.url, name=f"bt-lstm-ingest-{cfg.consumer}")
+    bar = timeframe_ms(timeframe)
+    pubs = [StreamPublisher(r, cfg, s, timeframe, history_bars) for s in symbols]
+    feeds = [KlineFeed(p, FeedConfig(p.symbol, timeframe, bar, stop_after=cfg.stop_after,
+                                     **feed_kw)) for p in pubs]
+
+    async def all_feeds() -> None:
+        await asyncio.gather(*(f.run() for f in feeds))
+
+    asyncio.run(all_feeds())
+    return pubs
+
+
+# -- engine ----------------------------------------------------------------------------------
+def find_bundles(models: str | None, models_root: str | None,
+                 wanted: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Market -> bundle folder: ``--models`` for every market, or ``--models-root`` holding
+    ``<SYMBOL>_<tf>/`` (a bundle: its manifest.json) per market."""
+    if models:
+        return {m: models for m in wanted}
+    out = {}
+    for symbol, tf in wanted:
+        folder = Path(models_root) / f"{symbol}_{tf}"
+        if (folder / "manifest.json").is_file():
+            out[(symbol, tf)] = str(folder)
+    return out
+
+
+class ForecastRole:
+    """The engine role: candle entries in, forecast entries out (in candle order)."""
+
+    def __init__(self, r: redis.Redis, cfg: BusConfig, models: str | None,
+                 models_root: str | None, only: list[tuple[str, str]] | None,
+                 no_skill: str, skill_p: float | None) -> None:
+        self.r, self.cfg, self.only = r, cfg, only
+        self.models, self.models_root = models, models_root
+        self.no_skill, self.skill_p = no_skill, skill_p
+        self.loaded: dict[str, tuple[LocalForecasts, Warmup]] = {}
+        self.bundles: dict[tuple[str, str], str] = {}
+        self.cache: dict[tuple[str, str], deque] = {}
+        self.counts = {"forecasts": 0, "duplicates": 0, "history": 0}
+
+    def streams(self) -> list[str]:
+        wanted = self.only or markets(self.r, self.cfg)
+        self.bundles = find_bundles(self.models, self.models_root, wanted)
+        for path in set(self.bundles.values()) - set(self.loaded):
+            from bt_lstm.models.forecast import load_forecaster
+
+            kw = {} if self.skill_p is None else {"skill_p": self.skill_p}
+            fc = load_forecaster(path, no_skill=self.no_skill, **kw)
+            self.loaded[path] = (LocalForecasts(fc), bundle_warmup(fc))
+        return [self.cfg.key("candles", *m) for m in sorted(self.bundles)]
+
+    def done(self) -> bool:
+        n = self.cfg.stop_after
+        if n is None or not self.bundles:
+            return False
+        # and nothing left pending in the group (a dead engine's entries reclaimed, acked)
+        return all(self.r.xlen(self.cfg.key("forecasts", *m)) >= n
+                   and self.r.xpending(self.cfg.key("candles", *m), "engine")["pending"] == 0
+                   for m in self.bundles)
+
+    def history(self, market: tuple[str, str], t: int, n: int) -> list[Candle]:
+        """The last ``n`` candles of the stream up to and including ``t``: a cached tail
+        extended with what came after it, or read back from the stream."""
+        key = self.cfg.key("candles", *market)
+        h = self.cache.get(market)
+        if h and h[-1][0] < t:
+            got = self.r.xrange(key, min=f"({h[-1][0]}-0", max=f"{t}-0", count=n + 1)
+            if len(got) <= n:
+                h.extend(parse_candle(i, f)[0] for i, f in got)
+        if not h or h[-1][0] != t:
+            got = self.r.xrevrange(key, max=f"{t}-0", count=n)
+            h = deque((parse_candle(i, f)[0] for i, f in reversed(got)), maxlen=n)
+            self.cache[market] = h
+        return list(h)
+
+    def handle(self, stream: str, entry_id: str, fields: dict) -> None:
+        candle, decide, _ = parse_candle(entry_id, fields)
+        if not decide:
+            self.counts["history"] += 1
+            return
+        market = self.cfg.market_of(stream)
+        fkey = self.cfg.key("forecasts", *market)
+        top = self.r.xrevrange(fkey, count=1)
+        top_ms = open_ms_of(top[0][0]) if top else None
+        if top_ms is not None and top_ms >= candle[0]:
+            self.counts["duplicates"] += 1  # forecast before (a redelivery, or a successor)
+            return
+        todo = self.r.xrange(stream, min=f"({top_ms}-0" if top_ms is not None else "-",
+                             max=f"({candle[0]}-0")
+        for pid, pf in todo:  # predecessors without a forecast yet: in order, before this one
+            try:
+                pc, pdecide, pts = parse_candle(pid, pf)
+            except MalformedEntry:
+                continue  # its own delivery dead-letters it
+            if pdecide:
+                self._publish(market, pc, pts)
+        self._publish(market, candle, parse_candle(entry_id, fields)[2])
+
+    def _publish(self, market: tuple[str, str], candle: Candle, ts: float) -> None:
+        forecasts, warmup = self.loaded[self.bundles[market]]
+        fc = forecasts(self.history(market, candle[0], warmup.history))
+        try:
+            self.r.xadd(self.cfg.key("forecasts", *market), forecast_fields(candle, fc, ts),
+                        id=f"{candle[0]}-0", **trim_args(self.cfg.retention, candle[0]))
+            self.counts["forecasts"] += 1
+        except redis.ResponseError as exc:
+            if not is_stale(exc):
+                raise
+            self.counts["duplicates"] += 1
+
+
+def run_engine(cfg: BusConfig, models: str | None, models_root: str | None,
+               only: list[tuple[str, str]] | None, no_skill: str,
+               skill_p: float | None, torch_threads: int = 1) -> ForecastRole:
+    from bt_lstm.models.training import configure_threads
+
+    # one window per forecast gains nothing from intra-op threads, and engines share cores:
+    # several spinning thread pools on a busy machine made each LSTM call ~10x slower
+    configure_threads(torch_threads)
+    r = connect(cfg.url, cfg.block_ms, f"bt-lstm-engine-{cfg.consumer}")
+    role = ForecastRole(r, cfg, models, models_root, only, no_skill, skill_p)
+    consumer = Consumer(r, cfg, "engine", role.streams, role.handle, role.done)
+    consumer.run()
+    role.counts.update(consumer.counts)
+    return role
+
+
+# -- decide ----------------------------------------------------------------------------------
+class DecideRole:
+    """The decide role: forecast entries in, decisions and fills committed to the state."""
+
+    def __init__(self, r: redis.Redis, cfg: BusConfig, strategy: StrategyConfig, state: str,
+                 only: list[tuple[str, str]] | None) -> None:
+        self.r, self.cfg, self.strategy, self.only = r, cfg, strategy, only
+        self.pg = None
+        if state.startswith(("postgresql://", "postgres://")):
+            from bt_lstm.live.pgstate import connect_pg
+
+            self.pg = connect_pg(state)
+        self.state = state
+        self.engines: dict[tuple[str, str], LiveEngine] = {}
+        self.commits = 0
+        self.kill_after = int(os.environ.get(FAULT_ENV, "0") or 0)
+        self.latencies: list[float] = []
+        self.counts = {"decided": 0, "duplicates": 0}
+
+    def engine(self, market: tuple[str, str]) -> LiveEngine:
+        eng = self.engines.get(market)
+        if eng is None:
+            symbol, tf = market
+            bar, nohist = timeframe_ms(tf), Warmup(first_ready=0, history=1)
+            if self.pg is not None:
+                from bt_lstm.live.pgstate import PgState
+
+                eng = LiveEngine(None, self.strategy, symbol, tf, None, nohist, bar,
+                                 state=PgState(self.pg, symbol, tf))
+            else:
+                eng = LiveEngine(None, self.strategy, symbol, tf,
+                                 Path(self.state) / f"{symbol}_{tf}", nohist, bar)
+            self.engines[market] = eng
+        return eng
+
+    def streams(self) -> list[str]:
+        for m in self.only or markets(self.r, self.cfg):
+            self.engine(m)
+        return [self.cfg.key("forecasts", *m) for m in sorted(self.engines)]
+
+    def done(self) -> bool:
+        n = self.cfg.stop_after
+        if n is None or not self.engines:
+            return False
+        return all((e.state.account() or {"bars": 0})["bars"] >= n
+                   for e in self.engines.values())
+
+    def handle(self, stream: str, entry_id: str, fields: dict) -> None:
+        candle, fc, ts = parse_forecast(entry_id, fields)
+        eng = self.engine(self.cfg.market_of(stream))
+        acct = eng.state.account()
+        last = None if acct is None else acct["last_ms"]
+        if last is not None and candle[0] <= last:
+            self.counts["duplicates"] += 1
+            return
+        before = self.r.xrange(stream, min=f"({last}-0" if last is not None else "-",
+                               max=f"({candle[0]}-0")
+        for pid, pf in before:  # forecasts held by others, not decided yet: in order first
+            try:
+                pc, pfc, _ = parse_forecast(pid, pf)
+            except MalformedEntry:
+                continue
+            self._apply(eng, pc, pfc)
+        if self._apply(eng, candle, fc) and ts == ts:
+            self.latencies.append(time.time() - ts)
+
+    def _apply(self, eng: LiveEngine, candle: Candle, fc: tuple) -> bool:
+        if not eng.apply(candle, fc, candle[0], locked=True):
+            self.counts["duplicates"] += 1
+            return False
+        self.counts["decided"] += 1
+        self.commits += 1
+        if self.kill_after and self.commits == self.kill_after:
+            logger.warning("%s=%d: exiting after the commit, before XACK", FAULT_ENV,
+                           self.kill_after)
+            os._exit(137)
+        return True
+
+    def tick(self) -> None:
+        """Every few seconds: status.json of each market (state folders), with the bus's
+        lag and pending counts of its streams."""
+        if self.pg is not None:
+            return
+        for m, e in self.engines.items():
+            e.acct = e.state.account() or e.acct
+            e.feed_health["bus"] = bus_status(self.r, self.cfg, [m])
+            e.write_status()
+
+    def close(self) -> None:
+        for e in self.engines.values():
+            e.close()
+        if self.pg is not None:
+            self.pg.close()
+
+
+def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
+               only: list[tuple[str, str]] | None, latency_out: str | None = None
+               ) -> DecideRole:
+    r = connect(cfg.url, cfg.block_ms, f"bt-lstm-decide-{cfg.consumer}")
+    role = DecideRole(r, cfg, strategy, state, only)
+    consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done, role.tick)
+    try:
+        consumer.run()
+        role.counts.update(consumer.counts)
+    finally:
+        role.close()
+        if latency_out:
+            Path(latency_out).write_text(json.dumps(role.latencies))
+    return role
