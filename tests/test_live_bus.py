@@ -271,11 +271,23 @@ def test_two_decide_processes_on_postgresql_ten_symbols(bus, pg_state, tmp_path)
 
     n = 40
     data = synthetic_forecasts(10, n)
-    publish_forecasts(bus, data)
     symbols = ",".join(data)
     procs = [role(bus, "--role", "decide", "--state", pg_state, "--symbol", symbols,
                   "--timeframe", "4h", "--consumer", f"d{i}", "--stop-after", str(n), "--quiet",
                   stdout=subprocess.PIPE, text=True) for i in (1, 2)]
+    # both consumers in the group before the forecasts arrive (otherwise the process that
+    # starts first may take them all before the other has imported its libraries)
+    r = connect(bus.url)
+    first = bus.key("forecasts", next(iter(data)), "4h")
+
+    def both_joined() -> bool:
+        try:
+            return len(r.xinfo_consumers(first, "decide")) == 2
+        except Exception:  # noqa: BLE001 (the stream or group is not there yet)
+            return False
+
+    wait_until(both_joined)
+    publish_forecasts(bus, data)
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert all("'decided': 0" not in o for o in outs), f"one process did all the work: {outs}"
