@@ -209,7 +209,9 @@ def main() -> int:
     ap.add_argument("--memory-speed", type=float, default=400.0,
                     help="replayed candles per second for the memory run (400)")
     ap.add_argument("--wrk-seconds", type=int, default=15, help="wrk duration (15)")
-    ap.add_argument("--wrk-conns", type=int, default=4, help="wrk connections (4)")
+    ap.add_argument("--wrk-conns", type=int, default=16,
+                    help="wrk connections (16: with 4, the kernel may hand all of them to one "
+                         "of the two server processes)")
     ap.add_argument("--server-workers", type=int, default=2,
                     help="serve.py --workers for the model-server runs (2: one per core)")
     ap.add_argument("--tiny", action="store_true", help="a tiny bundle (the tests' sizes)")
