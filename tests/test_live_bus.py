@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -343,14 +344,25 @@ def test_a_dropped_redis_connection_is_resumed(bus, tmp_path):
     (symbol, rows), = data.items()
     publish_forecasts(bus, {symbol: rows[:20]})
     name = f"drop{uuid.uuid4().hex[:6]}"
+    port = test_live.free_port()
     d = role(bus, "--role", "decide", "--state", str(tmp_path / "state"), "--symbol", symbol,
              "--timeframe", "4h", "--consumer", name, "--stop-after", "40", "--quiet",
-             stdout=subprocess.PIPE, text=True)
+             "--status-port", str(port), stdout=subprocess.PIPE, text=True)
     r = connect(bus.url)
     key = bus.key("forecasts", symbol, "4h")
     try:
         wait_until(lambda: any(g["name"] == "decide" and g["entries-read"] == 20
                                and not g["pending"] for g in r.xinfo_groups(key)))
+        # the decide role's status page: decisions per market, and pending and lag per group
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=10) as resp:
+            page = json.loads(resp.read())
+        assert page["markets"] == [{"market": f"{symbol} 4h", "decided": 20,
+                                    "position": page["markets"][0]["position"],
+                                    "last_ms": rows[19][0][0]}]
+        group = page["bus"]["streams"][key]["groups"]["decide"]
+        assert group["pending"] == 0 and group["lag"] == 0 and group["consumers"] == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+            assert 'id="bus"' in resp.read().decode()
         mine = [c for c in r.client_list() if c.get("name") == f"bt-lstm-decide-{name}"]
         assert mine, "the decide process's connection is not named"
         for c in mine:

@@ -75,7 +75,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "once every market has N forecasts, decide once every market has N "
                         "decisions")
     r.add_argument("--status-port", type=int, metavar="P",
-                   help="serve a status page on 127.0.0.1:P")
+                   help="serve a status page on 127.0.0.1:P (with --role decide: every "
+                        "market's decisions and the bus's length, pending and lag per stream "
+                        "and group)")
     r.add_argument("--quiet", action="store_true", help="warnings and errors only")
     add_bus_args(parser)
     add_strategy_args(parser)
@@ -211,7 +213,7 @@ def bus_job(args: argparse.Namespace) -> int:
     from bt_lstm.live.roles import run_decide
 
     role = run_decide(cfg, strategy_config(args).strategy, args.state or "live", only,
-                      args.latency_out)
+                      args.latency_out, args.status_port)
     print(f"decide {cfg.consumer}: {role.counts} (paper trading only)")
     return 0
 

@@ -292,6 +292,7 @@ class DecideRole:
         self.kill_after = int(os.environ.get(FAULT_ENV, "0") or 0)
         self.latencies: list[float] = []
         self.counts = {"decided": 0, "duplicates": 0}
+        self.status_r: redis.Redis | None = None
 
     def engine(self, market: tuple[str, str]) -> LiveEngine:
         eng = self.engines.get(market)
@@ -362,6 +363,25 @@ class DecideRole:
             e.feed_health["bus"] = bus_status(self.r, self.cfg, [m])
             e.write_status()
 
+    def status(self) -> dict[str, Any]:
+        """The status page's figures (its own Redis connection: it runs on the page's thread):
+        every market's last decision and account, and the bus's length, pending and lag per
+        stream and group."""
+        if self.status_r is None:
+            self.status_r = connect(self.cfg.url, self.cfg.block_ms,
+                                    f"bt-lstm-decide-status-{self.cfg.consumer}")
+        markets = []
+        for (symbol, tf), e in sorted(self.engines.items()):
+            acct = e.acct or {}
+            markets.append({"market": f"{symbol} {tf}", "decided": acct.get("bars", 0),
+                            "position": acct.get("position", 0.0), "last_ms": acct.get("last_ms")})
+        return {"symbol": f"{len(markets)} markets (decide {self.cfg.consumer})",
+                "timeframe": "", "last_candle": {}, "position": "- (per market below)",
+                "decided": sum(m["decided"] for m in markets), "equity": [],
+                "feed": {"connected": True, "reconnects": 0, "gaps": [], "ignored": 0,
+                         "malformed": 0},
+                "markets": markets, "bus": bus_status(self.status_r, self.cfg)}
+
     def close(self) -> None:
         for e in self.engines.values():
             e.close()
@@ -370,15 +390,23 @@ class DecideRole:
 
 
 def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
-               only: list[tuple[str, str]] | None, latency_out: str | None = None
-               ) -> DecideRole:
+               only: list[tuple[str, str]] | None, latency_out: str | None = None,
+               status_port: int | None = None) -> DecideRole:
     r = connect(cfg.url, cfg.block_ms, f"bt-lstm-decide-{cfg.consumer}")
     role = DecideRole(r, cfg, strategy, state, only)
     consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done, role.tick)
+    page = None
+    if status_port is not None:
+        from bt_lstm.live.status import StatusServer
+
+        page = StatusServer(role.status, status_port)
+        logger.info("status page: http://127.0.0.1:%d/", page.port)
     try:
         consumer.run()
         role.counts.update(consumer.counts)
     finally:
+        if page is not None:
+            page.close()
         role.close()
         if latency_out:
             Path(latency_out).write_text(json.dumps(role.latencies))

@@ -23,6 +23,8 @@ PAGE = """<!doctype html>
 <tr><td>feed</td><td id="feed">-</td></tr>
 </table>
 <canvas id="curve" width="600" height="200"></canvas>
+<table id="markets"></table>
+<table id="bus"></table>
 <script>
 "use strict";
 const LABELS = {"-1": "unknown", "0": "bearish", "1": "sideways", "2": "bullish"};
@@ -57,6 +59,26 @@ function show(s) {
     ", reconnects " + f.reconnects + ", gaps " + f.gaps.length + ", ignored " + f.ignored +
     ", malformed " + f.malformed;
   draw(s.equity);
+  rows("markets", ["market", "decided", "position"],
+       (s.markets || []).map(m => [m.market, m.decided, m.position]));
+  const bus = [];  // the decide role's page: length, pending and lag per stream and group
+  Object.entries((s.bus || {}).streams || {}).forEach(([key, st]) =>
+    Object.entries(st.groups).forEach(([g, v]) =>
+      bus.push([key, st.length, g, v.consumers, v.pending, v.lag === null ? "?" : v.lag])));
+  rows("bus", ["stream", "length", "group", "consumers", "pending", "lag"], bus);
+}
+function rows(id, head, data) {
+  const t = document.getElementById(id);
+  t.replaceChildren();
+  if (!data.length) return;
+  [head, ...data].forEach((r, i) => {
+    const tr = t.insertRow();
+    r.forEach(c => {
+      const cell = document.createElement(i ? "td" : "th");
+      cell.textContent = String(c);
+      tr.appendChild(cell);
+    });
+  });
 }
 const INITIAL = __STATUS__;
 show(INITIAL);
