@@ -7,7 +7,6 @@ history bounded by the bundle's warm-up (``klines.bundle_warmup``), or from the 
 """
 from __future__ import annotations
 
-import gc
 import http.client
 import json
 import logging
@@ -40,22 +39,6 @@ FILL_COLUMNS = ("datetime", "bar", "size", "price", "commission")
 EQUITY_POINTS = 500  # equity curve kept for the status page
 
 Forecast = tuple  # (regime, forecast, model name)
-
-
-def freeze_startup_objects() -> None:
-    """Exempt every object alive now (torch, pandas, the loaded bundle: some 300,000) from
-    Python's cyclic garbage collector, for the rest of this long-running process.
-
-    Notes
-    -----
-    Otherwise every collection of the oldest generation walks them all: a pause of tens of
-    milliseconds that lands on whichever candle is being handled (the p99 of the live and bus
-    benchmarks). What the process allocates later is collected as usual; the frozen objects
-    live as long as the process anyway (the ``gc.freeze`` recipe for servers). Call it after
-    loading a bundle; calling it again freezes what was added since.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 class LocalForecasts:

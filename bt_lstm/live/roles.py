@@ -40,7 +40,7 @@ from bt_lstm.live.bus import (
     trim_args,
     with_retry,
 )
-from bt_lstm.live.engine import LiveEngine, LocalForecasts, freeze_startup_objects
+from bt_lstm.live.engine import LiveEngine, LocalForecasts
 from bt_lstm.live.klines import Candle, Warmup, bundle_warmup, timeframe_ms
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,6 @@ class ForecastRole:
             kw = {} if self.skill_p is None else {"skill_p": self.skill_p}
             fc = load_forecaster(path, no_skill=self.no_skill, **kw)
             self.loaded[path] = (LocalForecasts(fc), bundle_warmup(fc))
-            freeze_startup_objects()
         for m in self.bundles.keys() - self.cache.keys():
             self._prefetch(m)
         return [self.cfg.key("candles", *m) for m in sorted(self.bundles)]
@@ -293,6 +292,7 @@ class DecideRole:
         self.latencies: list[float] = []
         self.counts = {"decided": 0, "duplicates": 0}
         self.status_r: redis.Redis | None = None
+        self.consumer: Consumer | None = None  # its reconnect and dead-letter counts
 
     def engine(self, market: tuple[str, str]) -> LiveEngine:
         eng = self.engines.get(market)
@@ -370,6 +370,7 @@ class DecideRole:
         if self.status_r is None:
             self.status_r = connect(self.cfg.url, self.cfg.block_ms,
                                     f"bt-lstm-decide-status-{self.cfg.consumer}")
+        counts = self.consumer.counts if self.consumer is not None else {}
         markets = []
         for (symbol, tf), e in sorted(self.engines.items()):
             acct = e.acct or {}
@@ -378,8 +379,9 @@ class DecideRole:
         return {"symbol": f"{len(markets)} markets (decide {self.cfg.consumer})",
                 "timeframe": "", "last_candle": {}, "position": "- (per market below)",
                 "decided": sum(m["decided"] for m in markets), "equity": [],
-                "feed": {"connected": True, "reconnects": 0, "gaps": [], "ignored": 0,
-                         "malformed": 0},
+                "feed": {"connected": True, "reconnects": counts.get("reconnects", 0),
+                         "gaps": [], "ignored": self.counts["duplicates"],
+                         "malformed": counts.get("deadletter", 0)},
                 "markets": markets, "bus": bus_status(self.status_r, self.cfg)}
 
     def close(self) -> None:
@@ -394,7 +396,8 @@ def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
                status_port: int | None = None) -> DecideRole:
     r = connect(cfg.url, cfg.block_ms, f"bt-lstm-decide-{cfg.consumer}")
     role = DecideRole(r, cfg, strategy, state, only)
-    consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done, role.tick)
+    consumer = role.consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done,
+                                        role.tick)
     page = None
     if status_port is not None:
         from bt_lstm.live.status import StatusServer
