@@ -4,10 +4,12 @@ End-to-end latency from a candle's XADD to ``candles:<S>:<tf>`` to its decision 
 decide role (SQLite state folder), median and p99 over ``--rounds`` x ``--symbols`` candles
 (default 500 x 10 = 5,000), with 1 and with 2 engine processes (real processes, real Redis).
 Candles arrive as they do live: every symbol's candle closes at the same moment, so each round
-puts one candle of every symbol on the bus at once; the next round follows when the last one
-is decided (a candle's latency includes waiting behind the others of its round). Then the
-same with candles one at a time (``--single-rounds``): the pipeline's own latency. The warm-up
-history is published first (not timed).
+puts one candle of every symbol on the bus at once (one pipeline), and rounds follow each other
+every ``--interval-ms`` (a candle's latency includes waiting behind the others of its round, and
+behind the previous round if that is not done). The benchmark polls nothing while the rounds
+run (its polling would take the 2 cores' time from the roles). Then the same with candles one
+at a time (``--single-rounds``): the pipeline's own latency. The warm-up history is published
+first (not timed).
 
     python benchmarks/bench_bus.py                        # writes reports/bench_bus.json
     python benchmarks/bench_bus.py --rounds 50 --tiny --out /tmp/b.json
@@ -48,12 +50,12 @@ def start_role(cfg: BusConfig, *args: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
-def wait_for(pred, timeout: float = 600.0, what: str = "") -> None:
+def wait_for(pred, timeout: float = 600.0, what: str = "", poll: float = 0.05) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
             return
-        time.sleep(0.005)  # each poll is a pipeline of XINFO calls: keep it off the 2 cores
+        time.sleep(poll)  # each poll is a pipeline of XINFO calls: keep it off the 2 cores
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -86,10 +88,10 @@ def decided_up_to(r, keys: list[str], entry_id: str) -> bool:
 
 
 def run(cfg: BusConfig, bundle: Path, markets: dict[str, list], history: int, rounds: int,
-        engines: int, state: Path, burst: bool = True) -> dict:
-    """One measured run: warm-up published, roles started, ``rounds`` rounds of candles
-    (``burst``: a round's candles all at once, else one at a time, each after the last one's
-    decision)."""
+        engines: int, state: Path, burst: bool = True, interval_s: float = 0.1) -> dict:
+    """One measured run: warm-up published, roles started, ``rounds`` rounds of candles, one
+    every ``interval_s`` (``burst``: a round's candles all at once, else one at a time, each
+    ``interval_s`` after the one before)."""
     r = connect(cfg.url)
     symbols = sorted(markets)
     ckeys = [cfg.key("candles", s, "4h") for s in symbols]
@@ -111,20 +113,21 @@ def run(cfg: BusConfig, bundle: Path, markets: dict[str, list], history: int, ro
     try:
         wait_for(lambda: group_idle(r, ckeys, "engine", engines), what="the engines")
         wait_for(lambda: group_idle(r, fkeys, "decide", 1), what="the decide process")
-        t0 = time.time()
+        slot = time.monotonic()
         for k in range(history, history + rounds):
-            last = f"{markets[symbols[0]][k][0]}-0"  # the same open time in every market
+            if burst:  # the candle's time stamp (its fields) is taken when it is sent
+                slot = pace(slot, interval_s)
             pipe = r.pipeline(transaction=False)
-            for s, fkey in zip(symbols, fkeys):
+            for s in symbols:
+                if not burst:
+                    slot = pace(slot, interval_s)
                 c = markets[s][k]
                 pipe.xadd(cfg.key("candles", s, "4h"), candle_fields(c, True), id=f"{c[0]}-0")
                 if not burst:
                     pipe.execute()
-                    wait_for(lambda: decided_up_to(r, [fkey], last), timeout=120,
-                             what="a decision")
             pipe.execute()
-            wait_for(lambda: decided_up_to(r, fkeys, last), timeout=120, what="decisions")
-        wall = time.time() - t0
+        last = f"{markets[symbols[0]][history + rounds - 1][0]}-0"
+        wait_for(lambda: decided_up_to(r, fkeys, last), timeout=300, what="decisions")
         for p in procs:
             p.wait(120)
     finally:
@@ -137,14 +140,23 @@ def run(cfg: BusConfig, bundle: Path, markets: dict[str, list], history: int, ro
     # extend the cached history
     warm = lat[len(symbols):]
     return {"engines": engines, "arrival": "burst" if burst else "one at a time",
+            "interval_ms": interval_s * 1000,
             "candles": int(len(lat)), "median_ms": float(np.median(lat)),
             "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "mean_ms": float(lat.mean()), "candles_per_s": len(lat) / wall,
+            "mean_ms": float(lat.mean()),
             "first_round_ms": [round(float(x), 1) for x in lat[:len(symbols)]],
             "after_first_round": {"candles": int(len(warm)),
                                   "median_ms": float(np.median(warm)),
                                   "p99_ms": float(np.percentile(warm, 99)),
                                   "max_ms": float(warm.max())}}
+
+
+def pace(slot: float, interval_s: float) -> float:
+    """Sleep until ``slot``; the next slot."""
+    wait = slot - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    return slot + interval_s
 
 
 def main() -> None:
@@ -155,6 +167,8 @@ def main() -> None:
                     help="candles per market, one round = one candle of every market (500)")
     ap.add_argument("--single-rounds", type=int, default=50,
                     help="rounds of the one-candle-at-a-time runs (50: 500 candles)")
+    ap.add_argument("--interval-ms", type=float, default=100.0,
+                    help="time between rounds (between candles when one at a time) (100)")
     ap.add_argument("--tiny", action="store_true", help="a tiny bundle (the tests' sizes)")
     ap.add_argument("--out", default="reports/bench_bus.json", help="where the JSON goes")
     args = ap.parse_args()
@@ -184,7 +198,7 @@ def main() -> None:
             rounds = args.rounds if burst else args.single_rounds
             try:
                 res = run(cfg, bundle, markets, history, rounds, engines,
-                          root / f"state{engines}{burst}", burst)
+                          root / f"state{engines}{burst}", burst, args.interval_ms / 1000)
             finally:
                 for key in r.scan_iter(match=cfg.prefix + "*", count=1000):
                     r.delete(key)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bt_lstm.config import FeatureConfig, RegimeConfig
-from bt_lstm.signals.features import compute_features, warmup_bars
+from bt_lstm.signals.features import compute_features, compute_features_many, warmup_bars
 from bt_lstm.signals.regimes import apply_regimes, fit_regimes
 
 CUTS = [150, 400, 777, 1100]
@@ -91,3 +91,34 @@ def test_leaky_feature_would_be_caught(market):
     full = leaky(market.frame)
     cut = leaky(scramble_after(market.frame, t))
     assert full.iloc[t] != cut.iloc[t]
+
+
+def test_features_of_markets_side_by_side_equal_each_market_alone(market):
+    """The bus engine computes a burst's markets in one pass (``compute_features_many``): bit
+    for bit the values of ``compute_features`` on each market, whatever the lengths, with
+    zero volumes, a flat stretch and a gap-free jump in the mix."""
+    frames = [market.frame.iloc[k * 37:k * 37 + 700].copy() for k in range(5)]
+    frames[1].iloc[100:120, frames[1].columns.get_loc("volume")] = 0.0
+    frames[2].iloc[200:300] = frames[2].iloc[199].to_numpy()  # a market that did not move
+    frames[3].iloc[400:, :4] *= 1.5
+    frames += [market.frame.iloc[:500], market.frame.iloc[:3]]  # other lengths: own groups
+    cfg = FeatureConfig()
+    many = compute_features_many(frames, cfg)
+    for frame, values in zip(frames, many):
+        np.testing.assert_array_equal(values, compute_features(frame, cfg).to_numpy())
+
+
+def test_forecasts_of_a_burst_equal_one_at_a_time(market, fitted):
+    """``forecast_last_many`` (one network call per model for a burst of markets) gives each
+    market's ``forecast_last``: the same regimes and, from float32 inference in other batch
+    shapes, forecasts equal within 1e-6 of their size."""
+    forecaster = fitted[0].forecaster.with_policy("trade", 0.05)
+    frames = [market.frame.iloc[k * 50:k * 50 + 600] for k in range(8)] + [market.frame.iloc[:5]]
+    many = forecaster.forecast_last_many(frames)
+    one = [forecaster.forecast_last(f) for f in frames]
+    assert [r for r, _ in many] == [r for r, _ in one]
+    assert len({r for r, _ in one}) > 1, "the burst should span several regimes (models)"
+    got, want = np.array([f for _, f in many]), np.array([f for _, f in one])
+    assert np.isnan(got[-1]) and np.isnan(want[-1])  # too short: no forecast
+    np.testing.assert_allclose(got[:-1], want[:-1], rtol=1e-6, atol=1e-9)
+    assert np.isfinite(got[:-1]).all()

@@ -309,6 +309,29 @@ def test_two_decide_processes_on_postgresql_ten_symbols(bus, pg_state, tmp_path)
         assert r.xpending(bus.key("forecasts", symbol, "4h"), "decide")["pending"] == 0
 
 
+def test_a_burst_of_markets_is_one_batch(bus, tmp_path):
+    """One candle of each of 10 markets at once (a candle close) is read in one call and
+    decided as one batch, acknowledged together, decisions as the single-process run's."""
+    data = synthetic_forecasts(10, 1)
+    publish_forecasts(bus, data)
+    cfg = BusConfig(bus.url, prefix=bus.prefix, consumer="d1", stop_after=1, block_ms=50)
+    done = run_decide(cfg, StrategyConfig(), str(tmp_path / "state"),
+                      [(s, "4h") for s in data])
+    assert done.counts["decided"] == 10 and done.counts["handled"] == 10
+    assert done.counts["batches"] == 1, done.counts
+    want = single_process(data, tmp_path / "single")
+    for symbol in data:
+        eng = done.engine((symbol, "4h"))
+        got = LiveEngine(None, StrategyConfig(), symbol, "4h", tmp_path / "state" /
+                         f"{symbol}_4h", Warmup(first_ready=1, history=5), BAR)
+        assert (got.state.decisions(), got.state.fills()) == want[symbol], symbol
+        got.close()
+        assert eng.acct["bars"] == 1
+    with connect(bus.url) as r:
+        for symbol in data:
+            assert r.xpending(bus.key("forecasts", symbol, "4h"), "decide")["pending"] == 0
+
+
 def test_a_malformed_entry_is_dead_lettered_and_blocks_nothing(bus, tmp_path):
     data = synthetic_forecasts(1, 6)
     (symbol, rows), = data.items()

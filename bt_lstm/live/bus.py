@@ -148,25 +148,32 @@ def parse_forecast(entry_id: str, fields: dict) -> tuple[Candle, tuple, float]:
 
 
 # -- the consumer loop -----------------------------------------------------------------------
+Entry = tuple  # (stream, entry id, fields)
+
+
 class Consumer:
     """One consumer of group ``group`` on the streams ``streams()`` returns.
 
-    ``handle(stream, entry_id, fields)`` commits its output; the entry is acknowledged after
-    it returns. ``MalformedEntry`` moves the entry to ``deadletter:<role>`` with the reason
-    (then acknowledged). Any other error stops the process (the entry stays pending: a restart
-    or another consumer takes it again).
+    ``tick(idle)`` runs after every read (``idle``: it found nothing) and once at the end.
+    ``handle(entries)`` takes a batch of entries (in id order within each stream) and commits
+    their output; it returns ``{(stream, id): reason}`` for the malformed ones, which go to
+    ``deadletter:<role>`` with their reason. Then the whole batch is acknowledged (one
+    pipeline). Any error raised stops the process (the batch stays pending: a restart or
+    another consumer takes it again).
     """
 
     def __init__(self, r: redis.Redis, cfg: BusConfig, role: str,
                  streams: Callable[[], list[str]],
-                 handle: Callable[[str, str, dict], None],
-                 done: Callable[[], bool], tick: Callable[[], None] | None = None) -> None:
+                 handle: Callable[[list[Entry]], dict[tuple[str, str], str]],
+                 done: Callable[[], bool],
+                 tick: Callable[[bool], None] | None = None) -> None:
         self.r, self.cfg, self.role = r, cfg, role
         self.group = role
         self.streams_fn, self.handle, self.done, self.tick = streams, handle, done, tick
         self.streams: list[str] = []
-        self._next = 0  # round robin over the streams
-        self.counts = {"handled": 0, "deadletter": 0, "claimed": 0, "reconnects": 0}
+        self._next = 0  # which streams the next read lists first (round robin)
+        self.counts = {"handled": 0, "deadletter": 0, "claimed": 0, "reconnects": 0,
+                       "batches": 0}
 
     def _refresh(self) -> None:
         want = self.streams_fn()
@@ -179,30 +186,41 @@ class Consumer:
                         raise
         self.streams = want
 
-    def _one(self, stream: str, entry_id: str, fields: dict | None) -> None:
-        try:
-            self.handle(stream, entry_id, fields or {})
-        except MalformedEntry as exc:
-            self.counts["deadletter"] += 1
-            logger.warning("%s %s dead-lettered: %s", stream, entry_id, exc)
-            self.r.xadd(self.cfg.key(f"deadletter:{self.role}"),
-                        {"stream": stream, "id": entry_id, "reason": str(exc),
-                         "fields": json.dumps(fields or {}), "consumer": self.cfg.consumer},
-                        maxlen=10_000, approximate=True)
-        self.r.xack(stream, self.group, entry_id)
-        self.counts["handled"] += 1
+    def _many(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        bad = self.handle([(s, i, f or {}) for s, i, f in entries])
+        pipe = self.r.pipeline(transaction=False)
+        for (stream, entry_id), reason in bad.items():
+            fields = next((f for s, i, f in entries if (s, i) == (stream, entry_id)), None)
+            logger.warning("%s %s dead-lettered: %s", stream, entry_id, reason)
+            pipe.xadd(self.cfg.key(f"deadletter:{self.role}"),
+                      {"stream": stream, "id": entry_id, "reason": reason,
+                       "fields": json.dumps(fields or {}), "consumer": self.cfg.consumer},
+                      maxlen=10_000, approximate=True)
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id, _ in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.group, *ids)
+        pipe.execute()
+        self.counts["deadletter"] += len(bad)
+        self.counts["handled"] += len(entries)
+        self.counts["batches"] += 1
+
+    @staticmethod
+    def _flat(resp: Any) -> list[Entry]:
+        return [(stream, entry_id, fields) for stream, entries in resp or []
+                for entry_id, fields in entries]
 
     def _own_pending(self) -> None:
         """What this consumer had read but not acknowledged before (a restart)."""
         cursor = {s: "0" for s in self.streams}
         while cursor and not self.done():
             resp = self.r.xreadgroup(self.group, self.cfg.consumer, cursor, count=self.cfg.batch)
-            nxt = {}
-            for stream, entries in resp or []:
-                for entry_id, fields in entries:
-                    self._one(stream, entry_id, fields)
-                    nxt[stream] = entry_id
-            cursor = nxt
+            entries = self._flat(resp)
+            self._many(entries)
+            cursor = {s: i for s, i, _ in entries}  # the last one of each stream that had some
 
     def _claim(self) -> None:
         """Entries idle too long with another (dead) consumer."""
@@ -212,11 +230,11 @@ class Consumer:
                 out = self.r.xautoclaim(s, self.group, self.cfg.consumer,
                                         self.cfg.claim_idle_ms, start_id=start,
                                         count=self.cfg.batch)
-                start, entries = out[0], out[1]
-                for entry_id, fields in entries:
-                    self.counts["claimed"] += 1
+                start, entries = out[0], [(s, i, f) for i, f in out[1]]
+                for _, entry_id, _ in entries:
                     logger.info("%s %s reclaimed from an idle consumer", s, entry_id)
-                    self._one(s, entry_id, fields)
+                self.counts["claimed"] += len(entries)
+                self._many(entries)
                 if start == "0-0":
                     break
 
@@ -230,34 +248,39 @@ class Consumer:
             if now - last_refresh > 2.0:
                 self._refresh()
                 last_refresh = now
-                if self.tick is not None:
-                    self.tick()
             if now - last_claim > self.cfg.claim_idle_ms / 2000:
                 self._claim()
                 last_claim = now
             if not self.streams:
                 time.sleep(self.cfg.block_ms / 1000)
                 continue
-            self._read_new()
+            got = self._read_new()
+            if self.tick is not None:
+                self.tick(not got)
 
-    def _read_new(self) -> None:
-        """One new entry from the next stream (round robin) with one waiting; when none has,
-        block on all of them. Taking one entry at a time lets several consumers share a burst
-        (one candle of every market at once) instead of the first one taking it all."""
+    def _read_new(self) -> int:
+        """The next new entry of every stream (at most ``batch`` streams, taken in turn) as one
+        batch: a burst (one candle of every market at once) is read in one call and handled
+        together. When none has one, block on all of them; what woke the read is handled
+        with whatever else of its burst has arrived meanwhile."""
         n = len(self.streams)
-        for k in range(n):
-            s = self.streams[(self._next + k) % n]
-            resp = self.r.xreadgroup(self.group, self.cfg.consumer, {s: ">"}, count=1)
-            if resp and resp[0][1]:
-                self._next = (self._next + k + 1) % n
-                for entry_id, fields in resp[0][1]:
-                    self._one(s, entry_id, fields)
-                return
-        resp = self.r.xreadgroup(self.group, self.cfg.consumer, {s: ">" for s in self.streams},
-                                 count=1, block=self.cfg.block_ms)
-        for stream, entries in resp or []:
-            for entry_id, fields in entries:
-                self._one(stream, entry_id, fields)
+        order = [self.streams[(self._next + k) % n] for k in range(n)]
+        self._next = (self._next + self.cfg.batch) % n
+        entries = self._flat(self.r.xreadgroup(self.group, self.cfg.consumer,
+                                               {s: ">" for s in order[:self.cfg.batch]},
+                                               count=1))
+        if not entries:
+            entries = self._flat(self.r.xreadgroup(self.group, self.cfg.consumer,
+                                                   {s: ">" for s in order}, count=1,
+                                                   block=self.cfg.block_ms))
+            if entries:
+                got = {s for s, _, _ in entries}
+                rest = [s for s in order if s not in got][:max(self.cfg.batch - len(got), 0)]
+                if rest:
+                    entries += self._flat(self.r.xreadgroup(
+                        self.group, self.cfg.consumer, {s: ">" for s in rest}, count=1))
+        self._many(entries)
+        return len(entries)
 
     def run(self) -> None:
         """Until ``done()``; a lost connection is retried with backoff, resuming from the
@@ -274,7 +297,7 @@ class Consumer:
                 continue
             wait = self.cfg.backoff_s
         if self.tick is not None:
-            self.tick()
+            self.tick(True)
 
 
 def with_retry(fn: Callable[[], Any], cfg: BusConfig, what: str) -> Any:

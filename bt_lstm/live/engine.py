@@ -48,9 +48,14 @@ class LocalForecasts:
         self.forecaster = forecaster
 
     def __call__(self, candles: list[Candle]) -> Forecast:
-        regime, forecast = self.forecaster.forecast_last(frame_of(candles))
-        model = "" if math.isnan(forecast) else self.forecaster.model_for(regime)
-        return regime, forecast, model
+        return self.many([candles])[0]
+
+    def many(self, histories: list[list[Candle]]) -> list[Forecast]:
+        """The forecast at the end of each history (the bus engine: one per market of a
+        burst), each network run once on the stacked windows."""
+        out = self.forecaster.forecast_last_many([frame_of(c) for c in histories])
+        return [(regime, forecast, "" if math.isnan(forecast) else
+                 self.forecaster.model_for(regime)) for regime, forecast in out]
 
 
 class RemoteForecasts:
@@ -179,6 +184,7 @@ class LiveEngine:
         self.equity: deque = deque(maxlen=EQUITY_POINTS)
         self.feed_health: dict[str, Any] = {"connected": False, "reconnects": 0, "gaps": [],
                                             "ignored": 0, "malformed": 0}
+        self.status_each_commit = True  # the bus's decide role writes it every few seconds
         if self.folder is not None:
             self._rewrite_csvs()
 
@@ -270,7 +276,8 @@ class LiveEngine:
                      "forecast": None if math.isnan(forecast) else forecast, "signal": want,
                      "position": pos, "value": value, "model": model,
                      "pending_order": self.acct["pending"]}
-        self.write_status()
+        if self.status_each_commit:
+            self.write_status()
 
     # -- files -----------------------------------------------------------------------------
     def _append_csv(self, name: str, columns: tuple, row: tuple) -> None:

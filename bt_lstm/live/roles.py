@@ -46,6 +46,7 @@ from bt_lstm.live.klines import Candle, Warmup, bundle_warmup, timeframe_ms
 logger = logging.getLogger(__name__)
 
 FAULT_ENV = "BT_LSTM_FAULT_KILL_AFTER_COMMIT"  # tests: exit after the Nth commit, before XACK
+STATUS_EVERY_S = 2.0  # the decide role's status.json per market
 
 # XADD and the decided-candle counter together (a script is atomic: no counter without entry)
 _PUBLISH = """
@@ -206,55 +207,90 @@ class ForecastRole:
                    and self.r.xpending(self.cfg.key("candles", *m), "engine")["pending"] == 0
                    for m in self.bundles)
 
-    def history(self, market: tuple[str, str], t: int, n: int) -> list[Candle]:
-        """The last ``n`` candles of the stream up to and including ``t``: a cached tail
-        extended with what came after it, or read back from the stream."""
+    def history(self, market: tuple[str, str], t: int, n: int,
+                fetched: list[Candle] | None = None, since: int | None = None) -> list[Candle]:
+        """The last ``n`` candles of the stream up to and including ``t``: the cached tail
+        extended with ``fetched`` (every candle of the stream after ``since``, up to ``t`` at
+        least) when the tail is not older than ``since``, else with what the stream holds
+        after it, or read back from the stream."""
         key = self.cfg.key("candles", *market)
         h = self.cache.get(market)
         if h and h[-1][0] < t:
-            got = self.r.xrange(key, min=f"({h[-1][0]}-0", max=f"{t}-0", count=n + 1)
-            if len(got) <= n:
-                h.extend(parse_candle(i, f)[0] for i, f in got)
+            tail = h[-1][0]
+            if fetched is not None and (since is None or since <= tail):
+                h.extend(c for c in fetched if tail < c[0] <= t)
+            else:
+                got = self.r.xrange(key, min=f"({tail}-0", max=f"{t}-0", count=n + 1)
+                if len(got) <= n:
+                    h.extend(parse_candle(i, f)[0] for i, f in got)
         if not h or h[-1][0] != t:
             got = self.r.xrevrange(key, max=f"{t}-0", count=n)
             h = deque((parse_candle(i, f)[0] for i, f in reversed(got)), maxlen=n)
             self.cache[market] = h
         return list(h)
 
-    def handle(self, stream: str, entry_id: str, fields: dict) -> None:
-        candle, decide, _ = parse_candle(entry_id, fields)
-        if not decide:
-            self.counts["history"] += 1
-            return
-        market = self.cfg.market_of(stream)
-        fkey = self.cfg.key("forecasts", *market)
-        top = self.r.xrevrange(fkey, count=1)
-        top_ms = open_ms_of(top[0][0]) if top else None
-        if top_ms is not None and top_ms >= candle[0]:
-            self.counts["duplicates"] += 1  # forecast before (a redelivery, or a successor)
-            return
-        todo = self.r.xrange(stream, min=f"({top_ms}-0" if top_ms is not None else "-",
-                             max=f"({candle[0]}-0")
-        for pid, pf in todo:  # predecessors without a forecast yet: in order, before this one
+    def handle(self, entries: list[tuple[str, str, dict]]) -> dict[tuple[str, str], str]:
+        """A batch of candle entries: every decided candle of its market after the market's
+        last forecast, up to the batch's newest, is forecast (a predecessor held by another
+        engine too: forecasts stay in candle order), the networks run once per batch, and the
+        forecasts appended in one pipeline (Redis refuses a second copy)."""
+        bad: dict[tuple[str, str], str] = {}
+        newest: dict[tuple[str, str], int] = {}
+        taken: dict[tuple[str, str], list[int]] = {}
+        for stream, entry_id, fields in entries:
             try:
-                pc, pdecide, pts = parse_candle(pid, pf)
-            except MalformedEntry:
-                continue  # its own delivery dead-letters it
-            if pdecide:
-                self._publish(market, pc, pts)
-        self._publish(market, candle, parse_candle(entry_id, fields)[2])
-
-    def _publish(self, market: tuple[str, str], candle: Candle, ts: float) -> None:
-        forecasts, warmup = self.loaded[self.bundles[market]]
-        fc = forecasts(self.history(market, candle[0], warmup.history))
-        try:
-            self.r.xadd(self.cfg.key("forecasts", *market), forecast_fields(candle, fc, ts),
-                        id=f"{candle[0]}-0", **trim_args(self.cfg.retention, candle[0]))
-            self.counts["forecasts"] += 1
-        except redis.ResponseError as exc:
-            if not is_stale(exc):
-                raise
-            self.counts["duplicates"] += 1
+                candle, decide, _ = parse_candle(entry_id, fields)
+            except MalformedEntry as exc:
+                bad[(stream, entry_id)] = str(exc)
+                continue
+            if not decide:
+                self.counts["history"] += 1
+                continue
+            m = self.cfg.market_of(stream)
+            newest[m] = max(newest.get(m, candle[0]), candle[0])
+            taken.setdefault(m, []).append(candle[0])
+        if not newest:
+            return bad
+        ms = sorted(newest)
+        pipe = self.r.pipeline(transaction=False)
+        for m in ms:
+            pipe.xrevrange(self.cfg.key("forecasts", *m), count=1)
+        tops = [open_ms_of(top[0][0]) if top else None for top in pipe.execute()]
+        since = []  # the candles after the last forecast, and after the cached tail
+        for m, top_ms in zip(ms, tops):
+            h = self.cache.get(m)
+            since.append(top_ms if not h or top_ms is None else min(top_ms, h[-1][0]))
+            pipe.xrange(self.cfg.key("candles", *m),
+                        min="-" if since[-1] is None else f"({since[-1]}-0", max=f"{newest[m]}-0")
+        jobs = []  # (market, candle, publish time, history)
+        for m, top_ms, lo, got in zip(ms, tops, since, pipe.execute()):
+            # forecast before (a redelivery, or a successor was forecast with it)
+            self.counts["duplicates"] += sum(top_ms is not None and t <= top_ms
+                                             for t in taken[m])
+            fetched = []
+            for pid, pf in got:
+                try:
+                    fetched.append(parse_candle(pid, pf))
+                except MalformedEntry:
+                    continue  # its own delivery dead-letters it
+            candles = [c for c, _, _ in fetched]
+            todo = [(c, ts) for c, d, ts in fetched if d and (top_ms is None or c[0] > top_ms)]
+            n = self.loaded[self.bundles[m]][1].history
+            jobs += [(m, c, ts, self.history(m, c[0], n, candles, lo)) for c, ts in todo]
+        for path in {self.bundles[m] for m, _, _, _ in jobs}:
+            mine = [j for j in jobs if self.bundles[j[0]] == path]
+            fcs = self.loaded[path][0].many([hist for _, _, _, hist in mine])
+            for (m, c, ts, _), fc in zip(mine, fcs):
+                pipe.xadd(self.cfg.key("forecasts", *m), forecast_fields(c, fc, ts),
+                          id=f"{c[0]}-0", **trim_args(self.cfg.retention, c[0]))
+        for res in pipe.execute(raise_on_error=False):
+            if isinstance(res, Exception):
+                if not is_stale(res):
+                    raise res
+                self.counts["duplicates"] += 1  # another engine got there first
+            else:
+                self.counts["forecasts"] += 1
+        return bad
 
 
 def run_engine(cfg: BusConfig, models: str | None, models_root: str | None,
@@ -292,6 +328,7 @@ class DecideRole:
         self.latencies: list[float] = []
         self.counts = {"decided": 0, "duplicates": 0}
         self.status_r: redis.Redis | None = None
+        self.status_at: dict[tuple[str, str], float] = {}  # market -> status.json written
         self.consumer: Consumer | None = None  # its reconnect and dead-letter counts
 
     def engine(self, market: tuple[str, str]) -> LiveEngine:
@@ -307,6 +344,7 @@ class DecideRole:
             else:
                 eng = LiveEngine(None, self.strategy, symbol, tf,
                                  Path(self.state) / f"{symbol}_{tf}", nohist, bar)
+                eng.status_each_commit = False  # tick() writes every market's status.json
             self.engines[market] = eng
         return eng
 
@@ -322,24 +360,40 @@ class DecideRole:
         return all((e.state.account() or {"bars": 0})["bars"] >= n
                    for e in self.engines.values())
 
-    def handle(self, stream: str, entry_id: str, fields: dict) -> None:
-        candle, fc, ts = parse_forecast(entry_id, fields)
-        eng = self.engine(self.cfg.market_of(stream))
-        acct = eng.state.account()
-        last = None if acct is None else acct["last_ms"]
-        if last is not None and candle[0] <= last:
-            self.counts["duplicates"] += 1
-            return
-        before = self.r.xrange(stream, min=f"({last}-0" if last is not None else "-",
-                               max=f"({candle[0]}-0")
-        for pid, pf in before:  # forecasts held by others, not decided yet: in order first
+    def handle(self, entries: list[tuple[str, str, dict]]) -> dict[tuple[str, str], str]:
+        """A batch of forecast entries: for each market, every forecast after the account's
+        last decided candle up to the batch's newest (one held by another decide process
+        first: decisions stay in candle order), each applied under the account's row lock."""
+        bad: dict[tuple[str, str], str] = {}
+        taken: dict[tuple[str, str], dict[int, float]] = {}  # market -> open time -> publish
+        for stream, entry_id, fields in entries:
             try:
-                pc, pfc, _ = parse_forecast(pid, pf)
-            except MalformedEntry:
+                candle, _, ts = parse_forecast(entry_id, fields)
+            except MalformedEntry as exc:
+                bad[(stream, entry_id)] = str(exc)
                 continue
-            self._apply(eng, pc, pfc)
-        if self._apply(eng, candle, fc) and ts == ts:
-            self.latencies.append(time.time() - ts)
+            taken.setdefault(self.cfg.market_of(stream), {})[candle[0]] = ts
+        ms = sorted(taken)
+        lasts = []
+        pipe = self.r.pipeline(transaction=False)
+        for m in ms:
+            acct = self.engine(m).state.account()
+            lasts.append(None if acct is None else acct["last_ms"])
+            pipe.xrange(self.cfg.key("forecasts", *m),
+                        min="-" if lasts[-1] is None else f"({lasts[-1]}-0",
+                        max=f"{max(taken[m])}-0")
+        for m, last, got in zip(ms, lasts, pipe.execute() if ms else []):
+            self.counts["duplicates"] += sum(last is not None and t <= last for t in taken[m])
+            eng = self.engine(m)
+            for pid, pf in got:
+                try:
+                    candle, fc, _ = parse_forecast(pid, pf)
+                except MalformedEntry:
+                    continue  # its own delivery dead-letters it
+                ts = taken[m].get(candle[0], float("nan"))
+                if self._apply(eng, candle, fc) and ts == ts:
+                    self.latencies.append(time.time() - ts)
+        return bad
 
     def _apply(self, eng: LiveEngine, candle: Candle, fc: tuple) -> bool:
         if not eng.apply(candle, fc, candle[0], locked=True):
@@ -353,15 +407,23 @@ class DecideRole:
             os._exit(137)
         return True
 
-    def tick(self) -> None:
-        """Every few seconds: status.json of each market (state folders), with the bus's
-        lag and pending counts of its streams."""
+    def tick(self, idle: bool) -> None:
+        """After every read: status.json (state folders), with the bus's lag and pending
+        counts of its streams, of every market whose file is ``STATUS_EVERY_S`` old; while
+        forecasts keep coming, of the oldest one only (~1 ms each: kept out of a burst's
+        way)."""
         if self.pg is not None:
             return
-        for m, e in self.engines.items():
+        now = time.monotonic()
+        due = sorted((self.status_at.get(m, 0.0), m) for m in self.engines)
+        for at, m in due if idle else due[:1]:
+            if now - at < STATUS_EVERY_S:
+                break
+            e = self.engines[m]
             e.acct = e.state.account() or e.acct
             e.feed_health["bus"] = bus_status(self.r, self.cfg, [m])
             e.write_status()
+            self.status_at[m] = now
 
     def status(self) -> dict[str, Any]:
         """The status page's figures (its own Redis connection: it runs on the page's thread):
@@ -389,6 +451,9 @@ class DecideRole:
             e.close()
         if self.pg is not None:
             self.pg.close()
+        for r in (self.r, self.status_r):
+            if r is not None:
+                r.close()
 
 
 def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
@@ -407,6 +472,8 @@ def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
     try:
         consumer.run()
         role.counts.update(consumer.counts)
+        role.status_at.clear()
+        role.tick(True)  # every market's final status
     finally:
         if page is not None:
             page.close()

@@ -26,7 +26,7 @@ from bt_lstm.models.artifacts import (
     save_model,
 )
 from bt_lstm.models.skill import FLAT, SKILL_FIELDS, route_regimes
-from bt_lstm.signals.features import compute_features
+from bt_lstm.signals.features import compute_features, compute_features_many
 from bt_lstm.signals.regimes import RegimeParams, apply_regimes
 from bt_lstm.signals.windows import ScalerParams, apply_scaler, gather_windows, valid_window_ends
 
@@ -72,7 +72,11 @@ class Forecaster:
 
     def prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scaled features (T, F), regimes (T,) and the valid-window mask (T,), all causal."""
-        scaled = apply_scaler(compute_features(frame, self.feature_cfg).to_numpy(), self.scaler)
+        return self._prepared(frame, compute_features(frame, self.feature_cfg).to_numpy())
+
+    def _prepared(self, frame: pd.DataFrame,
+                  features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scaled = apply_scaler(features, self.scaler)
         regimes = apply_regimes(frame, self.regime_params).to_numpy()
         return scaled, regimes, valid_window_ends(scaled, regimes, self.lookback)
 
@@ -106,16 +110,33 @@ class Forecaster:
 
     def forecast_last(self, frame: pd.DataFrame) -> tuple[int, float]:
         """Per-bar path: regime and forecast at the last bar of ``frame`` (NaN when not ready)."""
-        scaled, regimes, valid = self.prepare(frame)
-        t = len(frame) - 1
+        return self.forecast_last_many([frame])[0]
+
+    def forecast_last_many(self, frames: list[pd.DataFrame]) -> list[tuple[int, float]]:
+        """``forecast_last`` of each frame (e.g. one per market), each network run once on the
+        stacked windows of the frames it forecasts, as the batch path runs it."""
         routes = self.routes()
-        if t < 0 or not valid[t] or int(regimes[t]) not in routes:
-            return int(regimes[t]) if t >= 0 else -1, float("nan")
-        name = routes[int(regimes[t])]
-        if name == FLAT:
-            return int(regimes[t]), 0.0
-        window = gather_windows(scaled, np.array([t]), self.lookback)  # (1, L, F)
-        return int(regimes[t]), float(self._predict(name, window)[0])
+        out: list[tuple[int, float]] = [(-1, float("nan"))] * len(frames)
+        todo: dict[str, list[tuple[int, int, np.ndarray]]] = {}  # model -> (frame, regime, window)
+        features = compute_features_many(frames, self.feature_cfg)  # = compute_features, each
+        for i, frame in enumerate(frames):
+            t = len(frame) - 1
+            if t < 0:
+                continue
+            scaled, regimes, valid = self._prepared(frame, features[i])
+            regime = int(regimes[t])
+            if not valid[t] or regime not in routes:
+                out[i] = (regime, float("nan"))
+            elif routes[regime] == FLAT:
+                out[i] = (regime, 0.0)
+            else:
+                window = gather_windows(scaled, np.array([t]), self.lookback)  # (1, L, F)
+                todo.setdefault(routes[regime], []).append((i, regime, window))
+        for name, rows in todo.items():
+            pred = self._predict(name, np.concatenate([w for _, _, w in rows]))  # (B,)
+            for (i, regime, _), p in zip(rows, pred):
+                out[i] = (regime, float(p))
+        return out
 
     def shared_meta(self) -> dict[str, Any]:
         return {"features": list(self.feature_cfg.names),

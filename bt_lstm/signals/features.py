@@ -11,24 +11,33 @@ from bt_lstm.config import FeatureConfig
 # (ewm, rolling), on bare Series. Same values as the all-pandas version (the elementwise operations
 # are the same numpy ufuncs), at a fraction of the per-call overhead: the live model server
 # computes these for every request.
+#
+# Every function takes (T,) arrays, or (T, M) arrays holding M markets of equal length side by
+# side: pandas then runs the same kernel on each column of one DataFrame (one call's overhead
+# for M markets) and the values are those of each market alone, bit for bit
+# (tests/test_causality.py). The bus engine forecasts a burst of markets this way.
+
+
+def _series(x: np.ndarray) -> pd.Series | pd.DataFrame:
+    return pd.Series(x) if x.ndim == 1 else pd.DataFrame(x)
 
 
 def _ema(x: np.ndarray, bars: int) -> np.ndarray:
     # adjust=False is the recursive EMA: each value depends on the past only.
-    return pd.Series(x).ewm(span=bars, adjust=False, min_periods=bars).mean().to_numpy()
+    return _series(x).ewm(span=bars, adjust=False, min_periods=bars).mean().to_numpy()
 
 
 def _wilder(x: np.ndarray, bars: int) -> np.ndarray:
-    return pd.Series(x).ewm(alpha=1.0 / bars, adjust=False, min_periods=bars).mean().to_numpy()
+    return _series(x).ewm(alpha=1.0 / bars, adjust=False, min_periods=bars).mean().to_numpy()
 
 
 def _rolling(x: np.ndarray, bars: int) -> Rolling:
-    return pd.Series(x).rolling(bars, min_periods=bars)
+    return _series(x).rolling(bars, min_periods=bars)
 
 
 def lag(x: np.ndarray, bars: int) -> np.ndarray:
     """x[t - bars] at t (NaN for the first ``bars``), float64."""
-    out = np.full(len(x), np.nan)
+    out = np.full(x.shape, np.nan)
     if bars < len(x):
         out[bars:] = x[:len(x) - bars]
     return out
@@ -81,7 +90,31 @@ def compute_features(frame: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
     changing later bars leaves every value at t unchanged (tests/test_causality.py proves it).
     The input frame is not modified.
     """
-    close = frame["close"].to_numpy(dtype=np.float64)  # candles are float64 (data.candles)
+    values = feature_values(*(frame[c].to_numpy(dtype=np.float64)  # candles are float64
+                              for c in ("high", "low", "close", "volume")), cfg)  # (T, F)
+    return pd.DataFrame(values, index=frame.index, columns=list(cfg.names))
+
+
+def compute_features_many(frames: list[pd.DataFrame], cfg: FeatureConfig) -> list[np.ndarray]:
+    """``compute_features(frame, cfg).to_numpy()`` of every frame, bit for bit; frames of equal
+    length go through pandas' kernels together."""
+    out: list[np.ndarray] = [np.empty(0)] * len(frames)
+    by_len: dict[int, list[int]] = {}
+    for i, f in enumerate(frames):
+        by_len.setdefault(len(f), []).append(i)
+    for group in by_len.values():
+        cols = [np.column_stack([frames[i][c].to_numpy(dtype=np.float64) for i in group])
+                for c in ("high", "low", "close", "volume")]  # each (T, M)
+        values = feature_values(*cols, cfg)  # (T, M, F)
+        for k, i in enumerate(group):
+            out[i] = values[:, k, :]
+    return out
+
+
+def feature_values(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
+                   cfg: FeatureConfig) -> np.ndarray:
+    """The configured features of (T,) candle columns as (T, F), or of (T, M) columns (M
+    markets side by side) as (T, M, F)."""
     ret = log_return(close)
     builders = {
         "log_ret": lambda: ret,
@@ -89,14 +122,13 @@ def compute_features(frame: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
         "rsi": lambda: rsi(close, cfg.rsi_bars),
         "ema_dist": lambda: close / _ema(close, cfg.ema_bars) - 1.0,
         "macd_hist": lambda: _macd_hist(close, cfg),
-        "atr_pct": lambda: atr_pct(frame["high"].to_numpy(dtype=np.float64),
-                                   frame["low"].to_numpy(dtype=np.float64), close, cfg.atr_bars),
-        "volume_z": lambda: volume_z(frame["volume"].to_numpy(dtype=np.float64), cfg.volume_bars),
+        "atr_pct": lambda: atr_pct(high, low, close, cfg.atr_bars),
+        "volume_z": lambda: volume_z(volume, cfg.volume_bars),
     }
-    values = np.empty((len(frame), len(cfg.names)))  # (T, F)
+    values = np.empty(close.shape + (len(cfg.names),))
     for j, name in enumerate(cfg.names):
-        values[:, j] = builders[name]()
-    return pd.DataFrame(values, index=frame.index, columns=list(cfg.names))
+        values[..., j] = builders[name]()
+    return values
 
 
 def _macd_hist(close: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
