@@ -7,7 +7,7 @@ import pytest
 
 from bt_lstm.config import FeatureConfig, RegimeConfig
 from bt_lstm.signals.features import compute_features, compute_features_many, warmup_bars
-from bt_lstm.signals.regimes import apply_regimes, fit_regimes
+from bt_lstm.signals.regimes import apply_regimes, apply_regimes_many, fit_regimes
 
 CUTS = [150, 400, 777, 1100]
 
@@ -93,19 +93,32 @@ def test_leaky_feature_would_be_caught(market):
     assert full.iloc[t] != cut.iloc[t]
 
 
-def test_features_of_markets_side_by_side_equal_each_market_alone(market):
-    """The bus engine computes a burst's markets in one pass (``compute_features_many``): bit
-    for bit the values of ``compute_features`` on each market, whatever the lengths, with
-    zero volumes, a flat stretch and a gap-free jump in the mix."""
+def burst_frames(market) -> list[pd.DataFrame]:
+    """Markets of equal and of other lengths, with zero volumes, a flat stretch and a jump."""
     frames = [market.frame.iloc[k * 37:k * 37 + 700].copy() for k in range(5)]
     frames[1].iloc[100:120, frames[1].columns.get_loc("volume")] = 0.0
     frames[2].iloc[200:300] = frames[2].iloc[199].to_numpy()  # a market that did not move
     frames[3].iloc[400:, :4] *= 1.5
-    frames += [market.frame.iloc[:500], market.frame.iloc[:3]]  # other lengths: own groups
-    cfg = FeatureConfig()
+    return frames + [market.frame.iloc[:500], market.frame.iloc[:3]]  # other lengths
+
+
+def test_features_of_markets_side_by_side_equal_each_market_alone(market):
+    """The bus engine computes a burst's markets in one pass (``compute_features_many``): bit
+    for bit the values of ``compute_features`` on each market."""
+    frames, cfg = burst_frames(market), FeatureConfig()
     many = compute_features_many(frames, cfg)
     for frame, values in zip(frames, many):
         np.testing.assert_array_equal(values, compute_features(frame, cfg).to_numpy())
+
+
+@pytest.mark.parametrize("method", ["rule", "gmm"])
+def test_regimes_of_markets_side_by_side_equal_each_market_alone(market, method):
+    params = fit_regimes(market.frame.iloc[:600], RegimeConfig(method=method), seed=1)
+    frames = burst_frames(market)
+    many = apply_regimes_many(frames, params)
+    for frame, labels in zip(frames, many):
+        np.testing.assert_array_equal(labels, apply_regimes(frame, params).to_numpy())
+    assert len(np.unique(np.concatenate(many))) == 4  # -1 (too short) and all three regimes
 
 
 def test_forecasts_of_a_burst_equal_one_at_a_time(market, fitted):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from bt_lstm.config import StrategyConfig
@@ -50,7 +51,7 @@ class LocalForecasts:
     def __call__(self, candles: list[Candle]) -> Forecast:
         return self.many([candles])[0]
 
-    def many(self, histories: list[list[Candle]]) -> list[Forecast]:
+    def many(self, histories: list[list[Candle] | np.ndarray]) -> list[Forecast]:
         """The forecast at the end of each history (the bus engine: one per market of a
         burst), each network run once on the stacked windows."""
         out = self.forecaster.forecast_last_many([frame_of(c) for c in histories])

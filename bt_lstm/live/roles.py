@@ -17,10 +17,10 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 from bt_lstm.config import StrategyConfig
@@ -149,6 +149,22 @@ def run_ingest(cfg: BusConfig, symbols: list[str], timeframe: str, feed_kw: dict
 
 
 # -- engine ----------------------------------------------------------------------------------
+def _parsed(got: Any) -> list[tuple[Candle, bool, float]]:
+    """The candle entries read back from a stream; a malformed one is left out (its own
+    delivery dead-letters it)."""
+    out = []
+    for entry_id, fields in got:
+        try:
+            out.append(parse_candle(entry_id, fields))
+        except MalformedEntry:
+            continue
+    return out
+
+
+def _candles(got: Any) -> list[Candle]:
+    return [c for c, _, _ in _parsed(got)]
+
+
 def find_bundles(models: str | None, models_root: str | None,
                  wanted: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """Market -> bundle folder: ``--models`` for every market, or ``--models-root`` holding
@@ -174,7 +190,7 @@ class ForecastRole:
         self.no_skill, self.skill_p = no_skill, skill_p
         self.loaded: dict[str, tuple[LocalForecasts, Warmup]] = {}
         self.bundles: dict[tuple[str, str], str] = {}
-        self.cache: dict[tuple[str, str], deque] = {}
+        self.cache: dict[tuple[str, str], np.ndarray] = {}  # market -> its last candles
         self.counts = {"forecasts": 0, "duplicates": 0, "history": 0}
 
     def streams(self) -> list[str]:
@@ -208,26 +224,28 @@ class ForecastRole:
                    for m in self.bundles)
 
     def history(self, market: tuple[str, str], t: int, n: int,
-                fetched: list[Candle] | None = None, since: int | None = None) -> list[Candle]:
-        """The last ``n`` candles of the stream up to and including ``t``: the cached tail
-        extended with ``fetched`` (every candle of the stream after ``since``, up to ``t`` at
-        least) when the tail is not older than ``since``, else with what the stream holds
-        after it, or read back from the stream."""
+                fetched: list[Candle] | None = None, since: int | None = None) -> np.ndarray:
+        """The last ``n`` candles of the stream up to and including ``t``, (<= n, 6): the
+        cached tail extended with ``fetched`` (every candle of the stream after ``since``, up
+        to ``t`` at least) when the tail is not older than ``since``, else with what the
+        stream holds after it, or read back from the stream. Candles are the rows the
+        in-process engine's ``frame_of`` makes of its history (float64)."""
         key = self.cfg.key("candles", *market)
         h = self.cache.get(market)
-        if h and h[-1][0] < t:
-            tail = h[-1][0]
+        if h is not None and h[-1, 0] < t:
+            tail = int(h[-1, 0])
             if fetched is not None and (since is None or since <= tail):
-                h.extend(c for c in fetched if tail < c[0] <= t)
+                new = [c for c in fetched if tail < c[0] <= t]
             else:
                 got = self.r.xrange(key, min=f"({tail}-0", max=f"{t}-0", count=n + 1)
-                if len(got) <= n:
-                    h.extend(parse_candle(i, f)[0] for i, f in got)
-        if not h or h[-1][0] != t:
+                new = _candles(got) if len(got) <= n else []
+            h = np.concatenate([h, np.asarray(new, dtype=float).reshape(-1, 6)])[-n:]
+        if h is None or not len(h) or h[-1, 0] != t:
             got = self.r.xrevrange(key, max=f"{t}-0", count=n)
-            h = deque((parse_candle(i, f)[0] for i, f in reversed(got)), maxlen=n)
+            h = np.asarray(_candles(reversed(got)), dtype=float).reshape(-1, 6)
+        if len(h):
             self.cache[market] = h
-        return list(h)
+        return h
 
     def handle(self, entries: list[tuple[str, str, dict]]) -> dict[tuple[str, str], str]:
         """A batch of candle entries: every decided candle of its market after the market's
@@ -259,7 +277,7 @@ class ForecastRole:
         since = []  # the candles after the last forecast, and after the cached tail
         for m, top_ms in zip(ms, tops):
             h = self.cache.get(m)
-            since.append(top_ms if not h or top_ms is None else min(top_ms, h[-1][0]))
+            since.append(top_ms if h is None or top_ms is None else min(top_ms, int(h[-1, 0])))
             pipe.xrange(self.cfg.key("candles", *m),
                         min="-" if since[-1] is None else f"({since[-1]}-0", max=f"{newest[m]}-0")
         jobs = []  # (market, candle, publish time, history)
@@ -267,13 +285,13 @@ class ForecastRole:
             # forecast before (a redelivery, or a successor was forecast with it)
             self.counts["duplicates"] += sum(top_ms is not None and t <= top_ms
                                              for t in taken[m])
-            fetched = []
-            for pid, pf in got:
-                try:
-                    fetched.append(parse_candle(pid, pf))
-                except MalformedEntry:
-                    continue  # its own delivery dead-letters it
-            candles = [c for c, _, _ in fetched]
+            # parsed: candles to decide, and those after the cached tail (the first forecast of
+            # a market reads its whole stream back, history mostly)
+            h = self.cache.get(m)
+            tail = -1 if h is None else int(h[-1, 0])
+            fetched = _parsed([(i, f) for i, f in got
+                               if f.get("d", "1") != "0" or int(i.partition("-")[0]) > tail])
+            candles = [c for c, _, _ in fetched if c[0] > tail]
             todo = [(c, ts) for c, d, ts in fetched if d and (top_ms is None or c[0] > top_ms)]
             n = self.loaded[self.bundles[m]][1].history
             jobs += [(m, c, ts, self.history(m, c[0], n, candles, lo)) for c, ts in todo]

@@ -27,7 +27,7 @@ from bt_lstm.models.artifacts import (
 )
 from bt_lstm.models.skill import FLAT, SKILL_FIELDS, route_regimes
 from bt_lstm.signals.features import compute_features, compute_features_many
-from bt_lstm.signals.regimes import RegimeParams, apply_regimes
+from bt_lstm.signals.regimes import RegimeParams, apply_regimes, apply_regimes_many
 from bt_lstm.signals.windows import ScalerParams, apply_scaler, gather_windows, valid_window_ends
 
 INFER_BATCH = 4096
@@ -72,12 +72,12 @@ class Forecaster:
 
     def prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scaled features (T, F), regimes (T,) and the valid-window mask (T,), all causal."""
-        return self._prepared(frame, compute_features(frame, self.feature_cfg).to_numpy())
+        return self._prepared(compute_features(frame, self.feature_cfg).to_numpy(),
+                              apply_regimes(frame, self.regime_params).to_numpy())
 
-    def _prepared(self, frame: pd.DataFrame,
-                  features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _prepared(self, features: np.ndarray,
+                  regimes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         scaled = apply_scaler(features, self.scaler)
-        regimes = apply_regimes(frame, self.regime_params).to_numpy()
         return scaled, regimes, valid_window_ends(scaled, regimes, self.lookback)
 
     def _predict(self, name: str, x: np.ndarray) -> np.ndarray:
@@ -118,12 +118,14 @@ class Forecaster:
         routes = self.routes()
         out: list[tuple[int, float]] = [(-1, float("nan"))] * len(frames)
         todo: dict[str, list[tuple[int, int, np.ndarray]]] = {}  # model -> (frame, regime, window)
-        features = compute_features_many(frames, self.feature_cfg)  # = compute_features, each
+        # each frame's own compute_features / apply_regimes, equal-length frames together
+        features = compute_features_many(frames, self.feature_cfg)
+        labels = apply_regimes_many(frames, self.regime_params)
         for i, frame in enumerate(frames):
             t = len(frame) - 1
             if t < 0:
                 continue
-            scaled, regimes, valid = self._prepared(frame, features[i])
+            scaled, regimes, valid = self._prepared(features[i], labels[i])
             regime = int(regimes[t])
             if not valid[t] or regime not in routes:
                 out[i] = (regime, float("nan"))

@@ -59,9 +59,11 @@ def regime_inputs(frame: pd.DataFrame, trend_bars: int) -> pd.DataFrame:
 
 
 def _regime_inputs(close: np.ndarray, trend_bars: int) -> tuple[np.ndarray, np.ndarray]:
-    """``regime_inputs`` on arrays: trend score (T,) and log volatility (T,)."""
+    """``regime_inputs`` on arrays: trend score (T,) and log volatility (T,); or, of (T, M)
+    closes (M markets side by side, one pandas call), (T, M) each, every market's own values."""
     ret = np.log(close / lag(close, 1))
-    vol = pd.Series(ret).rolling(trend_bars, min_periods=trend_bars).std().to_numpy()
+    table = pd.Series(ret) if ret.ndim == 1 else pd.DataFrame(ret)
+    vol = table.rolling(trend_bars, min_periods=trend_bars).std().to_numpy()
     move = np.log(close / lag(close, trend_bars))
     score = move / (np.where(vol > 0, vol, np.nan) * np.sqrt(trend_bars))
     score = np.where(np.isnan(vol), np.nan, np.where(np.isnan(score), 0.0, score))
@@ -134,8 +136,30 @@ def apply_regimes(frame: pd.DataFrame, params: RegimeParams) -> pd.Series:
                          name="regime")
     x = np.column_stack(_regime_inputs(frame["close"].to_numpy(dtype=np.float64),
                                        params.trend_bars))  # (T, 2)
+    return pd.Series(_labels(x, params), index=frame.index, name="regime")
+
+
+def apply_regimes_many(frames: list[pd.DataFrame], params: RegimeParams) -> list[np.ndarray]:
+    """``apply_regimes(frame, params).to_numpy()`` of every frame, bit for bit; the inputs of
+    frames of equal length are computed together (one pandas call)."""
+    if params.method == "column":
+        return [apply_regimes(f, params).to_numpy() for f in frames]
+    out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(frames)
+    by_len: dict[int, list[int]] = {}
+    for i, f in enumerate(frames):
+        by_len.setdefault(len(f), []).append(i)
+    for group in by_len.values():
+        close = np.column_stack([frames[i]["close"].to_numpy(dtype=np.float64) for i in group])
+        score, logvol = _regime_inputs(close, params.trend_bars)  # (T, M) each
+        for k, i in enumerate(group):
+            out[i] = _labels(np.column_stack([score[:, k], logvol[:, k]]), params)
+    return out
+
+
+def _labels(x: np.ndarray, params: RegimeParams) -> np.ndarray:
+    """(T, 2) regime inputs -> (T,) labels, -1 where an input is missing."""
     valid = ~np.isnan(x).any(axis=1)
-    labels = np.full(len(frame), UNKNOWN, dtype=np.int64)
+    labels = np.full(len(x), UNKNOWN, dtype=np.int64)
     xv = x[valid]
     if params.method == "rule":
         # Quiet markets are sideways; otherwise the sign of the trailing move decides.
@@ -143,4 +167,4 @@ def apply_regimes(frame: pd.DataFrame, params: RegimeParams) -> pd.Series:
         labels[valid] = np.where(quiet, 1, np.where(xv[:, 0] > 0, 2, 0))
     elif len(xv):
         labels[valid] = np.asarray(params.state_labels)[_gmm_states(xv, params)]
-    return pd.Series(labels, index=frame.index, name="regime")
+    return labels
