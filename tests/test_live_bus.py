@@ -443,3 +443,19 @@ INSERT INTO gaps VALUES (10, 20, 'x');
     again = LiveState(folder, "BTCUSDT", "4h")  # opening again changes nothing
     assert again.account()["bars"] == 1
     again.close()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--role", "engine", "--batch", "0"], "--batch 0"),
+    (["--role", "decide", "--retention", "ten"], "--retention 'ten'"),
+    (["--role", "engine", "--bus", ""], "need --bus"),
+    ([], "--bus needs --role"),
+])
+def test_bad_bus_flags_are_one_clear_line(args, says):
+    """Checked before anything connects: one line naming the flag, exit 2, no traceback."""
+    cmd = [sys.executable, str(REPO / "runners" / "live.py"), "--bus",
+           "redis://127.0.0.1:1/0", *args]
+    res = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert says in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -113,6 +113,11 @@ def add_bus_args(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--history-bars", type=int, default=1000, metavar="N",
                    help="ingest on a fresh stream: candles published before the first decided "
                         "one, the engines' warm-up (>= the bundle's; default 1000)")
+    b.add_argument("--batch", type=int, default=64, metavar="N",
+                   help="engine/decide: read the next entry of up to N streams at once and "
+                        "handle them as one batch (a candle close of N markets: one network "
+                        "call per model); also the entries per stream taken back at start or "
+                        "reclaimed at once (default 64)")
     b.add_argument("--bus-prefix", default="", metavar="P",
                    help="prefix of every key (several deployments on one Redis database)")
     b.add_argument("--latency-out", metavar="FILE",
@@ -176,8 +181,11 @@ def bus_job(args: argparse.Namespace) -> int:
     from bt_lstm.live.bus import BusConfig, bus_status, connect, format_status, parse_retention
 
     parse_retention(args.retention)
+    if args.batch < 1:
+        raise ValueError(f"--batch {args.batch}: give 1 or more streams per read")
     cfg = BusConfig(args.bus, prefix=args.bus_prefix, claim_idle_ms=int(args.claim_idle * 1000),
-                    retention=args.retention, backoff_s=args.backoff, stop_after=args.stop_after)
+                    retention=args.retention, backoff_s=args.backoff, stop_after=args.stop_after,
+                    batch=args.batch)
     if args.consumer:
         cfg.consumer = args.consumer
     if args.status:
