@@ -307,6 +307,17 @@ def test_two_decide_processes_on_postgresql_ten_symbols(bus, pg_state, tmp_path)
     r = connect(bus.url)
     for symbol in data:
         assert r.xpending(bus.key("forecasts", symbol, "4h"), "decide")["pending"] == 0
+    # --export: the database's decisions and fills as a state folder's CSVs, byte for byte
+    out = tmp_path / "export"
+    res = subprocess.run([sys.executable, str(REPO / "runners" / "live.py"), "--state", pg_state,
+                          "--export", str(out)], cwd=REPO, env=ENV, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"SYM0USDT 4h: {n} decisions" in res.stdout
+    for symbol in data:
+        for name in ("decisions.csv", "fills.csv"):
+            got = (out / f"{symbol}_4h" / name).read_text()
+            assert got == (tmp_path / "single" / symbol / name).read_text(), (symbol, name)
 
 
 def test_a_burst_of_markets_is_one_batch(bus, tmp_path):
@@ -450,6 +461,7 @@ INSERT INTO gaps VALUES (10, 20, 'x');
     (["--role", "decide", "--retention", "ten"], "--retention 'ten'"),
     (["--role", "engine", "--bus", ""], "need --bus"),
     ([], "--bus needs --role"),
+    (["--export", "out", "--state", "live/"], "--export reads a --state postgresql://"),
 ])
 def test_bad_bus_flags_are_one_clear_line(args, says):
     """Checked before anything connects: one line naming the flag, exit 2, no traceback."""

@@ -78,6 +78,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="serve a status page on 127.0.0.1:P (with --role decide: every "
                         "market's decisions and the bus's length, pending and lag per stream "
                         "and group)")
+    r.add_argument("--export", metavar="DIR",
+                   help="with --state postgresql://...: write every market's decisions.csv and "
+                        "fills.csv (the columns of a state folder's) to DIR/<SYMBOL>_<tf>/, "
+                        "then exit")
     r.add_argument("--quiet", action="store_true", help="warnings and errors only")
     add_bus_args(parser)
     add_strategy_args(parser)
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     setup_logging(args.quiet)
 
+    if args.export:
+        return run_cli(lambda: export_job(args))
     if args.bus or args.status or args.role:
         return run_cli(lambda: bus_job(args))
     missing = [f for f, v in (("--symbol", args.symbol), ("--timeframe", args.timeframe),
@@ -172,6 +178,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0
 
     return run_cli(job)
+
+
+def export_job(args: argparse.Namespace) -> int:
+    """--export: a PostgreSQL state's decisions and fills as the CSVs of a state folder."""
+    if not (args.state or "").startswith(("postgresql://", "postgres://")):
+        raise ValueError("--export reads a --state postgresql://... URL (a state folder holds "
+                         "decisions.csv and fills.csv per market already)")
+    from bt_lstm.live.run import export_pg_state
+
+    out = Path(args.export)
+    done = export_pg_state(args.state, out, strategy_config(args).strategy)
+    if not done:
+        print(f"no market in {args.state} yet: nothing written")
+    for (symbol, tf), n_dec, n_fill in done:
+        print(f"{symbol} {tf}: {n_dec} decisions, {n_fill} fills -> {out / f'{symbol}_{tf}'}")
+    return 0
 
 
 def bus_job(args: argparse.Namespace) -> int:

@@ -27,6 +27,12 @@ def connect_pg(url: str) -> Any:
     return conn
 
 
+def pg_markets(conn: Any) -> list[tuple[str, str]]:
+    """(symbol, timeframe) of every market with an account in the state."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT symbol, timeframe FROM account ORDER BY symbol, timeframe").fetchall()]
+
+
 class PgState(SqlState):
     """One market's view of a PostgreSQL state (several views may share one connection)."""
 

@@ -57,3 +57,26 @@ def run_feed(engine: LiveEngine, feed_cfg: FeedConfig, status_port: int | None =
         if status is not None:
             status.close()
     return feed
+
+
+def export_pg_state(url: str, out: Path, cfg: StrategyConfig
+                    ) -> list[tuple[tuple[str, str], int, int]]:
+    """Every market of a PostgreSQL state as ``out/<SYMBOL>_<tf>/decisions.csv`` and
+    ``fills.csv``, written (each atomically) as a state folder's from its database; returns
+    (market, decisions, fills) per market."""
+    from bt_lstm.live.pgstate import PgState, connect_pg, pg_markets
+
+    conn = connect_pg(url)
+    done = []
+    try:
+        for symbol, tf in pg_markets(conn):
+            folder = Path(out) / f"{symbol}_{tf}"
+            folder.mkdir(parents=True, exist_ok=True)
+            state = PgState(conn, symbol, tf)
+            # a state folder's CSVs are rewritten from its database when an engine opens it
+            LiveEngine(None, cfg, symbol, tf, folder, Warmup(first_ready=0, history=1),
+                       timeframe_ms(tf), state=state)
+            done.append(((symbol, tf), len(state.decisions()), len(state.fills())))
+    finally:
+        conn.close()
+    return done
