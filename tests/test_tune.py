@@ -278,29 +278,40 @@ def test_ctrl_c_stops_after_the_running_trial_and_says_how_to_resume(market_csv,
 # --- PostgreSQL: several workers on one study ------------------------------------------------
 
 @pytest.fixture()
-def pg_url() -> str:
-    """The server's URL; skip (or, with BT_LSTM_REQUIRE_SERVICES=1 as in CI, fail) without it."""
+def pg_url():
+    """The server's URL with a fresh, empty schema as its search path (dropped afterwards): the
+    workers start on a database without Optuna's tables, as on a user's first run. Skip (or,
+    with BT_LSTM_REQUIRE_SERVICES=1 as in CI, fail) without a server."""
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(PG_DRIVER_URL, connect_args={"connect_timeout": 3})
+    engine = sqlalchemy.create_engine(PG_DRIVER_URL, connect_args={"connect_timeout": 3},
+                                      isolation_level="AUTOCOMMIT")
+    schema = f"bt13_{uuid.uuid4().hex[:8]}"
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
     except Exception as exc:  # noqa: BLE001 (any driver error means: no usable server)
+        engine.dispose()
         why = (f"no PostgreSQL server answers at {PG_URL} ({str(exc).splitlines()[0]}); set "
                f"BT_LSTM_TEST_POSTGRES_URL")
         if os.environ.get("BT_LSTM_REQUIRE_SERVICES") == "1":
             pytest.fail(why + " (BT_LSTM_REQUIRE_SERVICES=1: services are required here)")
         pytest.skip(why)
-    finally:
-        engine.dispose()
-    return PG_URL
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+def _driver_url(url: str) -> str:
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
 
 
 def _pg_trials(url: str, study: str) -> list:
     import optuna
 
-    storage = optuna.storages.RDBStorage(PG_DRIVER_URL)
+    storage = optuna.storages.RDBStorage(_driver_url(url))
     try:
         return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     finally:
@@ -312,7 +323,7 @@ def _pg_delete(url: str, study: str) -> None:
     """Delete every study of a run (``<study>-pooled``, ``<study>-<regime>``)."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(PG_DRIVER_URL)
+    storage = optuna.storages.RDBStorage(_driver_url(url))
     try:
         for name in optuna.get_all_study_names(storage):
             if name.startswith(f"{study}-"):

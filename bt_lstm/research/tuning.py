@@ -95,13 +95,31 @@ def open_storage(url: str, heartbeat_s: int = 10) -> Any:
                          f"(or leave --storage out for a journal file in the study folder)")
     if "+" not in scheme:  # psycopg 3 (installed with bt-lstm), whatever SQLAlchemy's default
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    try:
-        with _quiet():
-            return RDBStorage(url, engine_kwargs={"connect_args": {"connect_timeout": 5}},
-                              heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s)
-    except Exception as exc:  # sqlalchemy / driver errors: one line for the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"--storage {shown}: cannot open the database ({first})") from None
+    for attempt in range(CREATE_TRIES):
+        try:
+            with _quiet():
+                return RDBStorage(url, engine_kwargs={"connect_args": {"connect_timeout": 5}},
+                                  heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s)
+        except Exception as exc:  # sqlalchemy / driver errors: one line for the user
+            if attempt + 1 < CREATE_TRIES and _creating_race(exc):
+                # workers started together on a database without Optuna's tables: one
+                # creates them, the others' CREATE collides; the tables are there on retry
+                logger.info("--storage %s: tables created by another worker meanwhile; "
+                            "opening again", shown)
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"--storage {shown}: cannot open the database ({first})") from None
+    raise AssertionError("unreachable")
+
+
+CREATE_TRIES = 5
+
+
+def _creating_race(exc: Exception) -> bool:
+    """A CREATE TABLE / TYPE / INDEX that collided with another worker's."""
+    text = str(exc)
+    return "UniqueViolation" in text or "already exists" in text or "DuplicateTable" in text
 
 
 def close_storage(storage: Any) -> None:

@@ -103,6 +103,9 @@ def compute_features_many(frames: list[pd.DataFrame], cfg: FeatureConfig) -> lis
     for i, f in enumerate(frames):
         by_len.setdefault(len(f), []).append(i)
     for group in by_len.values():
+        if len(group) == 1:  # alone: the (T,) path, pandas' lighter Series
+            out[group[0]] = compute_features(frames[group[0]], cfg).to_numpy()
+            continue
         cols = [np.column_stack([frames[i][c].to_numpy(dtype=np.float64) for i in group])
                 for c in ("high", "low", "close", "volume")]  # each (T, M)
         values = feature_values(*cols, cfg)  # (T, M, F)

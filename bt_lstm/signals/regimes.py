@@ -149,6 +149,9 @@ def apply_regimes_many(frames: list[pd.DataFrame], params: RegimeParams) -> list
     for i, f in enumerate(frames):
         by_len.setdefault(len(f), []).append(i)
     for group in by_len.values():
+        if len(group) == 1:  # alone: the (T,) path, pandas' lighter Series
+            out[group[0]] = apply_regimes(frames[group[0]], params).to_numpy()
+            continue
         close = np.column_stack([frames[i]["close"].to_numpy(dtype=np.float64) for i in group])
         score, logvol = _regime_inputs(close, params.trend_bars)  # (T, M) each
         for k, i in enumerate(group):
