@@ -99,19 +99,28 @@ def compute_features_many(frames: list[pd.DataFrame], cfg: FeatureConfig) -> lis
     """``compute_features(frame, cfg).to_numpy()`` of every frame, bit for bit; frames of equal
     length go through pandas' kernels together."""
     out: list[np.ndarray] = [np.empty(0)] * len(frames)
-    by_len: dict[int, list[int]] = {}
-    for i, f in enumerate(frames):
-        by_len.setdefault(len(f), []).append(i)
-    for group in by_len.values():
+    for group in equal_length_groups(frames):
         if len(group) == 1:  # alone: the (T,) path, pandas' lighter Series
             out[group[0]] = compute_features(frames[group[0]], cfg).to_numpy()
             continue
-        cols = [np.column_stack([frames[i][c].to_numpy(dtype=np.float64) for i in group])
-                for c in ("high", "low", "close", "volume")]  # each (T, M)
+        cols = [side_by_side(frames, group, c) for c in ("high", "low", "close", "volume")]
         values = feature_values(*cols, cfg)  # (T, M, F)
         for k, i in enumerate(group):
             out[i] = values[:, k, :]
     return out
+
+
+def equal_length_groups(frames: list[pd.DataFrame]) -> list[list[int]]:
+    """Indices of the frames, grouped by length (the groups that can stand side by side)."""
+    by_len: dict[int, list[int]] = {}
+    for i, f in enumerate(frames):
+        by_len.setdefault(len(f), []).append(i)
+    return list(by_len.values())
+
+
+def side_by_side(frames: list[pd.DataFrame], group: list[int], column: str) -> np.ndarray:
+    """(T, M) float64: ``column`` of the frames ``group`` (of equal length T)."""
+    return np.column_stack([frames[i][column].to_numpy(dtype=np.float64) for i in group])
 
 
 def feature_values(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,

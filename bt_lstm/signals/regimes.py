@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import RegimeConfig
-from bt_lstm.signals.features import lag
+from bt_lstm.signals.features import equal_length_groups, lag, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -145,15 +145,12 @@ def apply_regimes_many(frames: list[pd.DataFrame], params: RegimeParams) -> list
     if params.method == "column":
         return [apply_regimes(f, params).to_numpy() for f in frames]
     out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(frames)
-    by_len: dict[int, list[int]] = {}
-    for i, f in enumerate(frames):
-        by_len.setdefault(len(f), []).append(i)
-    for group in by_len.values():
+    for group in equal_length_groups(frames):
         if len(group) == 1:  # alone: the (T,) path, pandas' lighter Series
             out[group[0]] = apply_regimes(frames[group[0]], params).to_numpy()
             continue
-        close = np.column_stack([frames[i]["close"].to_numpy(dtype=np.float64) for i in group])
-        score, logvol = _regime_inputs(close, params.trend_bars)  # (T, M) each
+        score, logvol = _regime_inputs(side_by_side(frames, group, "close"),
+                                       params.trend_bars)  # (T, M) each
         for k, i in enumerate(group):
             out[i] = _labels(np.column_stack([score[:, k], logvol[:, k]]), params)
     return out
