@@ -26,13 +26,14 @@ from bt_lstm.config import StrategyConfig
 from bt_lstm.live.bus import (
     BusConfig,
     bus_status,
+    candle_fields,
     connect,
     forecast_fields,
     format_status,
 )
-from bt_lstm.live.engine import LiveEngine
-from bt_lstm.live.klines import Warmup
-from bt_lstm.live.roles import FAULT_ENV, run_decide
+from bt_lstm.live.engine import LiveEngine, LocalForecasts
+from bt_lstm.live.klines import Warmup, bundle_warmup, candles_of
+from bt_lstm.live.roles import FAULT_ENV, run_decide, run_engine
 
 pytestmark = pytest.mark.slow
 main_run = test_live.main_run  # the fixture: one main-job run per module
@@ -341,6 +342,43 @@ def test_a_burst_of_markets_is_one_batch(bus, tmp_path):
     with connect(bus.url) as r:
         for symbol in data:
             assert r.xpending(bus.key("forecasts", symbol, "4h"), "decide")["pending"] == 0
+
+
+def test_the_engine_dead_letters_a_malformed_candle_and_forecasts_the_rest(main_run, bus):
+    """A burst with a malformed candle (high below low) among good ones: the bad one goes to
+    deadletter:engine with its reason, every good one gets its forecast, computed as the
+    in-process engine would on the history without the bad candle."""
+    from bt_lstm.models.forecast import load_forecaster
+
+    fc = load_forecaster(str(main_run["bundle"]), no_skill="trade")
+    n = bundle_warmup(fc).history
+    candles = candles_of(main_run["candles"])[:n + 6]
+    key = bus.key("candles", "BTCUSDT", "4h")
+    with connect(bus.url) as r:
+        r.sadd(bus.key("markets"), "BTCUSDT:4h")
+        for i, c in enumerate(candles):
+            fields = candle_fields(c, i >= n)
+            if i == n + 2:
+                fields["h"] = repr(c[3] * 0.5)  # high below low
+            r.xadd(key, fields, id=f"{c[0]}-0")
+        cfg = BusConfig(bus.url, prefix=bus.prefix, consumer="e1", stop_after=5, block_ms=50)
+        role = run_engine(cfg, str(main_run["bundle"]), None, [("BTCUSDT", "4h")], "trade", None)
+        dead = r.xrange(bus.key("deadletter:engine"))
+        got = {i: f for i, f in r.xrange(bus.key("forecasts", "BTCUSDT", "4h"))}
+        assert r.xpending(key, "engine")["pending"] == 0
+    assert [f["id"] for _, f in dead] == [f"{candles[n + 2][0]}-0"]
+    assert "inconsistent candle" in dead[0][1]["reason"]
+    good = [c for i, c in enumerate(candles) if i != n + 2]
+    decided = [c for c in good if c[0] >= candles[n][0]]
+    assert list(got) == [f"{c[0]}-0" for c in decided]
+    assert role.counts["forecasts"] == 5 and role.counts["deadletter"] == 1
+    one = LocalForecasts(fc)
+    for c in decided:
+        hist = [h for h in good if h[0] <= c[0]][-n:]
+        regime, want, model = one(hist)
+        f = got[f"{c[0]}-0"]
+        assert int(f["regime"]) == regime and f["model"] == model
+        np.testing.assert_allclose(float(f["f"]), want, rtol=1e-6, atol=1e-12)
 
 
 def test_a_malformed_entry_is_dead_lettered_and_blocks_nothing(bus, tmp_path):

@@ -207,7 +207,7 @@ def bus_job(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch {args.batch}: give 1 or more streams per read")
     cfg = BusConfig(args.bus, prefix=args.bus_prefix, claim_idle_ms=int(args.claim_idle * 1000),
                     retention=args.retention, backoff_s=args.backoff, stop_after=args.stop_after,
-                    batch=args.batch)
+                    batch=args.batch, freeze_gc=True)
     if args.consumer:
         cfg.consumer = args.consumer
     if args.status:

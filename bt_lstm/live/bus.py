@@ -49,6 +49,7 @@ class BusConfig:
     backoff_s: float = 0.5
     backoff_max_s: float = 30.0
     stop_after: int | None = None  # role-specific: stop once every market has this many
+    freeze_gc: bool = False  # a role's own process (the CLI): gc.freeze() once started
 
     def key(self, kind: str, symbol: str = "", timeframe: str = "") -> str:
         return f"{self.prefix}{kind}" + (f":{symbol}:{timeframe}" if symbol else "")
@@ -242,7 +243,7 @@ class Consumer:
 
     def _loop(self) -> None:
         self._refresh()
-        if not self._frozen:
+        if self.cfg.freeze_gc and not self._frozen:
             # what the process loaded to start (torch, pandas, the bundles: ~10^6 objects) out
             # of the cyclic collector's way: a full collection over it paused a role for
             # 160-310 ms in the middle of a burst (measured in the bus benchmark)
