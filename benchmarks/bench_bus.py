@@ -46,7 +46,8 @@ REDIS_URL = os.environ.get("BT_LSTM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 def start_role(cfg: BusConfig, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, str(REPO / "runners" / "live.py"), "--bus", cfg.url, "--bus-prefix",
-           cfg.prefix, "--timeframe", "4h", "--no-skill", "trade", "--quiet", *args]
+           cfg.prefix, "--timeframe", "4h", "--no-skill", "trade", "--quiet", "--batch",
+           str(cfg.batch), *args]
     return subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
@@ -169,6 +170,8 @@ def main() -> None:
                     help="rounds of the one-candle-at-a-time runs (50: 500 candles)")
     ap.add_argument("--interval-ms", type=float, default=100.0,
                     help="time between rounds (between candles when one at a time) (100)")
+    ap.add_argument("--batch", type=int, default=64,
+                    help="the roles' --batch: streams read at once (64)")
     ap.add_argument("--tiny", action="store_true", help="a tiny bundle (the tests' sizes)")
     ap.add_argument("--out", default="reports/bench_bus.json", help="where the JSON goes")
     args = ap.parse_args()
@@ -194,7 +197,8 @@ def main() -> None:
                    for k in range(args.symbols)}
         figures["runs"] = []
         for engines, burst in ((1, True), (2, True), (1, False), (2, False)):
-            cfg = BusConfig(REDIS_URL, prefix=f"benchbus-{uuid.uuid4().hex[:8]}:")
+            cfg = BusConfig(REDIS_URL, prefix=f"benchbus-{uuid.uuid4().hex[:8]}:",
+                            batch=args.batch)
             rounds = args.rounds if burst else args.single_rounds
             try:
                 res = run(cfg, bundle, markets, history, rounds, engines,
