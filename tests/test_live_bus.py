@@ -321,16 +321,19 @@ def test_two_decide_processes_on_postgresql_ten_symbols(bus, pg_state, tmp_path)
             assert got == (tmp_path / "single" / symbol / name).read_text(), (symbol, name)
 
 
-def test_a_burst_of_markets_is_one_batch(bus, tmp_path):
+@pytest.mark.parametrize("batch, batches", [(64, 1), (3, 4)])
+def test_a_burst_of_markets_is_one_batch(bus, tmp_path, batch, batches):
     """One candle of each of 10 markets at once (a candle close) is read in one call and
-    decided as one batch, acknowledged together, decisions as the single-process run's."""
+    decided as one batch (``--batch`` caps the markets a read takes: 3 + 3 + 3 + 1),
+    acknowledged together, decisions as the single-process run's."""
     data = synthetic_forecasts(10, 1)
     publish_forecasts(bus, data)
-    cfg = BusConfig(bus.url, prefix=bus.prefix, consumer="d1", stop_after=1, block_ms=50)
+    cfg = BusConfig(bus.url, prefix=bus.prefix, consumer="d1", stop_after=1, block_ms=50,
+                    batch=batch)
     done = run_decide(cfg, StrategyConfig(), str(tmp_path / "state"),
                       [(s, "4h") for s in data])
     assert done.counts["decided"] == 10 and done.counts["handled"] == 10
-    assert done.counts["batches"] == 1, done.counts
+    assert done.counts["batches"] == batches, done.counts
     want = single_process(data, tmp_path / "single")
     for symbol in data:
         eng = done.engine((symbol, "4h"))
