@@ -384,6 +384,39 @@ def test_the_engine_dead_letters_a_malformed_candle_and_forecasts_the_rest(main_
         np.testing.assert_allclose(float(f["f"]), want, rtol=1e-6, atol=1e-12)
 
 
+def test_an_engine_whose_cache_runs_ahead_forecasts_from_the_right_history(main_run, bus):
+    """An engine starts on a stream whose candles were never forecast (its cache read ahead,
+    up to the stream's top), then gets a candle past that top: every candle from the first
+    decided one is forecast, in order, each from its own warm-up history (read back where
+    the cache is ahead, extended where it is not), as the in-process engine would."""
+    from bt_lstm.live.roles import ForecastRole
+    from bt_lstm.models.forecast import load_forecaster
+
+    fc = load_forecaster(str(main_run["bundle"]), no_skill="trade")
+    n = bundle_warmup(fc).history
+    candles = candles_of(main_run["candles"])[:n + 8]
+    key = bus.key("candles", "BTCUSDT", "4h")
+    with connect(bus.url) as r:
+        r.sadd(bus.key("markets"), "BTCUSDT:4h")
+        for i, c in enumerate(candles[:n + 6]):
+            r.xadd(key, candle_fields(c, i >= n), id=f"{c[0]}-0")
+        role = ForecastRole(r, BusConfig(bus.url, prefix=bus.prefix), str(main_run["bundle"]),
+                            None, [("BTCUSDT", "4h")], "trade", None)
+        role.streams()  # loads the bundle, reads the history up to the top (n + 5)
+        assert int(role.cache[("BTCUSDT", "4h")][-1, 0]) == candles[n + 5][0]
+        for c in candles[n + 6:]:
+            r.xadd(key, candle_fields(c, True), id=f"{c[0]}-0")
+        last = candles[-1]
+        assert role.handle([(key, f"{last[0]}-0", candle_fields(last, True))]) == {}
+        got = r.xrange(bus.key("forecasts", "BTCUSDT", "4h"))
+    assert [i for i, _ in got] == [f"{c[0]}-0" for c in candles[n:]]
+    one = LocalForecasts(fc)
+    for k, (_, f) in enumerate(got):
+        regime, want, _ = one(candles[:n + k + 1][-n:])
+        assert int(f["regime"]) == regime
+        np.testing.assert_allclose(float(f["f"]), want, rtol=1e-6, atol=1e-12)
+
+
 def test_a_malformed_entry_is_dead_lettered_and_blocks_nothing(bus, tmp_path):
     data = synthetic_forecasts(1, 6)
     (symbol, rows), = data.items()

@@ -274,14 +274,14 @@ class ForecastRole:
         for m in ms:
             pipe.xrevrange(self.cfg.key("forecasts", *m), count=1)
         tops = [open_ms_of(top[0][0]) if top else None for top in pipe.execute()]
-        since = []  # the candles after the last forecast, and after the cached tail
+        lows = []  # read the candles after the last forecast, and after the cached tail
         for m, top_ms in zip(ms, tops):
             h = self.cache.get(m)
-            since.append(top_ms if h is None or top_ms is None else min(top_ms, int(h[-1, 0])))
+            lows.append(top_ms if h is None or top_ms is None else min(top_ms, int(h[-1, 0])))
             pipe.xrange(self.cfg.key("candles", *m),
-                        min="-" if since[-1] is None else f"({since[-1]}-0", max=f"{newest[m]}-0")
+                        min="-" if lows[-1] is None else f"({lows[-1]}-0", max=f"{newest[m]}-0")
         jobs = []  # (market, candle, publish time, history)
-        for m, top_ms, lo, got in zip(ms, tops, since, pipe.execute()):
+        for m, top_ms, lo, got in zip(ms, tops, lows, pipe.execute()):
             # forecast before (a redelivery, or a successor was forecast with it)
             self.counts["duplicates"] += sum(top_ms is not None and t <= top_ms
                                              for t in taken[m])
@@ -291,10 +291,12 @@ class ForecastRole:
             tail = -1 if h is None else int(h[-1, 0])
             fetched = _parsed([(i, f) for i, f in got
                                if f.get("d", "1") != "0" or int(i.partition("-")[0]) > tail])
+            # every candle of the stream after the cached tail (without a cache: after lo)
             candles = [c for c, _, _ in fetched if c[0] > tail]
+            since = lo if h is None else tail
             todo = [(c, ts) for c, d, ts in fetched if d and (top_ms is None or c[0] > top_ms)]
             n = self.loaded[self.bundles[m]][1].history
-            jobs += [(m, c, ts, self.history(m, c[0], n, candles, lo)) for c, ts in todo]
+            jobs += [(m, c, ts, self.history(m, c[0], n, candles, since)) for c, ts in todo]
         for path in {self.bundles[m] for m, _, _, _ in jobs}:
             mine = [j for j in jobs if self.bundles[j[0]] == path]
             fcs = self.loaded[path][0].many([hist for _, _, _, hist in mine])
