@@ -347,41 +347,58 @@ def test_a_burst_of_markets_is_one_batch(bus, tmp_path, batch, batches):
             assert r.xpending(bus.key("forecasts", symbol, "4h"), "decide")["pending"] == 0
 
 
+def warm_candles(run: dict, extra: int) -> tuple:
+    """The bundle's forecaster, its warm-up length n and the run's first n + extra candles."""
+    from bt_lstm.models.forecast import load_forecaster
+
+    fc = load_forecaster(str(run["bundle"]), no_skill="trade")
+    n = bundle_warmup(fc).history
+    return fc, n, candles_of(run["candles"])[:n + extra]
+
+
+def publish_candles(r, bus: BusConfig, candles: list, first_decided: int,
+                    bad_at: int | None = None) -> str:
+    """BTCUSDT 4h candles on the stream, decided from index ``first_decided`` (the one at
+    ``bad_at`` with its high below its low); the stream's key."""
+    key = bus.key("candles", "BTCUSDT", "4h")
+    r.sadd(bus.key("markets"), "BTCUSDT:4h")
+    for i, c in enumerate(candles):
+        fields = candle_fields(c, i >= first_decided)
+        if i == bad_at:
+            fields["h"] = repr(c[3] * 0.5)  # high below low
+        r.xadd(key, fields, id=f"{c[0]}-0")
+    return key
+
+
+def assert_in_process_forecasts(fc, n: int, candles: list, got: list) -> None:
+    """Each forecast entry as the in-process engine's: from the last n of ``candles`` up to it."""
+    one = LocalForecasts(fc)
+    for entry_id, f in got:
+        t = int(entry_id.split("-")[0])
+        regime, want, model = one([c for c in candles if c[0] <= t][-n:])
+        assert int(f["regime"]) == regime and f["model"] == model
+        np.testing.assert_allclose(float(f["f"]), want, rtol=1e-6, atol=1e-12)
+
+
 def test_the_engine_dead_letters_a_malformed_candle_and_forecasts_the_rest(main_run, bus):
     """A burst with a malformed candle (high below low) among good ones: the bad one goes to
     deadletter:engine with its reason, every good one gets its forecast, computed as the
     in-process engine would on the history without the bad candle."""
-    from bt_lstm.models.forecast import load_forecaster
-
-    fc = load_forecaster(str(main_run["bundle"]), no_skill="trade")
-    n = bundle_warmup(fc).history
-    candles = candles_of(main_run["candles"])[:n + 6]
-    key = bus.key("candles", "BTCUSDT", "4h")
+    fc, n, candles = warm_candles(main_run, 6)
     with connect(bus.url) as r:
-        r.sadd(bus.key("markets"), "BTCUSDT:4h")
-        for i, c in enumerate(candles):
-            fields = candle_fields(c, i >= n)
-            if i == n + 2:
-                fields["h"] = repr(c[3] * 0.5)  # high below low
-            r.xadd(key, fields, id=f"{c[0]}-0")
+        key = publish_candles(r, bus, candles, n, bad_at=n + 2)
         cfg = BusConfig(bus.url, prefix=bus.prefix, consumer="e1", stop_after=5, block_ms=50)
         role = run_engine(cfg, str(main_run["bundle"]), None, [("BTCUSDT", "4h")], "trade", None)
         dead = r.xrange(bus.key("deadletter:engine"))
-        got = {i: f for i, f in r.xrange(bus.key("forecasts", "BTCUSDT", "4h"))}
+        got = r.xrange(bus.key("forecasts", "BTCUSDT", "4h"))
         assert r.xpending(key, "engine")["pending"] == 0
     assert [f["id"] for _, f in dead] == [f"{candles[n + 2][0]}-0"]
     assert "inconsistent candle" in dead[0][1]["reason"]
     good = [c for i, c in enumerate(candles) if i != n + 2]
     decided = [c for c in good if c[0] >= candles[n][0]]
-    assert list(got) == [f"{c[0]}-0" for c in decided]
+    assert [i for i, _ in got] == [f"{c[0]}-0" for c in decided]
     assert role.counts["forecasts"] == 5 and role.counts["deadletter"] == 1
-    one = LocalForecasts(fc)
-    for c in decided:
-        hist = [h for h in good if h[0] <= c[0]][-n:]
-        regime, want, model = one(hist)
-        f = got[f"{c[0]}-0"]
-        assert int(f["regime"]) == regime and f["model"] == model
-        np.testing.assert_allclose(float(f["f"]), want, rtol=1e-6, atol=1e-12)
+    assert_in_process_forecasts(fc, n, good, got)
 
 
 def test_an_engine_whose_cache_runs_ahead_forecasts_from_the_right_history(main_run, bus):
@@ -390,16 +407,10 @@ def test_an_engine_whose_cache_runs_ahead_forecasts_from_the_right_history(main_
     decided one is forecast, in order, each from its own warm-up history (read back where
     the cache is ahead, extended where it is not), as the in-process engine would."""
     from bt_lstm.live.roles import ForecastRole
-    from bt_lstm.models.forecast import load_forecaster
 
-    fc = load_forecaster(str(main_run["bundle"]), no_skill="trade")
-    n = bundle_warmup(fc).history
-    candles = candles_of(main_run["candles"])[:n + 8]
-    key = bus.key("candles", "BTCUSDT", "4h")
+    fc, n, candles = warm_candles(main_run, 8)
     with connect(bus.url) as r:
-        r.sadd(bus.key("markets"), "BTCUSDT:4h")
-        for i, c in enumerate(candles[:n + 6]):
-            r.xadd(key, candle_fields(c, i >= n), id=f"{c[0]}-0")
+        key = publish_candles(r, bus, candles[:n + 6], n)
         role = ForecastRole(r, BusConfig(bus.url, prefix=bus.prefix), str(main_run["bundle"]),
                             None, [("BTCUSDT", "4h")], "trade", None)
         role.streams()  # loads the bundle, reads the history up to the top (n + 5)
@@ -410,11 +421,7 @@ def test_an_engine_whose_cache_runs_ahead_forecasts_from_the_right_history(main_
         assert role.handle([(key, f"{last[0]}-0", candle_fields(last, True))]) == {}
         got = r.xrange(bus.key("forecasts", "BTCUSDT", "4h"))
     assert [i for i, _ in got] == [f"{c[0]}-0" for c in candles[n:]]
-    one = LocalForecasts(fc)
-    for k, (_, f) in enumerate(got):
-        regime, want, _ = one(candles[:n + k + 1][-n:])
-        assert int(f["regime"]) == regime
-        np.testing.assert_allclose(float(f["f"]), want, rtol=1e-6, atol=1e-12)
+    assert_in_process_forecasts(fc, n, candles, got)
 
 
 def test_a_malformed_entry_is_dead_lettered_and_blocks_nothing(bus, tmp_path):

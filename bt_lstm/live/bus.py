@@ -193,9 +193,10 @@ class Consumer:
         if not entries:
             return
         bad = self.handle([(s, i, f or {}) for s, i, f in entries])
+        fields_of = {(s, i): f for s, i, f in entries} if bad else {}
         pipe = self.r.pipeline(transaction=False)
         for (stream, entry_id), reason in bad.items():
-            fields = next((f for s, i, f in entries if (s, i) == (stream, entry_id)), None)
+            fields = fields_of[(stream, entry_id)]
             logger.warning("%s %s dead-lettered: %s", stream, entry_id, reason)
             pipe.xadd(self.cfg.key(f"deadletter:{self.role}"),
                       {"stream": stream, "id": entry_id, "reason": reason,

@@ -172,7 +172,8 @@ class LiveEngine:
 
     def __init__(self, forecasts: Callable[[list[Candle]], Forecast] | None,
                  cfg: StrategyConfig, symbol: str, timeframe: str, state_dir: Path | None,
-                 warmup: Warmup, bar_ms: int, state: SqlState | None = None) -> None:
+                 warmup: Warmup, bar_ms: int, state: SqlState | None = None,
+                 status_each_commit: bool = True) -> None:
         self.forecasts, self.cfg, self.warmup, self.bar_ms = forecasts, cfg, warmup, bar_ms
         self.symbol, self.timeframe = symbol, timeframe
         # state_dir None (a PostgreSQL state): no CSVs or status.json, the database only
@@ -185,7 +186,8 @@ class LiveEngine:
         self.equity: deque = deque(maxlen=EQUITY_POINTS)
         self.feed_health: dict[str, Any] = {"connected": False, "reconnects": 0, "gaps": [],
                                             "ignored": 0, "malformed": 0}
-        self.status_each_commit = True  # the bus's decide role writes it every few seconds
+        # status.json after every commit (the bus's decide role writes it every few seconds)
+        self.status_each_commit = status_each_commit
         if self.folder is not None:
             self._rewrite_csvs()
 

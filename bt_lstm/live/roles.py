@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import redis
@@ -165,6 +165,23 @@ def _candles(got: Any) -> list[Candle]:
     return [c for c, _, _ in _parsed(got)]
 
 
+def _by_market(cfg: BusConfig, entries: list[tuple[str, str, dict]],
+               parse: Callable[[str, dict], tuple]
+               ) -> tuple[dict[tuple[str, str], list[tuple]], dict[tuple[str, str], str]]:
+    """A batch parsed: market -> its entries parsed (in order), and {(stream, id): reason} of
+    the malformed ones (the consumer dead-letters them)."""
+    out: dict[tuple[str, str], list[tuple]] = {}
+    bad: dict[tuple[str, str], str] = {}
+    for stream, entry_id, fields in entries:
+        try:
+            row = parse(entry_id, fields)
+        except MalformedEntry as exc:
+            bad[(stream, entry_id)] = str(exc)
+            continue
+        out.setdefault(cfg.market_of(stream), []).append(row)
+    return out, bad
+
+
 def find_bundles(models: str | None, models_root: str | None,
                  wanted: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """Market -> bundle folder: ``--models`` for every market, or ``--models-root`` holding
@@ -252,24 +269,14 @@ class ForecastRole:
         last forecast, up to the batch's newest, is forecast (a predecessor held by another
         engine too: forecasts stay in candle order), the networks run once per batch, and the
         forecasts appended in one pipeline (Redis refuses a second copy)."""
-        bad: dict[tuple[str, str], str] = {}
-        newest: dict[tuple[str, str], int] = {}
-        taken: dict[tuple[str, str], list[int]] = {}
-        for stream, entry_id, fields in entries:
-            try:
-                candle, decide, _ = parse_candle(entry_id, fields)
-            except MalformedEntry as exc:
-                bad[(stream, entry_id)] = str(exc)
-                continue
-            if not decide:
-                self.counts["history"] += 1
-                continue
-            m = self.cfg.market_of(stream)
-            newest[m] = max(newest.get(m, candle[0]), candle[0])
-            taken.setdefault(m, []).append(candle[0])
-        if not newest:
+        parsed, bad = _by_market(self.cfg, entries, parse_candle)
+        taken = {m: [c[0] for c, decide, _ in rows if decide] for m, rows in parsed.items()}
+        self.counts["history"] += sum(not decide for rows in parsed.values()
+                                      for _, decide, _ in rows)
+        ms = sorted(m for m, ts in taken.items() if ts)
+        newest = {m: max(taken[m]) for m in ms}
+        if not ms:
             return bad
-        ms = sorted(newest)
         pipe = self.r.pipeline(transaction=False)
         for m in ms:
             pipe.xrevrange(self.cfg.key("forecasts", *m), count=1)
@@ -362,9 +369,10 @@ class DecideRole:
                 eng = LiveEngine(None, self.strategy, symbol, tf, None, nohist, bar,
                                  state=PgState(self.pg, symbol, tf))
             else:
+                # tick() writes every market's status.json, between bursts
                 eng = LiveEngine(None, self.strategy, symbol, tf,
-                                 Path(self.state) / f"{symbol}_{tf}", nohist, bar)
-                eng.status_each_commit = False  # tick() writes every market's status.json
+                                 Path(self.state) / f"{symbol}_{tf}", nohist, bar,
+                                 status_each_commit=False)
             self.engines[market] = eng
         return eng
 
@@ -384,15 +392,9 @@ class DecideRole:
         """A batch of forecast entries: for each market, every forecast after the account's
         last decided candle up to the batch's newest (one held by another decide process
         first: decisions stay in candle order), each applied under the account's row lock."""
-        bad: dict[tuple[str, str], str] = {}
-        taken: dict[tuple[str, str], dict[int, float]] = {}  # market -> open time -> publish
-        for stream, entry_id, fields in entries:
-            try:
-                candle, _, ts = parse_forecast(entry_id, fields)
-            except MalformedEntry as exc:
-                bad[(stream, entry_id)] = str(exc)
-                continue
-            taken.setdefault(self.cfg.market_of(stream), {})[candle[0]] = ts
+        parsed, bad = _by_market(self.cfg, entries, parse_forecast)
+        # market -> open time -> publish time
+        taken = {m: {c[0]: ts for c, _, ts in rows} for m, rows in parsed.items()}
         ms = sorted(taken)
         lasts = []
         pipe = self.r.pipeline(transaction=False)
