@@ -19,7 +19,7 @@ import pytest
 from bt_lstm.data.candles import DataError, load_ohlcv
 from bt_lstm.data.download import DownloadRequest, download_candles, is_stale
 from bt_lstm.data.download.mirror import KlineMirror, MirrorFaults
-from bt_lstm.data.download.store import DownloadError, iso_ms
+from bt_lstm.data.download.store import iso_ms
 from runners import download as runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,8 +281,23 @@ def test_loader_accepts_common_time_column_names(tmp_path, header):
     assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
 
 
-def test_download_error_is_a_value_error():
-    assert issubclass(DownloadError, ValueError)  # run_cli: one line, exit 2
+def test_a_download_error_inside_a_job_is_one_line_exit_2(mirror, tmp_path, capsys):
+    """The server refuses (HTTP 451) the download a backtest starts with --download: the
+    DownloadError reaches the command's error handling as one line, exit 2, no traceback, and
+    neither a data file nor a report is written."""
+    from runners import backtest
+    from tests.conftest import TINY_FLAGS
+
+    mirror.faults.archive_replies.extend([(451, {})] * 3)
+    argv = ["--symbol", SYM, "--download", "--base-url", mirror.url, "--data-dir",
+            str(tmp_path / "data"), *TINY_FLAGS, "--no-tearsheet", "--quiet", "--models-dir",
+            str(tmp_path / "models"), "--reports-dir", str(tmp_path / "reports")]
+    rc = backtest.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "HTTP 451" in err and err.startswith("error:"), err
+    assert not (tmp_path / "data" / f"{SYM}_4h.csv").exists()
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").rglob("*.json"))
 
 
 # -- the bundled snapshot and the jobs' --download ------------------------------------------

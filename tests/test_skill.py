@@ -143,13 +143,34 @@ def test_policies_route_regimes():
         StrategyConfig(skill_p=0.0)
 
 
-def test_trade_policy_reproduces_the_golden_backtest():
-    from golden.backtest_case import GOLDEN, golden_case
-
-    pinned = json.loads(GOLDEN.read_text())
-    now = golden_case(StrategyConfig(no_skill="trade"))
-    assert now["fill_bars"] == pinned["fill_bars"] and now["trades"] == pinned["trades"]
-    assert now["final_value"] == pytest.approx(pinned["final_value"], rel=1e-12)
+def test_the_no_skill_policy_of_the_config_decides_whether_the_noise_regime_trades(
+        two_regime_fit, tmp_path):
+    """The policy travels as the jobs pass it (``StrategyConfig.no_skill`` -> the bundle's
+    loader -> forecasts -> backtest): ``trade`` holds positions in the noise regime on its
+    network's own forecasts, ``flat`` holds none there."""
+    frame, fit, bounds = two_regime_fit
+    fit.forecaster.save(tmp_path / "b", fit.model_meta)
+    test = frame.iloc[bounds.test[0]:bounds.test[1]]
+    regime = test["regime"].to_numpy()
+    # noise bars whose previous bar was noise too: the position decided there is the regime's
+    settled = np.flatnonzero((regime == NOISE) & (np.roll(regime, 1) == NOISE))[1:]
+    held = {}
+    for policy in ("trade", "flat"):
+        cfg = StrategyConfig(no_skill=policy, threshold=0.0)
+        fc = load_forecaster(tmp_path / "b", cfg.no_skill, cfg.skill_p)
+        signals = fc.forecast_frame(frame)
+        res = run_backtest(test, RegimeLSTMStrategy, cfg, signals=signals)
+        noise_fc = signals["forecast"].reindex(test.index).to_numpy()[settled]
+        if policy == "trade":
+            own = fit.forecaster.with_policy("trade", cfg.skill_p).forecast_frame(frame)
+            np.testing.assert_array_equal(
+                noise_fc, own["forecast"].reindex(test.index).to_numpy()[settled])
+            assert np.isfinite(noise_fc).all() and (noise_fc != 0).any()
+        else:
+            assert (noise_fc == 0).all()
+        held[policy] = int((res.bars["position"].to_numpy()[settled] != 0).sum())
+    assert held["flat"] == 0
+    assert held["trade"] > len(settled) // 4, held
 
 
 def test_trade_policy_forecasts_are_the_networks_own(two_regime_fit):
