@@ -69,6 +69,17 @@ def written_files(run_dir: Path) -> list[Path]:
     return sorted(p for p in Path(run_dir).rglob("*") if p.is_file())
 
 
+def describe_files(run_dir: Path, root: Path) -> list[str]:
+    """Terminal lines for what a run wrote: each file at the top of the folder, one line per
+    subfolder (``folds/: 40 files``), then the reports index."""
+    run_dir = Path(run_dir)
+    lines = [str(p) for p in sorted(run_dir.iterdir()) if p.is_file()]
+    for sub in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        lines.append(f"{sub}/: {sum(1 for p in sub.rglob('*') if p.is_file())} files")
+    index = Path(root) / INDEX
+    return lines + ([str(index)] if index.is_file() else [])
+
+
 def finish_run(run_dir: Path, root: Path) -> list[Path]:
     """After a run folder is in place: ``latest`` points at it (for grouped runs), the index
     lists it. Returns the run's files, then the index."""
