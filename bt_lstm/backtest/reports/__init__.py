@@ -254,5 +254,5 @@ def luck_html(metrics: dict[str, Any]) -> str:
                 for label, r in [(r["seed"], r) for r in spread["runs"]]
                 + [("mean", spread["mean"]), ("std", spread["std"])]]
         out.append(f"<h3>Seed spread ({len(spread['runs'])} seeds, ensemble "
-                   f"{html.escape(spread['ensemble'])})</h3><table>{head}{''.join(body)}</table>")
+                   f"{html.escape(str(spread.get('ensemble', 'none')))})</h3><table>{head}{''.join(body)}</table>")
     return "".join(out)
