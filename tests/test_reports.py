@@ -232,3 +232,23 @@ def test_both_pages_open_in_chromium_with_no_broken_image_nor_empty_chart(sample
         for img in images:
             assert img["complete"] and img["width"] > 0, (name, img)  # not broken
             assert img["coloured"] > 200, (name, img)  # data drawn, not empty axes
+
+
+def test_walk_forward_runs_are_grouped_and_resume_finds_the_newest(market_csv, tmp_path,
+                                                                   capsys):
+    from runners import walk_forward as wf_runner
+
+    reports = tmp_path / "reports"
+    args = ["--csv", str(market_csv), "--train-bars", "400", "--test-bars", "400", *TINY_FLAGS,
+            "--no-tearsheet", "--reports-dir", str(reports)]
+    assert wf_runner.main(args) == 0
+    group = reports / "wf_candles_4h"
+    (run_dir,) = [p for p in group.iterdir() if p.name != "latest"]
+    assert (group / "latest").resolve() == run_dir.resolve()
+    assert f"wf_candles_4h/{run_dir.name}/index.html" in (reports / "index.html").read_text()
+    capsys.readouterr()
+    assert wf_runner.main(["--resume", "wf_candles_4h", "--reports-dir", str(reports),
+                           "--quiet"]) == 0  # the group: its newest run
+    captured = capsys.readouterr()
+    assert "already trained are reused" in captured.err and str(run_dir) in captured.out
+    assert [p.name for p in group.iterdir() if p.name != "latest"] == [run_dir.name]
