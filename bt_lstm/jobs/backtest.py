@@ -307,7 +307,8 @@ def trading_diagnostics(frame: pd.DataFrame, test: pd.DataFrame, result: Backtes
     raw = None
     if any(route == FLAT for route in forecaster.routes().values()):
         raw_fc = forecaster.with_policy("trade", forecaster.skill_p)
-        raw = raw_fc.forecast_frame(frame)["forecast"].reindex(test.index).to_numpy(dtype=float)
+        start = len(frame) - len(test)  # the test part: the last rows of frame
+        raw = raw_fc.forecast_frame(frame, start)["forecast"].iloc[start:].to_numpy(dtype=float)
     histories = {}
     for regime, name in sorted(forecaster.regime_models.items()):
         meta = _read_json(model_dir / f"{name}.json")
