@@ -252,3 +252,26 @@ def test_walk_forward_runs_are_grouped_and_resume_finds_the_newest(market_csv, t
     captured = capsys.readouterr()
     assert "already trained are reused" in captured.err and str(run_dir) in captured.out
     assert [p.name for p in group.iterdir() if p.name != "latest"] == [run_dir.name]
+
+
+def test_tune_page_has_tables_one_plotly_script_and_stays_small(market_csv, tmp_path):
+    from runners import tune as tune_runner
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": {"type": "float", "low": 0.001, "high": 0.01,
+                                        "log": True},
+                                 "hidden_size": {"type": "categorical", "choices": [4, 8]}}))
+    reports = tmp_path / "reports"
+    assert tune_runner.main(["--csv", str(market_csv), *TINY_FLAGS, "--space", str(space),
+                             "--trials", "10", "--reports-dir", str(reports)]) == 0
+    (folder,) = list(reports.glob("tune_*"))
+    page = (folder / "index.html").read_text()
+    assert (folder / "plotly.min.js").stat().st_size > 100_000  # offline, once per folder
+    assert page.count("<script src='plotly.min.js'>") == 1 and "cdn.plot.ly" not in page
+    assert len(page.encode()) < 1_000_000
+    assert "with fewer than 20 the importances are mostly noise" in page
+    tables = parse(page).tables
+    assert any(t[0][:3] == ["MSE ratio to zero", "threshold", "validation Sharpe"]
+               for t in tables)
+    assert "{&quot;" not in page and '{"' not in page.split("<h3>")[0]  # no raw JSON
+    assert f"{folder.name}/index.html" in (reports / "index.html").read_text()
