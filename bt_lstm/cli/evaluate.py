@@ -9,7 +9,7 @@ Examples
 --------
     python runners/evaluate.py                          # the main job's models on SAMPLE
     python runners/evaluate.py --csv ../shared/data/BTCUSDT_4h.csv
-    python runners/evaluate.py --run reports/wf_BTCUSDT_4h_20261123-150000
+    python runners/evaluate.py --run reports/wf_BTCUSDT_4h/latest
 """
 from __future__ import annotations
 

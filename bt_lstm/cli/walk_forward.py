@@ -9,7 +9,7 @@ Examples
     python runners/walk_forward.py --symbol BTCUSDT --train 365d --test 90d --jobs 2
     python runners/walk_forward.py --csv path.csv --train-bars 2190 --test-bars 540 \\
         --start 2019-01-01
-    python runners/walk_forward.py --resume wf_BTCUSDT_4h_20261123-150000
+    python runners/walk_forward.py --resume wf_BTCUSDT_4h/20261123-150000
 """
 from __future__ import annotations
 
@@ -75,9 +75,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                           "tcp://10.0.0.5:8786 (needs `pip install distributed`)")
     run.add_argument("--run-id", metavar="ID",
                      help="name of the run folder under --reports-dir (default "
-                          "wf_<DATASET>_<timeframe>_<UTC time>); never overwritten")
+                          "wf_<DATASET>_<timeframe>/<UTC time>, with latest beside it); never "
+                          "overwritten")
     run.add_argument("--resume", metavar="RUN_ID",
-                     help="finish an interrupted run: reuse its config and data, skip the folds "
+                     help="finish an interrupted run (wf_<DATASET>_<tf>/<stamp>, or "
+                          "wf_<DATASET>_<tf> for its newest): reuse its config and data, skip "
+                          "the folds "
                           "already trained, tune as it was tuned; other data/fold/pipeline/tuning "
                           "flags are not allowed")
     run.add_argument("--force", action="store_true",
