@@ -88,7 +88,8 @@ def test_ctrl_c_during_training_keeps_the_last_good_models(market_csv, tmp_path,
     assert backtest_runner.main(args) == 0
     bundle = tmp_path / "models" / "candles_4h"
     before = {p.name: p.read_bytes() for p in bundle.iterdir()}
-    report_before = (tmp_path / "reports" / "backtest_candles_4h" / "metrics.json").read_bytes()
+    report_before = (tmp_path / "reports" / "backtest_candles_4h" / "latest"
+                     / "metrics.json").read_bytes()
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -99,7 +100,8 @@ def test_ctrl_c_during_training_keeps_the_last_good_models(market_csv, tmp_path,
     err = capsys.readouterr().err
     assert f"the models of the last complete run are kept in {bundle}" in err
     assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before
-    assert (tmp_path / "reports" / "backtest_candles_4h" / "metrics.json").read_bytes() \
+    assert (tmp_path / "reports" / "backtest_candles_4h" / "latest"
+                     / "metrics.json").read_bytes() \
         == report_before
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]
 

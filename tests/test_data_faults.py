@@ -104,7 +104,7 @@ def test_same_candles_in_any_timezone_give_identical_results(market, tmp_path):
                           "--models-dir", str(tmp_path / f"m_{name}"),
                           "--reports-dir", str(tmp_path / f"r_{name}")])
         assert rc == 0
-        report = tmp_path / f"r_{name}" / f"backtest_{name}_4h" / "metrics.json"
+        report = tmp_path / f"r_{name}" / f"backtest_{name}_4h" / "latest" / "metrics.json"
         metrics.append(json.loads(report.read_text())["strategy"])
     assert metrics[0] == metrics[1]
 

@@ -359,7 +359,7 @@ def test_backtest_download_fetches_a_missing_symbol(mirror, tmp_path, capsys):
             str(out / "models"), "--reports-dir", str(out / "reports")]
     assert backtest.main(argv) == 0, capsys.readouterr().err
     assert (tmp_path / "data" / f"{SYM}_4h.csv").read_bytes() == expected_bytes(ROWS)
-    assert (out / "reports" / f"backtest_{SYM}_4h" / "metrics.json").is_file()
+    assert (out / "reports" / f"backtest_{SYM}_4h" / "latest" / "metrics.json").is_file()
 
 
 def test_walk_forward_download_flag_and_its_errors(mirror, tmp_path, capsys):

@@ -55,7 +55,7 @@ def test_evaluate_runner_main_job(market_csv, market, tmp_path, capsys):
     args = ["--csv", str(market_csv), *TINY_FLAGS, "--models-dir", str(tmp_path / "models"),
             "--reports-dir", str(tmp_path / "reports")]
     assert runner.main(args) == 0
-    out_dir = tmp_path / "reports" / "evaluate_candles_4h"
+    out_dir = tmp_path / "reports" / "evaluate_candles_4h" / "latest"
     for name in ("evaluation.json", "forecasts.csv", "forecast_vs_realised.png", "index.html"):
         assert (out_dir / name).is_file(), name
     res = json.loads((out_dir / "evaluation.json").read_text())

@@ -47,7 +47,7 @@ def main_run(tmp_path_factory, market):
                                str(root / "models"), "--reports-dir", str(root / "reports"),
                                "--no-skill", "trade", "--no-tearsheet"])
     assert rc == 0
-    report = next((root / "reports").iterdir())
+    report = next((root / "reports").glob("backtest_*/latest"))  # the run folder
     bundle = next(p.parent for p in (root / "models").rglob("manifest.json"))
     bars = pd.read_csv(report / "bars.csv", index_col=0, parse_dates=True)
     fills = pd.read_csv(report / "fills.csv", parse_dates=["datetime"])

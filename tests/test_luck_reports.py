@@ -16,7 +16,7 @@ def _run(market_csv, tmp_path, *extra: str) -> dict:
             "--models-dir", str(tmp_path / "models"),
             "--reports-dir", str(tmp_path / "reports"), "--no-tearsheet", *extra]
     assert runner.main(args) == 0
-    return json.loads((tmp_path / "reports" / "backtest_candles_4h" / "metrics.json")
+    return json.loads((tmp_path / "reports" / "backtest_candles_4h" / "latest" / "metrics.json")
                       .read_text())
 
 
@@ -38,7 +38,7 @@ def test_plain_run_reports_psr_dsr_and_intervals_and_reads_declared_trials(
     assert declared["dsr"]["value"] <= st["dsr"]["value"]
     assert "(N = 60)" in capsys.readouterr().out
     # the config written beside the run carries its provenance into the next run
-    saved = tmp_path / "reports" / "backtest_candles_4h" / "config.json"
+    saved = tmp_path / "reports" / "backtest_candles_4h" / "latest" / "config.json"
     assert json.loads(saved.read_text())["provenance"]["n_trials"] == 60
     cfg = tmp_path / "tuned.json"
     data = json.loads(saved.read_text())

@@ -142,9 +142,10 @@ def test_user_architecture_file_round_trip(market_csv, tmp_path, capsys):
                           "--reports-dir", str(tmp_path / "r3")], cwd=elsewhere,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    scored = json.loads((tmp_path / "r3" / "evaluate_candles_4h" / "evaluation.json").read_text())
+    out = tmp_path / "r3" / "evaluate_candles_4h" / "latest"
+    scored = json.loads((out / "evaluation.json").read_text())
     assert scored["models"]["regime_model"]["overall"]["n"] > 0
-    evaluated = pd.read_csv(tmp_path / "r3" / "evaluate_candles_4h" / "forecasts.csv",
+    evaluated = pd.read_csv(out / "forecasts.csv",
                             index_col=0, parse_dates=True)
     np.testing.assert_allclose(evaluated["regime_model"],
                                expected.reindex(evaluated.index).to_numpy(), rtol=1e-12)

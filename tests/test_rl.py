@@ -384,7 +384,7 @@ def test_runner_trains_a_few_thousand_steps_and_writes_the_report(market_csv, tm
             "--models-dir", str(tmp_path / "models"), "--reports-dir", str(tmp_path / "reports"),
             *TINY_FLAGS]
     assert main(args) == 0
-    folder = next((tmp_path / "reports").glob("dqn_*_lstm"))
+    folder = next((tmp_path / "reports").glob("dqn_*_lstm")) / "latest"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert (folder / "tearsheet.html").is_file() and (folder / "bars.csv").is_file()
     assert set(metrics["strategy"]["actions"]) == {"hold", "buy", "sell"}

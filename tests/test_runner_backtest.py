@@ -33,10 +33,14 @@ def test_end_to_end_writes_report_and_metrics_match_returns(market_csv, tmp_path
                       "--no-skill", "trade"])
     out = capsys.readouterr().out
     assert rc == 0
-    report = tmp_path / "reports" / "backtest_candles_4h"
+    report = tmp_path / "reports" / "backtest_candles_4h" / "latest"
     for name in ("tearsheet.html", "metrics.json", "returns.csv", "config.json", "bars.csv"):
         assert (report / name).is_file(), name
-    assert "Buy & hold" in out and str(report) in out
+    assert "Buy & hold" in out and str(report.resolve()) in out
+    listed = {line.strip() for line in out.splitlines()}
+    for f in report.resolve().iterdir():  # the terminal lists every file the run wrote
+        assert str(f) in listed, f
+    assert str(tmp_path / "reports" / "index.html") in listed
     html = (report / "tearsheet.html").read_text()
     assert "<html" in html.lower() and "Buy &amp; hold" in html or "Buy & hold" in html
     metrics = json.loads((report / "metrics.json").read_text())
@@ -65,7 +69,7 @@ def test_end_to_end_writes_report_and_metrics_match_returns(market_csv, tmp_path
 def test_rerun_reuses_saved_models_and_gives_the_same_metrics(market_csv, tmp_path, capsys):
     args = ["--csv", str(market_csv), *TINY_FLAGS, *dirs(tmp_path), "--no-tearsheet"]
     assert runner.main(args) == 0
-    report = tmp_path / "reports" / "backtest_candles_4h" / "metrics.json"
+    report = tmp_path / "reports" / "backtest_candles_4h" / "latest" / "metrics.json"
     first = json.loads(report.read_text())
     assert runner.main(args) == 0
     second = json.loads(report.read_text())
@@ -140,15 +144,19 @@ def test_bad_flags_exit_2(argv, match, tmp_path, capsys, monkeypatch):
 def test_failed_run_keeps_the_previous_report(market_csv, tmp_path, monkeypatch):
     args = ["--csv", str(market_csv), *TINY_FLAGS, *dirs(tmp_path), "--no-tearsheet"]
     assert runner.main(args) == 0
-    report = tmp_path / "reports" / "backtest_candles_4h"
+    group = tmp_path / "reports" / "backtest_candles_4h"
+    report = group / "latest"
     before = (report / "metrics.json").read_text()
+    kept = sorted(p.name for p in group.iterdir())  # the run folder and latest
 
     def crash(*a, **k):
         raise OSError("disk full")
     monkeypatch.setattr("bt_lstm.jobs.backtest.write_tearsheet", crash)
     assert runner.main(args[:-1] + ["--threshold", "0.01"]) == 2
     assert (report / "metrics.json").read_text() == before
-    assert sorted(p.name for p in report.parent.iterdir()) == ["backtest_candles_4h"]
+    assert sorted(p.name for p in group.iterdir()) == kept  # no half-written run left
+    assert sorted(p.name for p in group.parent.iterdir()) == ["backtest_candles_4h",
+                                                                "index.html"]
 
 
 def test_help_documents_every_flag():
@@ -170,7 +178,7 @@ def test_real_btcusdt_4h_run_completes(tmp_path, capsys):
     rc = runner.main(["--symbol", "BTCUSDT", "--data-dir", str(data), *TINY_FLAGS,
                       *dirs(tmp_path)])
     assert rc == 0, capsys.readouterr().err
-    metrics = json.loads((tmp_path / "reports" / "backtest_BTCUSDT_4h" / "metrics.json")
+    metrics = json.loads((tmp_path / "reports" / "backtest_BTCUSDT_4h" / "latest" / "metrics.json")
                          .read_text())
     assert metrics["period"]["bars"] > 2000
     assert "missing candles" in metrics["data_gaps"]

@@ -229,7 +229,7 @@ def test_main_job_shows_verdicts_in_terminal_metrics_and_bars(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bearish: no validated skill (val MSE" in out and "→ flat" in out
     assert "bullish: skill (val MSE" in out and "→ trade regime_2" in out
-    report = tmp_path / "r" / "backtest_two_regimes_4h"
+    report = tmp_path / "r" / "backtest_two_regimes_4h" / "latest"
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["skill"]["policy"] == "flat" and metrics["skill"]["skill_p"] == 0.05
     assert metrics["skill"]["bearish"]["verdict"] == "no_skill"
@@ -250,10 +250,18 @@ def test_main_job_shows_verdicts_in_terminal_metrics_and_bars(tmp_path, capsys):
     assert metrics["models_traded"] == 3
 
 
-def test_a_strategy_that_never_trades_gets_a_plain_tearsheet(tmp_path):
+def test_a_strategy_that_never_trades_gets_a_page_with_buy_and_hold(tmp_path):
+    from bt_lstm.backtest.metrics import performance
     from bt_lstm.backtest.reports import write_tearsheet
 
     idx = pd.date_range("2024-01-01", periods=50, freq="D")
     bench = pd.Series(np.random.default_rng(0).normal(0, 0.02, 50), index=idx)
-    write_tearsheet(pd.Series(0.0, index=idx), bench, tmp_path / "t.html", "flat")
-    assert "never held a position" in (tmp_path / "t.html").read_text()
+    flat = pd.Series(0.0, index=idx)
+    metrics = {"period": {"start": "2024-01-01", "end": "2024-02-19", "bars": 50},
+               "costs": {"commission": 0.001, "slippage": 0.0},
+               "strategy": dict(performance(flat), trades=0, exposure=0.0),
+               "buy_and_hold": performance(bench)}
+    write_tearsheet(tmp_path / "t.html", metrics, flat, bench, "flat")
+    page = (tmp_path / "t.html").read_text()
+    assert f"{metrics['buy_and_hold']['sharpe']:,.2f}" in page  # buy-and-hold's figures
+    assert 'alt="equity: strategy and buy-and-hold"' in page and "--no-skill trade" in page

@@ -160,7 +160,7 @@ def test_best_config_round_trips_through_the_backtest(market_csv, space_file, tm
                         "--quiet", "--no-tearsheet", "--models-dir", str(tmp_path / "m"),
                         "--reports-dir", str(tmp_path / "bt")])
     assert rc == 0
-    (run,) = list((tmp_path / "bt").glob("backtest_*"))
+    (run,) = list((tmp_path / "bt").glob("backtest_*/latest"))
     saved = json.loads((run / "config.json").read_text())
     assert PipelineConfig.from_dict(saved) == best
     # the bundle rebuilt each network with its own size

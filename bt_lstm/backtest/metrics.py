@@ -1,4 +1,8 @@
-"""Return series and performance metrics (plain numpy; formulas in the README)."""
+"""Return series and performance metrics (plain numpy; formulas in the README).
+
+The one place the figures of a run are computed: the terminal, metrics.json and the tearsheet
+all show these numbers (see CONVENTIONS).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -10,6 +14,11 @@ from bt_lstm.backtest.engine import BacktestResult
 from bt_lstm.config import PipelineConfig
 
 PERIODS_PER_YEAR = 365  # crypto trades every day
+CONVENTIONS = (f"daily returns (each calendar day's bars compounded), {PERIODS_PER_YEAR} periods "
+               f"a year (the market trades every day), risk-free rate 0; Sharpe = mean / std "
+               f"(ddof 1) x sqrt({PERIODS_PER_YEAR}); Sortino uses the root mean square of the "
+               f"negative daily returns; CAGR = (1 + total return) ^ ({PERIODS_PER_YEAR} / days) "
+               f"- 1; exposure: the share of bars with a position")
 
 
 def bar_returns(equity: pd.Series, start_value: float) -> pd.Series:
@@ -89,4 +98,47 @@ def score_backtest(test: pd.DataFrame, result: BacktestResult, cfg: PipelineConf
     strategy.update(trading_stats(result.bars, result.trades, result.fills, result.rejected,
                                   result.rounded_to_zero))
     strategy["final_value"] = float(result.final_value)
-    return strat_daily, bh_daily, strategy, performance(bh_daily)
+    bh = performance(bh_daily)
+    bh["exposure"] = 1.0 if len(test) else 0.0  # bought at the first open, held to the end
+    return strat_daily, bh_daily, strategy, bh
+
+
+def drawdown_periods(daily: pd.Series, top: int = 5) -> list[dict[str, Any]]:
+    """The ``top`` deepest drawdowns of compounded daily returns, deepest first.
+
+    Each: ``start`` (the last peak's day), ``trough``, ``end`` (the first day back at the peak,
+    None when the run ended below it: not recovered), ``depth`` (negative) and ``days``
+    (start to end, or to the last day when not recovered).
+    """
+    if not len(daily):
+        return []
+    equity = np.cumprod(1.0 + daily.to_numpy(dtype=float))
+    peak = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
+    under = equity / peak - 1.0
+    days = daily.index
+    out, i, n = [], 0, len(under)
+    while i < n:
+        if under[i] >= 0:
+            i += 1
+            continue
+        j = i
+        while j < n and under[j] < 0:
+            j += 1
+        trough = i + int(np.argmin(under[i:j]))
+        start = days[i - 1] if i > 0 else days[0] - pd.Timedelta(days=1)
+        end = days[j] if j < n else None
+        out.append({"start": str(start.date()), "trough": str(days[trough].date()),
+                    "end": None if end is None else str(end.date()),
+                    "depth": float(under[trough]),
+                    "days": int(((end if end is not None else days[-1]) - start).days)})
+        i = j
+    return sorted(out, key=lambda d: d["depth"])[:top]
+
+
+def period_returns(daily: pd.Series, freq: str) -> pd.Series:
+    """Compounded returns per calendar month (``"M"``) or year (``"Y"``), only periods with a
+    day of the run (no month before the first day nor after the last)."""
+    if not len(daily):
+        return pd.Series(dtype=float)
+    keys = daily.index.to_period(freq)
+    return (1.0 + daily).groupby(keys).prod() - 1.0

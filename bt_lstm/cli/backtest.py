@@ -94,10 +94,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         model_dirs = result.metrics["models"].get("dirs") or [str(result.model_dir)]
         print(f"\nmodels:  {', '.join(model_dirs)}"
               + ("  (reused)" if result.reused_models else ""))
+        if result.no_trades:
+            print(f"\n{result.no_trades}")
         print(f"report:  {result.report_dir}")
-        for f in ("tearsheet.html", "metrics.json", "returns.csv", "trades.csv"):
-            if (result.report_dir / f).exists():
-                print(f"  {result.report_dir / f}")
+        for f in result.files:
+            print(f"  {f}")
         return 0
 
     return run_cli(job)
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def _kept(folder: Path, what: str) -> str:
     """What an interruption left in place (writes are whole or not at all)."""
+    if (folder / "latest").exists():  # a report group: its newest run
+        folder = folder / "latest"
     if (folder / "manifest.json").is_file() or (folder / "metrics.json").is_file():
         verb = "are" if what.endswith("s") else "is"
         return f"the {what} of the last complete run {verb} kept in {folder}"

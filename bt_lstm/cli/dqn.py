@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
         print(f"\nfirst seed: {format_luck(metrics['statistics'])}")
         print(metrics["statistics"]["reading"])
-        print(f"\nreport: {Path(args.reports_dir) / name}")
+        print(f"\nreport: {metrics['run']['dir']}")
+        for f in metrics["run"]["files"]:
+            print(f"  {f}")
         return 0
 
     return run_cli(job)

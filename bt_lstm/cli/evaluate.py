@@ -9,7 +9,7 @@ Examples
 --------
     python runners/evaluate.py                          # the main job's models on SAMPLE
     python runners/evaluate.py --csv ../shared/data/BTCUSDT_4h.csv
-    python runners/evaluate.py --run reports/wf_BTCUSDT_4h_20261123-150000
+    python runners/evaluate.py --run reports/wf_BTCUSDT_4h/latest
 """
 from __future__ import annotations
 
@@ -50,9 +50,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def _run_mode(args: argparse.Namespace):
     from bt_lstm.config import PipelineConfig
     from bt_lstm.jobs.evaluate import walk_forward_forecasts
+    from bt_lstm.jobs.runs import resolve_run
     from bt_lstm.research.walkforward import WalkForwardSpec, make_folds
 
-    run_dir = Path(args.run)
+    run_dir = resolve_run(Path(args.run))  # a run folder, or a group's latest run
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"--run {run_dir}: not a walk-forward run folder (config.json missing)")
     given = [f for f in ("symbol", "csv", "config") if getattr(args, f)]
@@ -98,11 +99,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                   "period": {"start": str(table.index[0]), "end": str(table.index[-1]),
                              "bars": len(table)},
                   "regime_bars": {str(r): int((table["regime"] == r).sum()) for r in range(3)}}
-        write_evaluation(out, table, scores, header)
+        files = write_evaluation(out, table, scores, header, grouped=not args.run)
         print(f"{dataset} {timeframe}: {scope}, {header['period']['start']} -> "
               f"{header['period']['end']} ({len(table)} bars)")
         print(format_table(scores))
-        print(f"\nevaluation: {out}\n  {out / 'index.html'}\n  {out / 'evaluation.json'}")
+        print(f"\nevaluation: {files[0].parent}")
+        for f in files:
+            print(f"  {f}")
         return 0
 
     return run_cli(job)

@@ -9,14 +9,13 @@ Examples
     python runners/walk_forward.py --symbol BTCUSDT --train 365d --test 90d --jobs 2
     python runners/walk_forward.py --csv path.csv --train-bars 2190 --test-bars 540 \\
         --start 2019-01-01
-    python runners/walk_forward.py --resume wf_BTCUSDT_4h_20261123-150000
+    python runners/walk_forward.py --resume wf_BTCUSDT_4h/20261123-150000
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bt_lstm.cli.common import (
@@ -76,9 +75,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                           "tcp://10.0.0.5:8786 (needs `pip install distributed`)")
     run.add_argument("--run-id", metavar="ID",
                      help="name of the run folder under --reports-dir (default "
-                          "wf_<DATASET>_<timeframe>_<UTC time>); never overwritten")
+                          "wf_<DATASET>_<timeframe>/<UTC time>, with latest beside it); never "
+                          "overwritten")
     run.add_argument("--resume", metavar="RUN_ID",
-                     help="finish an interrupted run: reuse its config and data, skip the folds "
+                     help="finish an interrupted run (wf_<DATASET>_<tf>/<stamp>, or "
+                          "wf_<DATASET>_<tf> for its newest): reuse its config and data, skip "
+                          "the folds "
                           "already trained, tune as it was tuned; other data/fold/pipeline/tuning "
                           "flags are not allowed")
     run.add_argument("--force", action="store_true",
@@ -111,7 +113,9 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace, di
               if getattr(args, k, None)]
     if given:
         raise ValueError(f"--resume takes the run's own settings; drop {', '.join(given)}")
-    run_dir = Path(args.reports_dir) / args.resume
+    from bt_lstm.jobs.runs import resolve_run
+
+    run_dir = resolve_run(Path(args.reports_dir) / args.resume)  # a group: its newest run
     path = run_dir / "config.json"
     if not path.is_file():
         raise ValueError(f"--resume {args.resume}: no run at {run_dir} (config.json missing)")
@@ -142,6 +146,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from bt_lstm.backtest.reports import format_summary
         from bt_lstm.config import PipelineConfig
         from bt_lstm.data.candles import infer_bar
+        from bt_lstm.jobs.runs import describe_files, new_run_dir, run_id
         from bt_lstm.jobs.walk_forward import format_fold_table, run_walk_forward
         from bt_lstm.research.search_space import load_space
         from bt_lstm.research.walkforward import WalkForwardSpec
@@ -165,8 +170,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         frame = trim_dates(frame, args.start, args.end)
         if not args.resume:
             spec = _spec(args, infer_bar(frame.index))
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(args.reports_dir) / (args.run_id or f"wf_{dataset}_{timeframe}_{stamp}")
+            run_dir = (Path(args.reports_dir) / args.run_id if args.run_id else
+                       new_run_dir(Path(args.reports_dir) / f"wf_{dataset}_{timeframe}"))
         source = {"symbol": args.symbol, "csv": str(Path(args.csv).resolve()) if args.csv
                   else None, "data_dir": args.data_dir, "timeframe": args.timeframe,
                   "start": args.start, "end": args.end}
@@ -178,12 +183,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                       tearsheet=not args.no_tearsheet, force=args.force,
                                       start_progress=progress.start, seeds=args.seeds,
                                       ensemble=args.ensemble, tune_trials=args.tune_trials,
-                                      tune_space=tune_space)
+                                      tune_space=tune_space,
+                                      reports_root=Path(args.reports_dir))
         except KeyboardInterrupt:
             progress.close()
             kept = len(list((run_dir / "folds").glob("fold_*/manifest.json")))
             print(f"interrupted: {kept} finished folds are kept in {run_dir / 'folds'}; finish "
-                  f"the run with: python runners/walk_forward.py --resume {run_dir.name}"
+                  f"the run with: python runners/walk_forward.py --resume "
+                  f"{run_id(run_dir, Path(args.reports_dir))}"
                   + (f" --reports-dir {args.reports_dir}" if args.reports_dir != "reports"
                      else ""), file=sys.stderr)
             return 130
@@ -199,9 +206,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
               f"traded, {sk['with_skill']} with validated skill (p ≤ {sk['skill_p']:g}); the "
               f"others: --no-skill {sk['policy']}")
         print(f"\nrun folder: {run_dir}")
-        for f in ("index.html", "tearsheet.html", "metrics.json", "folds.csv", "forecasts.csv"):
-            if (run_dir / f).exists():
-                print(f"  {run_dir / f}")
+        for line in describe_files(run_dir, Path(args.reports_dir)):
+            print(f"  {line}")
         return 0
 
     return run_cli(job)

@@ -5,16 +5,18 @@ import hashlib
 import json
 import logging
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bt_lstm import __version__
 from bt_lstm.backtest.engine import BacktestResult, run_backtest
 from bt_lstm.backtest.metrics import PERIODS_PER_YEAR, score_backtest
 from bt_lstm.backtest.reports import format_summary, write_tearsheet
+from bt_lstm.backtest.reports.tearsheet import Diagnostics
 from bt_lstm.config import PipelineConfig
 from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
 from bt_lstm.data.files import (
@@ -26,6 +28,7 @@ from bt_lstm.data.files import (
     staging_dir,
 )
 from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.jobs.runs import finish_run, new_run_dir, run_id
 from bt_lstm.models.artifacts import ArtifactError, read_manifest
 from bt_lstm.models.forecast import Forecaster, load_forecaster
 from bt_lstm.models.skill import FLAT, describe_route, skill_verdict
@@ -47,14 +50,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class JobResult:
+    """The main job's figures, its run folder (``reports/backtest_<DATASET>_<tf>/<stamp>``) and
+    every file written there."""
+
     metrics: dict[str, Any]
     report_dir: Path
     model_dir: Path
     reused_models: bool
     backtest: BacktestResult
+    files: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         return format_summary(self.metrics)
+
+    @property
+    def no_trades(self) -> str | None:
+        """One line saying why nothing traded (None when something did)."""
+        return self.metrics.get("no_trades")
 
 
 def model_key(frame: pd.DataFrame, cfg: PipelineConfig) -> str:
@@ -180,15 +192,22 @@ def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strateg
                 for s, sig in zip(seed_list, per_seed)]
         metrics["seed_spread"] = clean_json(seed_spread(runs, ensemble))
         metrics["models"]["dirs"] = [str(d) for d in dirs]
-    run = {"run_id": report_dir.name, "dataset": dataset, "timeframe": timeframe,
+    diag = trading_diagnostics(frame, test, result, forecaster, model_dir, cfg)
+    metrics["forecasts"] = forecast_summary(diag)
+    metrics["no_trades"] = no_trade_reason(metrics)
+    run_dir = new_run_dir(report_dir)
+    run = {"job": "backtest", "run_id": run_id(run_dir, report_dir.parent), "dataset": dataset,
+           "timeframe": timeframe,
            "data_fingerprint": fingerprint_frame(frame), "bars": len(frame),
            "first_bar": str(frame.index[0]), "last_bar": str(frame.index[-1]),
            "seeds": {"train": seed_list if seeds > 1 else cfg.train.seed,
                      "regimes": cfg.train.seed, "bootstrap": cfg.train.seed,
                      "ensemble": ensemble},
            "models": {"dir": str(model_dir), "model_key": forecaster.info.get("model_key")}}
-    _write_report(report_dir, metrics, cfg, result, strat_daily, bh_daily, tearsheet, run)
-    return JobResult(metrics, report_dir, model_dir, reused, result)
+    _write_report(run_dir, metrics, cfg, result, strat_daily, bh_daily,
+                  diag if tearsheet else None, run)
+    files = finish_run(run_dir, report_dir.parent)
+    return JobResult(metrics, run_dir, model_dir, reused, result, files)
 
 
 def luck_figures(strat_daily: pd.Series, bh_daily: pd.Series, cfg: PipelineConfig
@@ -256,11 +275,13 @@ def skill_summary(forecaster: Forecaster) -> dict[str, Any]:
 
 def _write_report(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig,
                   result: BacktestResult, strat_daily: pd.Series, bh_daily: pd.Series,
-                  tearsheet: bool, run: dict[str, Any]) -> None:
+                  diagnostics: Diagnostics | None, run: dict[str, Any]) -> None:
+    """The run folder, written whole (``diagnostics`` None: no tearsheet)."""
     with staged_folder(report_dir) as staged:
-        if tearsheet:
-            write_tearsheet(strat_daily, bh_daily, staged / "tearsheet.html",
-                            f"bt-lstm: {metrics['dataset']} (out of sample, after costs)")
+        if diagnostics is not None:
+            write_tearsheet(staged / "tearsheet.html", clean_json(metrics), strat_daily,
+                            bh_daily, f"bt-lstm: {metrics['dataset']} (out of sample, after "
+                                      f"costs)", diagnostics)
         write_backtest_files(staged, result, strat_daily, bh_daily)
         atomic_write_json(staged / "config.json", cfg.to_dict())
         atomic_write_json(staged / "metrics.json", clean_json(metrics))
@@ -275,3 +296,66 @@ def write_backtest_files(folder: Path, result: BacktestResult, strat_daily: pd.S
     atomic_write_text(folder / "bars.csv", result.bars.to_csv())
     atomic_write_text(folder / "trades.csv", result.trades.to_csv(index=False))
     atomic_write_text(folder / "fills.csv", result.fills.to_csv(index=False))
+
+
+def trading_diagnostics(frame: pd.DataFrame, test: pd.DataFrame, result: BacktestResult,
+                        forecaster: Forecaster, model_dir: Path,
+                        cfg: PipelineConfig) -> Diagnostics:
+    """The test bars' traded forecasts, the networks' own forecasts where the skill guard kept
+    a regime flat (computed only then), the threshold and each regime's validation losses."""
+    traded = result.bars["forecast"].to_numpy(dtype=float)
+    raw = None
+    if any(route == FLAT for route in forecaster.routes().values()):
+        raw_fc = forecaster.with_policy("trade", forecaster.skill_p)
+        start = len(frame) - len(test)  # the test part: the last rows of frame
+        raw = raw_fc.forecast_frame(frame, start)["forecast"].iloc[start:].to_numpy(dtype=float)
+    histories = {}
+    for regime, name in sorted(forecaster.regime_models.items()):
+        meta = _read_json(model_dir / f"{name}.json")
+        histories[f"{REGIME_LABELS[regime]} ({name})"] = meta.get("history") or []
+    return Diagnostics(traded=traded, threshold=cfg.strategy.threshold, raw=raw,
+                       histories=histories)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def forecast_summary(diag: Diagnostics) -> dict[str, Any]:
+    """The threshold beside the reach of the forecasts (largest |forecast|), traded and raw."""
+    def reach(a: Any) -> float | None:
+        a = None if a is None else a[np.isfinite(a)]
+        return None if a is None or not len(a) else float(np.max(np.abs(a)))
+
+    return {"threshold": diag.threshold, "max_abs_traded": reach(diag.traded),
+            "max_abs_networks": reach(diag.raw) if diag.raw is not None
+            else reach(diag.traded)}
+
+
+def no_trade_reason(metrics: dict[str, Any]) -> str | None:
+    """One line when the run never traded: the skill guard, the threshold, both, or orders."""
+    strat = metrics["strategy"]
+    if strat["trades"] or strat["exposure"]:
+        return None
+    skill, fc = metrics["skill"], metrics["forecasts"]
+    flat = [k for k in REGIME_LABELS if isinstance(skill.get(k), dict)
+            and skill[k]["route"] == FLAT]
+    traded = [k for k in REGIME_LABELS if isinstance(skill.get(k), dict) and k not in flat]
+    thr = fc["threshold"]
+    reach = fc["max_abs_traded"] if traded else fc["max_abs_networks"]
+    above = reach is not None and reach < thr
+    reach_text = "n/a" if reach is None else f"{reach:.4g}"
+    guard = (f"the skill guard kept {'every regime' if not traded else ', '.join(flat)} flat "
+             f"(no validated skill; --no-skill trade shows what the networks would have done)")
+    limit = (f"--threshold {thr:g} is above every forecast of the "
+             f"{'networks' if not traded else 'regimes that trade'} (largest |forecast| "
+             f"{reach_text}; try a threshold below it)")
+    if not traded:
+        return "no trades: " + guard + (f", and {limit}" if above else "")
+    if above:
+        return "no trades: " + limit + (f"; also {guard}" if flat else "")
+    return (f"no trades: {strat.get('rejected_orders', 0)} orders rejected, "
+            f"{strat.get('rounded_to_zero', 0)} sizes rounded to 0 (see --fraction and --cash)")

@@ -23,6 +23,7 @@ from bt_lstm.data.files import (
 )
 from bt_lstm.jobs.backtest import luck_figures, write_backtest_files
 from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.jobs.runs import finish_run, new_run_dir, run_id
 from bt_lstm.rl.agent import obtain_agent
 from bt_lstm.rl.spec import ACTIONS, DQNConfig, first_decision_bar
 from bt_lstm.signals.windows import split_bounds
@@ -78,7 +79,11 @@ def run_dqn_job(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pipeline
                 retrain: bool = False, seeds: int = 1, tearsheet: bool = True,
                 regime: tuple[Any, type] | None = None,
                 progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """Train on the training span, select on validation, backtest the test span.
+    """Train on the training span, select on validation, backtest the test span; write the
+    run folder ``report_dir/<stamp>`` (``report_dir/latest`` points at it).
+
+    Returns the metrics, plus ``run``: the run folder and every file written (not part of
+    metrics.json).
 
     Parameters
     ----------
@@ -122,11 +127,13 @@ def run_dqn_job(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pipeline
         res = run_backtest(test, regime_cls, cfg.strategy, signals=signals, forecaster=forecaster,
                            inference="batch", bar=infer_bar(frame.index))
         metrics["regime_lstm"] = score_backtest(test, res, cfg)[2]
-    _write(report_dir, metrics, cfg, dcfg, result, strat_daily, bh_daily, tearsheet,
-           {"run_id": report_dir.name, "dataset": dataset, "timeframe": timeframe,
-            "data_fingerprint": fingerprint_frame(frame), "bars": len(frame),
-            "seeds": {"dqn": seed_list}, "models": {"dir": str(model_dir)}})
-    return metrics
+    run_dir = new_run_dir(report_dir)
+    _write(run_dir, metrics, cfg, dcfg, result, strat_daily, bh_daily, tearsheet,
+           {"job": "dqn", "run_id": run_id(run_dir, report_dir.parent), "dataset": dataset,
+            "timeframe": timeframe, "data_fingerprint": fingerprint_frame(frame),
+            "bars": len(frame), "seeds": {"dqn": seed_list}, "models": {"dir": str(model_dir)}})
+    files = finish_run(run_dir, report_dir.parent)
+    return dict(metrics, run={"dir": run_dir, "files": files})
 
 
 def _write(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig, dcfg: DQNConfig,
@@ -134,9 +141,9 @@ def _write(report_dir: Path, metrics: dict[str, Any], cfg: PipelineConfig, dcfg:
            tearsheet: bool, run: dict[str, Any]) -> None:
     with staged_folder(report_dir) as staged:
         if tearsheet:
-            write_tearsheet(strat_daily, bh_daily, staged / "tearsheet.html",
-                            f"bt-lstm DQN ({dcfg.qnet}): {metrics['dataset']} "
-                            f"(out of sample, after costs)")
+            write_tearsheet(staged / "tearsheet.html", clean_json(metrics), strat_daily,
+                            bh_daily, f"bt-lstm DQN ({dcfg.qnet}): {metrics['dataset']} "
+                                      f"(out of sample, after costs)")
         write_backtest_files(staged, result, strat_daily, bh_daily)
         atomic_write_json(staged / "config.json", {"pipeline": cfg.to_dict(),
                                                    "dqn": dcfg.to_dict()})

@@ -21,6 +21,7 @@ from bt_lstm.data.files import (
     staged_folder,
 )
 from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.jobs.runs import finish_run, new_run_dir, written_files
 from bt_lstm.models.forecast import Forecaster, load_forecaster
 from bt_lstm.research.baselines import MODELS, segment_forecasts
 from bt_lstm.research.scoring import diebold_mariano, regression_scores
@@ -89,14 +90,21 @@ def _f(value: Any, spec: str) -> str:
 
 
 def write_evaluation(out_dir: Path, table: pd.DataFrame, scores: dict[str, Any],
-                     header: dict[str, Any]) -> None:
-    """evaluation.json, forecasts.csv, forecast_vs_realised.png and index.html, written whole."""
-    with staged_folder(out_dir) as staged:
+                     header: dict[str, Any], grouped: bool = True) -> list[Path]:
+    """evaluation.json, forecasts.csv, forecast_vs_realised.png and index.html, written whole
+    into a new run folder ``out_dir/<stamp>`` (``out_dir/latest`` points at it), or into
+    ``out_dir`` itself when not ``grouped`` (a walk-forward run's evaluation/). Returns every
+    file written (and the reports index, for a grouped run)."""
+    run_dir = new_run_dir(out_dir) if grouped else Path(out_dir)
+    with staged_folder(run_dir) as staged:
         atomic_write_json(staged / "evaluation.json", clean_json(dict(header, models=scores)))
         atomic_write_text(staged / "forecasts.csv", table.to_csv(index_label="timestamp"))
         write_forecast_plot(table, staged / "forecast_vs_realised.png", header["dataset"])
         atomic_write_text(staged / "index.html", _page(scores, header))
-        write_manifest(staged, **header)
+        write_manifest(staged, job="evaluate", **header)
+    if not grouped:
+        return written_files(run_dir)
+    return finish_run(run_dir, Path(out_dir).parent)
 
 
 def _page(scores: dict[str, Any], header: dict[str, Any]) -> str:

@@ -18,11 +18,20 @@ from bt_lstm.config import ModelOverride, PipelineConfig, replace
 from bt_lstm.data.candles import fingerprint_frame
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.jobs.runs import write_index
 from bt_lstm.research.search_space import INT_PARAMS, PARAMS, apply_params
 from bt_lstm.research.selection import round_trip_cost
 from bt_lstm.research.stats import deflated_sharpe
 from bt_lstm.research.tuned_fit import planned_regimes, validate_combined
-from bt_lstm.research.tuning import JOURNAL, TuneSpec, mask_url, read_study, run_study
+from bt_lstm.research.tuning import (
+    JOURNAL,
+    PLOTLY_JS,
+    TuneSpec,
+    mask_url,
+    read_study,
+    run_study,
+    write_plotly_js,
+)
 from bt_lstm.signals.regimes import REGIME_LABELS
 from bt_lstm.signals.windows import SplitBounds, split_bounds
 
@@ -109,6 +118,7 @@ def run_tune(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: PipelineCon
                               storage=storage, jobs=jobs, prune=prune, threshold=threshold,
                               heartbeat_s=heartbeat_s, stop=stop, progress=progress,
                               prepare=prepare, labels=(dataset, timeframe), full=frame)
+    write_index(Path(reports_dir))
     return TuneResult(folder, best, summary, bool(stop and stop()))
 
 
@@ -144,8 +154,7 @@ def tune_span(part: pd.DataFrame, bounds: SplitBounds, cfg: PipelineConfig, spac
         done = n_trials * len(studies)
         run_study(spec, jobs, stop, None if progress is None else
                   (lambda n, best: progress(done + n, best)))
-        data = read_study(spec, charts=charts,
-                          embed=not any(d["charts"] for _, _, d in studies))
+        data = read_study(spec, charts=charts)
         studies.append((study_key(regime), spec, data))
         return data
 
@@ -268,8 +277,10 @@ def write_study_folder(folder: Path, studies: list[tuple[str, TuneSpec, dict[str
     atomic_write_json(folder / "study.json", summary)
     if best is not None:
         atomic_write_text(folder / "best_config.json", best.to_json() + "\n")
+    if any(d["charts"] for _, _, d in studies):
+        write_plotly_js(folder)
     atomic_write_text(folder / "index.html", index_html(summary, studies, dataset, timeframe))
-    write_manifest(folder, job="tune", dataset=dataset, timeframe=timeframe,
+    write_manifest(folder, job="tune", run_id=folder.name, dataset=dataset, timeframe=timeframe,
                    data_fingerprint=summary["data_fingerprint"], bars=len(frame),
                    seeds={"train": spec.seed, "sampler": spec.seed},
                    config=spec.cfg.to_dict())
@@ -299,22 +310,49 @@ def top_trials(trials: list[dict[str, Any]], top: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["mse_ratio", "trial"]).head(top)
 
 
+def _g(value: Any) -> str:
+    """A number for people: 4 significant digits (n/a for none)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    esc = html.escape
+    return ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{esc(_g(c))}</td>" for c in r) + "</tr>"
+                      for r in rows) + "</table>")
+
+
+def best_tables(summary: dict[str, Any]) -> str:
+    """The tuned whole on the validation tail, then each network's best settings, as tables."""
+    best = summary.get("best") or {}
+    whole = _table(["MSE ratio to zero", "threshold", "validation Sharpe"],
+                   [[best.get("value"), best.get("threshold"), best.get("val_sharpe")]])
+    params = best.get("params") or {}
+    names = sorted({k for p in params.values() if p for k in p})
+    rows = [[net, (best.get("trials") or {}).get(net), *[(p or {}).get(k) for k in names]]
+            for net, p in params.items()]
+    return whole + (_table(["network", "best trial", *names], rows) if rows else "")
+
+
 def index_html(summary: dict[str, Any], studies: list[tuple[str, TuneSpec, dict[str, Any]]],
                dataset: str, timeframe: str) -> str:
+    """The study folder's page: tables of the studies and their best settings, Optuna's charts
+    (plotly.min.js loaded once from the folder)."""
     esc = html.escape
-    best = summary.get("best") or {}
+    overview = _table(
+        ["studies", "trials", "complete", "pruned", "failed", "requested per study", "storage",
+         "training", "validation"],
+        [[len(studies), summary["n_trials"], summary["n_complete"], summary["n_pruned"],
+          summary["n_failed"], summary["n_trials_requested"], str(summary["storage"]),
+          " to ".join(summary["train_span"]), " to ".join(summary["val_span"])]])
     head = (f"<h1>tune {esc(dataset)} {esc(timeframe)}: study {esc(summary['study'])}</h1>"
-            f"<p>{len(studies)} studies (one per network), {summary['n_trials']} trials in all: "
-            f"{summary['n_complete']} complete, {summary['n_pruned']} pruned, "
-            f"{summary['n_failed']} failed ({summary['n_trials_requested']} requested per "
-            f"study); storage {esc(str(summary['storage']))}; objective: "
-            f"{esc(summary['objective'])}. Training {esc(' to '.join(summary['train_span']))}, "
-            f"validation {esc(' to '.join(summary['val_span']))}; the test part is never "
-            f"read.</p><p>Tuned networks together on the validation tail: MSE ratio "
-            f"{best.get('value')}, threshold {best.get('threshold')}, validation Sharpe "
-            f"{best.get('val_sharpe')}; settings {esc(json.dumps(best.get('params')))}</p>"
-            f"<p>Regimes forecast by the pooled network (too few windows for one of their "
-            f"own): {esc(', '.join(summary.get('pooled_for') or []) or 'none')}.</p>"
+            f"{overview}<p>Objective: {esc(summary['objective'])}. The test part is never "
+            f"read.</p><h2>Tuned networks together, on the validation tail</h2>"
+            f"{best_tables(summary)}<p>Regimes forecast by the pooled network (too few "
+            f"windows for one of their own): "
+            f"{esc(', '.join(summary.get('pooled_for') or []) or 'none')}.</p>"
             f"<h2>How much of it could be luck</h2><p>"
             f"{esc(str((summary.get('selection_luck') or {}).get('reading', '')))}.</p>")
     body = []
@@ -327,5 +365,9 @@ def index_html(summary: dict[str, Any], studies: list[tuple[str, TuneSpec, dict[
                     "<p>no completed trial</p>")
         body.extend(f"<h3>{esc(key)}: {esc(title)}</h3>{chart}"
                     for title, chart in data["charts"])
+    script = (f"<script src='{PLOTLY_JS}'></script>" if any(d["charts"] for _, _, d in studies)
+              else "")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>tune {esc(dataset)}"
-            f"</title></head><body>{head}{''.join(body)}</body></html>\n")
+            f"</title>{script}<style>body{{font-family:sans-serif;margin:2em}}table{{"
+            f"border-collapse:collapse;font-size:13px;margin:.5em 0}}td,th{{border:1px solid "
+            f"#ccc;padding:3px 8px}}</style></head><body>{head}{''.join(body)}</body></html>\n")

@@ -29,6 +29,7 @@ from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeh
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.backtest import luck_figures, seed_figures, write_backtest_files
 from bt_lstm.jobs.provenance import write_manifest
+from bt_lstm.jobs.runs import mark_latest, write_index
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.skill import FLAT, skill_verdict
 from bt_lstm.research.scoring import forecast_scores
@@ -97,7 +98,8 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
                                                 "seeds": {"n": seeds, "ensemble": ensemble},
                                                 "tuning": tuning or {"trials": 0, "space": None}})
     train_seeds = [c.train.seed for c in seed_configs(cfg, seeds)] if seeds > 1 else cfg.train.seed
-    write_manifest(run_dir, run_id=run_dir.name, data_fingerprint=fingerprint, bars=len(frame),
+    write_manifest(run_dir, job="walk_forward", run_id=run_dir.name,
+                   data_fingerprint=fingerprint, bars=len(frame),
                    first_bar=str(frame.index[0]), last_bar=str(frame.index[-1]), source=source,
                    seeds={"train": train_seeds, "regimes": cfg.train.seed,
                           "bootstrap": cfg.train.seed, "ensemble": ensemble})
@@ -163,7 +165,8 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
                      resume: bool = False, tearsheet: bool = True, force: bool = False,
                      start_progress: Callable[[int, int], TaskProgress] | None = None,
                      seeds: int = 1, ensemble: str = "none", tune_trials: int = 0,
-                     tune_space: dict | None = None) -> WalkForwardResult:
+                     tune_space: dict | None = None,
+                     reports_root: Path | None = None) -> WalkForwardResult:
     """Plan folds, fit (or reuse) each, forecast its test span, backtest the stitched span.
 
     Notes
@@ -171,7 +174,10 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     The plan is checked before any training. Fold bundles go to ``run_dir/folds`` (with
     ``seeds`` K > 1: ``run_dir/folds_seed<s>`` per seed, each seed's stitched run scored into
     ``metrics["seed_spread"]``; ``ensemble="mean"`` trades the seeds' mean forecast). The final
-    files are each written atomically, after every fold is done.
+    files are each written atomically, after every fold is done. ``reports_root`` (default:
+    the run folder's parent) gets the index of runs; a run in a group folder below it
+    (``wf_<DATASET>_<tf>/<stamp>``) becomes the group's ``latest`` when it starts, so
+    ``--resume wf_<DATASET>_<tf>`` finds the newest run.
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"--ensemble {ensemble!r}: use one of {', '.join(ENSEMBLES)}")
@@ -183,6 +189,9 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     cfgs = seed_configs(cfg, seeds)
     start_run(run_dir, frame, cfg, spec, source, resume, force, seeds, ensemble,
               {"trials": tune_trials, "space": tune_space if tune_trials else None})
+    root = Path(reports_root) if reports_root is not None else run_dir.parent
+    if not resume and run_dir.parent.resolve() != root.resolve():
+        mark_latest(run_dir)
     fold_cfgs, tuned = tune_folds(frame, folds, cfg, run_dir / "tune", tune_trials, tune_space)
     dirs = ([run_dir / "folds"] if seeds == 1
             else [run_dir / f"folds_seed{c.train.seed}" for c in cfgs])
@@ -219,6 +228,7 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
         metrics["seed_spread"] = clean_json(seed_spread(runs, ensemble))
     _write_outputs(run_dir, frame, test, folds, forecasts, table, metrics, result, strat_daily,
                    bh_daily, cfg, tearsheet)
+    write_index(root)
     return WalkForwardResult(run_dir, folds, forecasts, table, metrics, result)
 
 
@@ -267,7 +277,7 @@ def _write_outputs(run_dir: Path, frame: pd.DataFrame, test: pd.DataFrame, folds
     write_backtest_files(run_dir, result, strat_daily, bh_daily)
     title = f"bt-lstm walk-forward: {metrics['dataset']} (out of sample, after costs)"
     if tearsheet:
-        write_tearsheet(strat_daily, bh_daily, run_dir / "tearsheet.html", title)
+        write_tearsheet(run_dir / "tearsheet.html", metrics, strat_daily, bh_daily, title)
     bh_equity = buy_and_hold_equity(test, cfg.strategy.cash, cfg.strategy.commission,
                                     cfg.strategy.slippage)
     write_overview_png(test, forecasts["regime"], [frame.index[f.test[0]] for f in folds],
@@ -285,7 +295,7 @@ FOLD_COLUMNS = ("fold", "train_start", "train_end", "test_start", "test_end", "t
 def index_html(metrics: dict[str, Any], table: pd.DataFrame, tearsheet: bool) -> str:
     """A self-contained summary page: figures, the overview plot, the folds, links."""
     per = metrics["period"]
-    links = ["<a href='tearsheet.html'>QuantStats tearsheet</a>"] if tearsheet else []
+    links = ["<a href='tearsheet.html'>tearsheet</a>"] if tearsheet else []
     links += [f"<a href='{f}'>{f}</a>" for f in ("metrics.json", "folds.csv", "forecasts.csv",
                                                    "trades.csv", "fills.csv", "config.json",
                                                    "manifest.json")]

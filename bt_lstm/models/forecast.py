@@ -90,17 +90,19 @@ class Forecaster:
         pred = np.concatenate(out) if out else np.empty(0, dtype=np.float32)
         return pred.astype(np.float64) * self.scaler.target_scale
 
-    def forecast_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def forecast_frame(self, frame: pd.DataFrame, start: int = 0) -> pd.DataFrame:
         """Batch path: the forecast at every bar from the window ending at that bar.
 
         Returns a frame with ``regime`` (-1 unknown), ``model`` and ``forecast`` (NaN where the
-        window is incomplete). Each bar's value depends on bars up to it only.
+        window is incomplete, and before row ``start``: the networks run only from there on).
+        Each bar's value depends on bars up to it only.
         """
         scaled, regimes, valid = self.prepare(frame)
         forecast = np.full(len(frame), np.nan)
         model_used = np.full(len(frame), "", dtype=object)
         for regime, name in sorted(self.routes().items()):
             ends = np.flatnonzero(valid & (regimes == regime))
+            ends = ends[ends >= start]
             if len(ends):
                 forecast[ends] = (0.0 if name == FLAT else
                                   self._predict(name, gather_windows(scaled, ends, self.lookback)))

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -66,7 +67,14 @@ def configure_determinism() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms imports torch._inductor (and torch._dynamo with it,
+    # about 2 s at every start) only to set the compiler's flag; nothing here is compiled, so
+    # the eager flag is set directly, and the compiler's too once it is loaded anyway.
+    eager = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if eager is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        eager(True, warn_only=True)
 
 
 def configure_threads(threads: int) -> None:

@@ -20,6 +20,7 @@ import signal
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -29,6 +30,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bt_lstm.config import PipelineConfig
+from bt_lstm.data.files import atomic_write_text
 from bt_lstm.models.nets import model_hparams
 from bt_lstm.models.training import one_torch_thread, predict_windows
 from bt_lstm.research.pipeline import PreparedWindows, prepare_windows, train_one
@@ -392,7 +394,7 @@ def _watch(procs: list, study: optuna.Study, stop: Callable[[], bool] | None,
         time.sleep(0.5)
 
 
-def read_study(spec: TuneSpec, charts: bool = True, embed: bool = True) -> dict[str, Any]:
+def read_study(spec: TuneSpec, charts: bool = True) -> dict[str, Any]:
     """The finished study as plain data: trials, counts, best trial, chart HTML."""
     storage = open_storage(spec.storage, spec.heartbeat_s)
     try:
@@ -402,7 +404,7 @@ def read_study(spec: TuneSpec, charts: bool = True, embed: bool = True) -> dict[
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         best = min(done, key=lambda t: (t.value, t.number)) if done else None
         return {"trials": trials, "best": trial_record(best) if best else None,
-                "charts": chart_html(study, embed) if done and charts else [],
+                "charts": chart_html(study) if done and charts else [],
                 "sampler": type(study.sampler).__name__,
                 "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=2)" if spec.prune
                 else "none"}
@@ -422,25 +424,40 @@ def trial_record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "per_model": t.user_attrs.get("per_model", {})}
 
 
-def chart_html(study: optuna.Study, embed: bool = True) -> list[tuple[str, str]]:
-    """Optuna's plotly charts as HTML fragments (plotly.js embedded once, in the first, when
-    ``embed``: one page shows the charts of several studies)."""
+PLOTLY_JS = "plotly.min.js"  # written once into a study folder; the page references it
+IMPORTANCE_MIN_TRIALS = 20  # fewer completed trials: importances are mostly noise
+
+
+def chart_html(study: optuna.Study) -> list[tuple[str, str]]:
+    """Optuna's plotly charts as HTML fragments without plotly.js (the page loads
+    ``plotly.min.js`` from its folder once: see :func:`write_plotly_js`)."""
     from optuna import visualization as vis
 
+    n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    caveat = (f" (only {n_done} completed trials: with fewer than {IMPORTANCE_MIN_TRIALS} the "
+              f"importances are mostly noise)" if n_done < IMPORTANCE_MIN_TRIALS else "")
     charts = [("Optimisation history", vis.plot_optimization_history),
-              ("Parameter importances", vis.plot_param_importances),
+              ("Parameter importances" + caveat, vis.plot_param_importances),
               ("Parallel coordinates", vis.plot_parallel_coordinate),
               ("Slice", vis.plot_slice),
               ("Intermediate values (pruning)", vis.plot_intermediate_values)]
-    out, embedded = [], not embed
+    out = []
     for title, plot in charts:
         try:
             with _quiet(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fig = plot(study)
-            out.append((title, fig.to_html(full_html=False,
-                                           include_plotlyjs=not embedded)))
-            embedded = True
+            out.append((title, fig.to_html(full_html=False, include_plotlyjs=False)))
         except Exception as exc:  # e.g. importances need two completed trials
             out.append((title, f"<p>not available: {html.escape(str(exc))}</p>"))
     return out
+
+
+def write_plotly_js(folder: Path) -> Path:
+    """``folder/plotly.min.js`` (the installed plotly's, for offline pages), written once."""
+    from plotly.offline import get_plotlyjs
+
+    path = Path(folder) / PLOTLY_JS
+    if not path.is_file():
+        atomic_write_text(path, get_plotlyjs())
+    return path

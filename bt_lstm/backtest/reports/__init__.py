@@ -1,19 +1,16 @@
-"""QuantStats tearsheet, metrics.json and the terminal summary table."""
+"""The terminal summary table, the HTML tearsheet (tearsheet.py, charts.py) and the run plots."""
 from __future__ import annotations
 
-import html
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bt_lstm.backtest.metrics import PERIODS_PER_YEAR
-from bt_lstm.data.files import temp_beside
+from bt_lstm.data.files import atomic_write_text, temp_beside
 from bt_lstm.signals.regimes import REGIME_LABELS
 
 logger = logging.getLogger(__name__)
@@ -26,53 +23,31 @@ def _naive(series: pd.Series) -> pd.Series:
     return out.astype(float)
 
 
-def write_tearsheet(strategy_daily: pd.Series, benchmark_daily: pd.Series, path: Path,
-                    title: str) -> None:
-    """Write the QuantStats HTML tearsheet atomically, offline.
+def write_tearsheet(path: Path, metrics: dict[str, Any], strategy_daily: pd.Series,
+                    benchmark_daily: pd.Series, title: str,
+                    diagnostics: Any | None = None) -> None:
+    """Write the HTML tearsheet atomically: every figure from ``metrics`` (the terminal's
+    numbers), charts of the daily returns over the whole test span.
 
     Notes
     -----
-    The benchmark is passed as a returns Series aligned to the strategy's dates (a ticker
-    string would make QuantStats download it), with 365 periods a year for crypto.
+    QuantStats' own page is not used: it cuts the series at the strategy's first trade,
+    computes its own figures and draws empty rolling charts on short tests (PITFALLS.md).
+    ``diagnostics`` (a ``tearsheet.Diagnostics``) adds the forecasts beside the threshold and
+    the validation loss curves.
     """
-    import matplotlib
+    from bt_lstm.backtest.reports.tearsheet import tearsheet_html
 
-    matplotlib.use("Agg")
-    import quantstats as qs
-
-    strat = _naive(strategy_daily).rename("Strategy")
-    bench = _naive(benchmark_daily).reindex(strat.index).fillna(0.0).rename("Buy & hold")
-    path = Path(path)
-    tmp = temp_beside(path)
+    strat = _naive(strategy_daily)
+    bench = _naive(benchmark_daily).reindex(strat.index).fillna(0.0) if len(strat) else \
+        _naive(benchmark_daily)
     try:
-        if not len(strat) or np.ptp(strat.to_numpy(dtype=float)) == 0:
-            # QuantStats fails on constant returns (a regression on identical x values); a
-            # strategy that never held a position (e.g. no model with skill) gets a plain page.
-            Path(tmp).write_text(_flat_page(title, strat), encoding="utf-8")
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                qs.reports.html(strat, benchmark=bench, output=tmp, title=title,
-                                periods_per_year=PERIODS_PER_YEAR, compounded=True,
-                                download_filename=path.name)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        page = tearsheet_html(metrics, strat, bench, title, diagnostics)
     finally:
         import matplotlib.pyplot as plt
 
         plt.close("all")
-
-
-def _flat_page(title: str, strat: pd.Series) -> str:
-    span = f"{strat.index[0]:%Y-%m-%d} to {strat.index[-1]:%Y-%m-%d}" if len(strat) else "-"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title></head><body><h1>{html.escape(title)}</h1><p>The strategy's daily return "
-            f"was the same every day ({span}): it never held a position, so there is nothing "
-            f"to chart. See metrics.json (the skill guard's verdicts say why).</p></body></html>\n")
+    atomic_write_text(path, page)
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -279,5 +254,5 @@ def luck_html(metrics: dict[str, Any]) -> str:
                 for label, r in [(r["seed"], r) for r in spread["runs"]]
                 + [("mean", spread["mean"]), ("std", spread["std"])]]
         out.append(f"<h3>Seed spread ({len(spread['runs'])} seeds, ensemble "
-                   f"{html.escape(spread['ensemble'])})</h3><table>{head}{''.join(body)}</table>")
+                   f"{html.escape(str(spread.get('ensemble', 'none')))})</h3><table>{head}{''.join(body)}</table>")
     return "".join(out)
