@@ -167,6 +167,12 @@ def test_no_flag_is_suggested_that_the_command_lacks():
     on_serve = user_message(exc, None, serve.build_parser())
     assert "`bt-lstm backtest --retrain`" in on_serve and "with --retrain" not in on_serve
     assert user_message(exc, None, backtest.build_parser()) == str(exc)
+    corrupt = ArtifactError("m/regime_0.pt: checksum does not match regime_0.json; the file is "
+                            "corrupt or was changed; train the models again")
+    assert user_message(corrupt, None, serve.build_parser()).endswith(
+        "train new models with `bt-lstm backtest --retrain`")
+    assert user_message(corrupt, None, backtest.build_parser()).endswith(
+        "train them again with --retrain")
 
 
 def test_progress_bars_name_regimes_as_the_guard_does(capsys):
