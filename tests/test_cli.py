@@ -167,6 +167,9 @@ def test_no_flag_is_suggested_that_the_command_lacks():
     on_serve = user_message(exc, None, serve.build_parser())
     assert "`bt-lstm backtest --retrain`" in on_serve and "with --retrain" not in on_serve
     assert user_message(exc, None, backtest.build_parser()) == str(exc)
+    named = ArtifactError("m: no complete model bundle; train one with runners/backtest.py "
+                          "--retrain")
+    assert user_message(named, None, serve.build_parser()) == str(named)
     corrupt = ArtifactError("m/regime_0.pt: checksum does not match regime_0.json; the file is "
                             "corrupt or was changed; train the models again")
     assert user_message(corrupt, None, serve.build_parser()).endswith(

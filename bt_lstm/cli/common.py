@@ -80,9 +80,10 @@ def user_message(exc: BaseException, args: argparse.Namespace | None,
     msg = text.splitlines()[0] if text else type(exc).__name__
     options = {o for a in parser._actions for o in a.option_strings}
     if "--retrain" not in options:  # e.g. serve, live: training is another command's work
-        if "--retrain" in msg:
-            msg = re.sub(r"(retrain )?with --retrain|--retrain",
-                         "train new models with `bt-lstm backtest --retrain`", msg)
+        if "--retrain" in msg:  # bare: this command's flag; after backtest(.py): that one's
+            msg = msg.replace("retrain with --retrain", "train new models with --retrain")
+            msg = re.sub(r"(?<!backtest )(?<!backtest\.py )--retrain",
+                         "`bt-lstm backtest --retrain`", msg)
         elif type(exc).__name__ == "ArtifactError" and "train the models again" in msg:
             msg = msg.replace("train the models again",
                               "train new models with `bt-lstm backtest --retrain`")
