@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bt_lstm.cli.common import add_data_args, add_pipeline_args, build_config, load_dataset  # noqa: E402
+from bt_lstm.cli.args import DATA, add_flags, add_pipeline_groups, build_config  # noqa: E402
+from bt_lstm.cli.common import load_data  # noqa: E402
 from bt_lstm.jobs.tune import run_tune  # noqa: E402
 from bt_lstm.research.search_space import load_space  # noqa: E402
 
@@ -28,8 +29,8 @@ from bt_lstm.research.search_space import load_space  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(parser)
-    add_pipeline_args(parser)
+    add_flags(parser, *DATA)
+    add_pipeline_groups(parser)
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--space", default=None)
@@ -37,7 +38,7 @@ def main() -> int:
     parser.add_argument("--out", default="bench_tune.json")
     args = parser.parse_args()
     cfg = build_config(args)
-    frame, dataset, timeframe = load_dataset(args, cfg)
+    frame, dataset, timeframe = load_data(args, cfg)
     space = load_space(args.space)
     out = {"dataset": dataset, "timeframe": timeframe, "bars": len(frame),
            "trials": args.trials, "jobs": args.jobs, "epochs_cap": cfg.train.epochs,

@@ -27,8 +27,17 @@ MODEL_KEYS = ("bearish", "sideways", "bullish", "pooled")
 DEFAULT_SKILL_P = 0.05
 
 
+class ConfigError(ValueError):
+    """A config value outside what its field allows. Carries the field, so a command line can
+    name the flag (or the config file key) the value came from instead of the field."""
+
+    def __init__(self, owner: str, name: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{owner}.{name}={value!r} is invalid: expected {allowed}")
+        self.owner, self.name, self.value, self.allowed = owner, name, value, allowed
+
+
 def _fail(cls: type, name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{cls.__name__}.{name}={value!r} is invalid: expected {allowed}")
+    raise ConfigError(cls.__name__, name, value, allowed)
 
 
 def _positive_int(obj: Any, *names: str) -> None:

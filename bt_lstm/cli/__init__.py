@@ -1,8 +1,10 @@
 """The ``bt-lstm`` command: one subcommand per job, each parsed by its own module.
 
-Belongs here: argparse, terminal output, progress bars, exit codes, and the choice of strategy
-class handed to the jobs. Does not: computation (jobs/, research/). Heavy libraries (torch,
-backtrader, pandas) are imported inside each subcommand, so ``bt-lstm --help`` stays instant.
+Belongs here: argparse (every flag defined once, in ``args.py``), terminal output, progress
+bars (``progress.py``), exit codes (``common.py``), and the choice of strategy class handed to
+the jobs. Does not: computation or data loading (jobs/, research/; ``jobs/datasets.py`` reads
+a command's candles). Heavy libraries (torch, backtrader, pandas) are imported inside each
+subcommand, so ``bt-lstm --help`` stays instant.
 ``python runners/<name>.py`` runs the same ``main`` as ``bt-lstm <name>``.
 """
 from __future__ import annotations
@@ -41,7 +43,10 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bt-lstm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a command is needed: the list of them, as an error
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     if argv[0] == "--version":

@@ -17,48 +17,41 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bt_lstm.cli.common import config_from_file, make_parser, run_cli, setup_logging
+from bt_lstm.cli.args import MARKET_SEED, add_flags, read_config
+from bt_lstm.cli.common import make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__, prog)
-    parser.add_argument("--bars", type=int, default=6570, metavar="N",
-                        help="bars of the synthetic market (default 6570: the SAMPLE market)")
-    parser.add_argument("--seed", type=int, default=42, metavar="N",
-                        help="seed of the synthetic market (default 42: the SAMPLE market)")
-    parser.add_argument("--config", metavar="JSON",
-                        help="pipeline config to benchmark, e.g. a run's config.json (default: "
-                             "the default config)")
-    parser.add_argument("--out", default="reports/bench_truth.json", metavar="FILE",
-                        help="where the JSON goes (default reports/bench_truth.json)")
-    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    add_flags(parser, "bars")
+    MARKET_SEED.add_to(parser)
+    add_flags(parser, "config", "out", "quiet", out={"default": "reports/bench_truth.json"})
     return parser
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
-    setup_logging(quiet=True)
+    parser = build_parser(prog)
+    return run_cli(parser, argv, job, quiet=True)
 
-    def job() -> int:
-        from bt_lstm.data.files import atomic_write_json, clean_json
-        from bt_lstm.data.synthetic import make_market
-        from bt_lstm.research.truth import format_truth, run_truth_bench
-        from strategies.lstm_strategy import RegimeLSTMStrategy
 
-        cfg = config_from_file(args.config)
-        market = make_market(n_bars=args.bars, seed=args.seed)
-        if not args.quiet:
-            print(f"training on the synthetic market ({args.bars} bars, seed {args.seed}) ...",
-                  file=sys.stderr)
-        res = run_truth_bench(market, cfg, RegimeLSTMStrategy)
-        res = clean_json(dict(res, market={"bars": args.bars, "seed": args.seed},
-                              config=cfg.to_dict()))
-        atomic_write_json(args.out, res)
-        print(format_truth(res))
-        print(f"\nwritten: {args.out}")
-        return 0
+def job(args: argparse.Namespace) -> int:
+    from bt_lstm.data.files import atomic_write_json, clean_json
+    from bt_lstm.data.synthetic import make_market
+    from bt_lstm.research.truth import format_truth, run_truth_bench
+    from strategies.lstm_strategy import RegimeLSTMStrategy
 
-    return run_cli(job)
+    cfg = read_config(args.config)
+    market = make_market(n_bars=args.bars, seed=args.seed)
+    if not args.quiet:
+        print(f"training on the synthetic market ({args.bars} bars, seed {args.seed}) ...",
+              file=sys.stderr)
+    res = run_truth_bench(market, cfg, RegimeLSTMStrategy)
+    res = clean_json(dict(res, market={"bars": args.bars, "seed": args.seed},
+                          config=cfg.to_dict()))
+    atomic_write_json(args.out, res)
+    print(format_truth(res))
+    print(f"\nwritten: {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,37 +18,21 @@ import json
 import sys
 from pathlib import Path
 
-from bt_lstm.cli.common import (
-    MAIN_JOB_MODELS,
-    add_data_args,
-    add_output_args,
-    add_pipeline_args,
-    build_config,
-    load_dataset,
-    main_job_models,
-    make_parser,
-    run_cli,
-    setup_logging,
-    trim_dates,
-)
+from bt_lstm.cli.args import DATA, add_group, add_pipeline_groups, build_config
+from bt_lstm.cli.common import load_data, main_job_models, make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__, prog)
-    add_data_args(parser)
-    add_pipeline_args(parser)
-    run = parser.add_argument_group("run")
-    run.add_argument("--run", metavar="DIR",
-                     help="a walk-forward run folder (reports/<run_id>): score every fold's test "
-                          "span with that fold's models; data and config come from the run")
-    add_output_args(run, models=MAIN_JOB_MODELS,
-                    reports="where evaluate_<DATASET>_<timeframe>/ goes (default: reports); with "
-                            "--run the results go to <run>/evaluation/")
+    add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
+    add_pipeline_groups(parser)
+    add_group(parser, "run", "run", "models_dir", "reports_dir", "quiet")
     return parser
 
 
 def _run_mode(args: argparse.Namespace):
     from bt_lstm.config import PipelineConfig
+    from bt_lstm.jobs.datasets import trim_dates
     from bt_lstm.jobs.evaluate import walk_forward_forecasts
     from bt_lstm.jobs.runs import resolve_run
     from bt_lstm.research.walkforward import WalkForwardSpec, make_folds
@@ -63,7 +47,7 @@ def _run_mode(args: argparse.Namespace):
     for key, value in saved["source"].items():
         setattr(args, key, value)
     cfg = PipelineConfig.from_dict(saved["pipeline"])
-    frame, dataset, timeframe = load_dataset(args, cfg, check_split=False)
+    frame, dataset, timeframe = load_data(args, cfg, check_split=False)
     frame = trim_dates(frame, args.start, args.end)
     folds = make_folds(len(frame), WalkForwardSpec(**saved["walk_forward"]), cfg)
     table = walk_forward_forecasts(frame, cfg, folds, run_dir / "folds")
@@ -75,40 +59,38 @@ def _main_mode(args: argparse.Namespace):
     from bt_lstm.jobs.evaluate import main_job_forecasts
 
     cfg = build_config(args)
-    frame, dataset, timeframe = load_dataset(args, cfg)
+    frame, dataset, timeframe = load_data(args, cfg)
     table = main_job_forecasts(frame, cfg, main_job_models(args, cfg, frame, dataset, timeframe))
     out = Path(args.reports_dir) / f"evaluate_{dataset}_{timeframe}"
     return table, dataset, timeframe, "the main job's test part", out
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
-    setup_logging(args.quiet)
+    return run_cli(build_parser(prog), argv, job)
 
-    def job() -> int:
-        from bt_lstm.jobs.evaluate import format_table, score_models, write_evaluation
 
-        if args.run:
-            table, dataset, timeframe, scope, out = _run_mode(args)
-        else:
-            table, dataset, timeframe, scope, out = _main_mode(args)
-        if not len(table):
-            raise ValueError("no test bar has a forecast to score; use more data")
-        scores = score_models(table)
-        header = {"dataset": dataset, "timeframe": timeframe, "scope": scope,
-                  "period": {"start": str(table.index[0]), "end": str(table.index[-1]),
-                             "bars": len(table)},
-                  "regime_bars": {str(r): int((table["regime"] == r).sum()) for r in range(3)}}
-        files = write_evaluation(out, table, scores, header, grouped=not args.run)
-        print(f"{dataset} {timeframe}: {scope}, {header['period']['start']} -> "
-              f"{header['period']['end']} ({len(table)} bars)")
-        print(format_table(scores))
-        print(f"\nevaluation: {files[0].parent}")
-        for f in files:
-            print(f"  {f}")
-        return 0
+def job(args: argparse.Namespace) -> int:
+    from bt_lstm.jobs.evaluate import format_table, score_models, write_evaluation
 
-    return run_cli(job)
+    if args.run:
+        table, dataset, timeframe, scope, out = _run_mode(args)
+    else:
+        table, dataset, timeframe, scope, out = _main_mode(args)
+    if not len(table):
+        raise ValueError("no test bar has a forecast to score; use more data")
+    scores = score_models(table)
+    header = {"dataset": dataset, "timeframe": timeframe, "scope": scope,
+              "period": {"start": str(table.index[0]), "end": str(table.index[-1]),
+                         "bars": len(table)},
+              "regime_bars": {str(r): int((table["regime"] == r).sum()) for r in range(3)}}
+    files = write_evaluation(out, table, scores, header, grouped=not args.run)
+    print(f"{dataset} {timeframe}: {scope}, {header['period']['start']} -> "
+          f"{header['period']['end']} ({len(table)} bars)")
+    print(format_table(scores))
+    print(f"\nevaluation: {files[0].parent}")
+    for f in files:
+        print(f"  {f}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,59 +16,47 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bt_lstm.cli.common import make_parser, run_cli, setup_logging
+from bt_lstm.cli.args import add_flags
+from bt_lstm.cli.common import make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__, prog)
-    parser.add_argument("--models", required=True, metavar="DIR", help="a model bundle")
-    parser.add_argument("--host", default="127.0.0.1", metavar="H", help="(default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, metavar="P", help="(default 8000)")
-    parser.add_argument("--no-skill", choices=("flat", "pooled", "trade"), default="flat",
-                        help="policy for regimes without validated skill (default flat)")
-    parser.add_argument("--skill-p", type=float, metavar="P", help="skill p-value bound")
-    parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="torch threads (default 1)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="server processes, each with the bundle loaded (default 1); one "
-                             "per core for throughput; /v1/reload needs 1")
-    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    add_flags(parser, "models", "host", "port", "no_skill", "skill_p", "threads", "workers",
+              "quiet", models={"required": True}, port={"default": 8000},
+              no_skill={"default": "flat"}, threads={"default": 1})
     return parser
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
-    setup_logging(args.quiet)
+    return run_cli(build_parser(prog), argv, job)
 
-    def job() -> int:
-        import json
-        import os
 
-        import uvicorn
+def job(args: argparse.Namespace) -> int:
+    import json
+    import os
 
-        from bt_lstm.live.server import SERVE_ENV, create_app, load_bundle
-        from bt_lstm.models.training import configure_threads
+    import uvicorn
 
-        if args.workers < 1:
-            raise ValueError(f"--workers {args.workers}: use 1 or more")
-        configure_threads(args.threads)
-        log_level = "warning" if args.quiet else "info"
-        if args.workers == 1:
-            app = create_app(args.models, args.no_skill, args.skill_p)
-            print(f"serving {args.models} on http://{args.host}:{args.port}/", flush=True)
-            uvicorn.run(app, host=args.host, port=args.port, log_level=log_level)
-            return 0
-        load_bundle(args.models, args.no_skill, args.skill_p)  # refuse a bad bundle here, once
-        os.environ[SERVE_ENV] = json.dumps({
-            "models": args.models, "no_skill": args.no_skill, "skill_p": args.skill_p,
-            "threads": args.threads, "workers": args.workers})
-        print(f"serving {args.models} on http://{args.host}:{args.port}/ "
-              f"({args.workers} workers)", flush=True)
-        uvicorn.run("bt_lstm.live.server:app_from_env", factory=True, workers=args.workers,
-                    host=args.host, port=args.port, log_level=log_level)
+    from bt_lstm.live.server import SERVE_ENV, create_app, load_bundle
+    from bt_lstm.models.training import configure_threads
+
+    configure_threads(args.threads)
+    log_level = "warning" if args.quiet else "info"
+    if args.workers == 1:
+        app = create_app(args.models, args.no_skill, args.skill_p)
+        print(f"serving {args.models} on http://{args.host}:{args.port}/", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=log_level)
         return 0
-
-    return run_cli(job)
+    load_bundle(args.models, args.no_skill, args.skill_p)  # refuse a bad bundle here, once
+    os.environ[SERVE_ENV] = json.dumps({
+        "models": args.models, "no_skill": args.no_skill, "skill_p": args.skill_p,
+        "threads": args.threads, "workers": args.workers})
+    print(f"serving {args.models} on http://{args.host}:{args.port}/ "
+          f"({args.workers} workers)", flush=True)
+    uvicorn.run("bt_lstm.live.server:app_from_env", factory=True, workers=args.workers,
+                host=args.host, port=args.port, log_level=log_level)
+    return 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from bt_lstm.models.speed import bench_inference, bench_training, median_time, t
 from bt_lstm.research.pipeline import fit_pipeline, prepare_windows
 from bt_lstm.signals.windows import split_bounds
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # a checkout's root (only to find ../shared/data)
 REAL_DATA_ENV = "BT_LSTM_REAL_DATA"
 
 
@@ -121,25 +121,51 @@ def peak_rss_backtest(frame: pd.DataFrame, model_dir: Path, strategy_cls: type,
     return mib
 
 
+def _dqn_child(frame: pd.DataFrame, steps: int, reps: int, queue: Any) -> None:
+    from bt_lstm.rl.speed import bench_dqn
+
+    queue.put(bench_dqn(frame, steps=steps, reps=reps))
+
+
+def dqn_in_fresh_process(frame: pd.DataFrame, steps: int, reps: int) -> dict[str, Any]:
+    """``bench_dqn`` with ``DQNConfig()``'s settings, in a fresh process as ``bt-lstm dqn``
+    trains: not beside this process's models, frames and Backtrader objects, whose garbage
+    collection and memory would be charged to the DQN's steps."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_dqn_child, args=(frame, steps, reps, queue))
+    proc.start()
+    res = queue.get(timeout=1800)
+    proc.join()
+    return res
+
+
 def load_bench_data(csv: str | None) -> tuple[pd.DataFrame, str]:
-    """``csv``, else BTCUSDT 4h from $BT_LSTM_REAL_DATA or ../shared/data, else synthetic."""
+    """``csv``, else BTCUSDT 4h from $BT_LSTM_REAL_DATA or ../shared/data (beside the current
+    folder or this checkout), else synthetic."""
     if csv:
         return load_ohlcv(csv), csv
-    for base in filter(None, [os.environ.get(REAL_DATA_ENV), str(REPO.parent / "shared" / "data")]):
+    bases = [os.environ.get(REAL_DATA_ENV), str(Path.cwd().parent / "shared" / "data"),
+             str(REPO.parent / "shared" / "data")]
+    for base in filter(None, bases):
         path = Path(base) / "BTCUSDT_4h.csv"
         if path.is_file():
             return load_ohlcv(path), str(path)
     return make_market(n_bars=18_158, seed=1).frame, "synthetic (18158 bars)"
 
 
-def rerun_seconds() -> dict[str, Any]:
-    """Wall time of a cached rerun of ``python runners/backtest.py`` (models already saved)."""
-    cmd = [sys.executable, "runners/backtest.py", "--quiet"]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)  # make sure models exist
+RERUN = [sys.executable, "-m", "bt_lstm.cli", "backtest", "--quiet"]
+
+
+def rerun_seconds(workdir: Path | None = None) -> dict[str, Any]:
+    """Wall time of a cached rerun of ``bt-lstm backtest`` (models already saved), run as the
+    installed module in ``workdir`` (default: the current folder, whose models/ it reuses)."""
+    cwd = Path.cwd() if workdir is None else workdir
+    subprocess.run(RERUN, cwd=cwd, check=True, capture_output=True)  # make sure models exist
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
-    return {"command": "python runners/backtest.py", "cached_rerun_s":
-            time.perf_counter() - start, "target_s": 15.0}
+    subprocess.run(RERUN, cwd=cwd, check=True, capture_output=True)
+    return {"command": "bt-lstm backtest", "cached_rerun_s": time.perf_counter() - start,
+            "target_s": 15.0}
 
 
 def run_bench(frame: pd.DataFrame, source: str, cfg: PipelineConfig, strategy_cls: type,
@@ -165,9 +191,7 @@ def run_bench(frame: pd.DataFrame, source: str, cfg: PipelineConfig, strategy_cl
     xv, yv = prep.windows("val")
     res["training"] = bench_training(xt, yt, xv, yv, cfg, train_epochs, max(1, min(reps, 3)))
     if dqn_steps > 0:
-        from bt_lstm.rl.speed import bench_dqn
-
-        res["dqn"] = bench_dqn(frame, steps=dqn_steps, reps=max(50, 20 * reps))
+        res["dqn"] = dqn_in_fresh_process(frame, dqn_steps, max(50, 20 * reps))
     if rerun:
         res["rerun"] = rerun_seconds()
     atomic_write_json(out, res)
@@ -205,8 +229,9 @@ def format_bench(res: dict[str, Any]) -> str:
     if "dqn" in res:
         d = res["dqn"]
         st = d["settings"]
-        lines += ["", f"DQN (window {d['window']}, {d['threads']} thread, batch "
-                      f"{st['batch_size']} every {st['train_freq']} steps, load average "
+        lines += ["", f"DQN (DQNConfig defaults: {st['envs']} envs, window {d['window']}, "
+                      f"{d['threads']} thread, batch {st['batch_size']} every "
+                      f"{st['train_freq']} steps, load average "
                       f"{d['load_average_before']:.1f} -> {d['load_average_after']:.1f})",
                   f"{'':<14}{'train steps/s':>14}{'per CPU s':>11}{'act p50 ms':>12}"
                   f"{'p99 ms':>9}{'batch Q obs/s':>15}  (goal: LSTM >= 500 steps/s)"]
@@ -217,6 +242,6 @@ def format_bench(res: dict[str, Any]) -> str:
                          f"{r['act_latency_ms_median']:>12.3f}{r['act_latency_ms_p99']:>9.3f}"
                          f"{r['batch_q_obs_per_s']:>15,.0f}")
     if "rerun" in res:
-        lines.append(f"\ncached rerun of `python runners/backtest.py`: "
+        lines.append(f"\ncached rerun of `bt-lstm backtest`: "
                      f"{res['rerun']['cached_rerun_s']:.1f} s (target <= 15)")
     return "\n".join(lines)

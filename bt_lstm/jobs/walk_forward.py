@@ -57,6 +57,44 @@ class WalkForwardResult:
     backtest: BacktestResult
 
 
+@dataclass(frozen=True)
+class SavedRun:
+    """What ``--resume`` takes from an interrupted run's config.json: everything it started
+    with (config, fold plan, data source, seeds, nested tuning)."""
+
+    run_dir: Path
+    cfg: PipelineConfig
+    spec: WalkForwardSpec
+    source: dict[str, Any]
+    seeds: int
+    ensemble: str
+    tune_trials: int
+    tune_space: Any
+
+
+def load_saved_run(run_dir: Path) -> SavedRun:
+    """The settings of the run in ``run_dir``, to finish it exactly as it started.
+
+    Raises
+    ------
+    ValueError
+        No run there (config.json missing).
+    """
+    from bt_lstm.jobs.runs import resolve_run
+
+    run_dir = resolve_run(Path(run_dir))  # a run folder, or a group's newest run
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--resume {Path(run_dir).name}: no run at {run_dir} (config.json "
+                         f"missing)")
+    saved = json.loads(path.read_text())
+    seeds = saved.get("seeds", {"n": 1, "ensemble": "none"})
+    tuning = saved.get("tuning", {"trials": 0, "space": None})  # runs before tuning: none
+    return SavedRun(Path(run_dir), PipelineConfig.from_dict(saved["pipeline"]),
+                    WalkForwardSpec(**saved["walk_forward"]), dict(saved["source"]),
+                    seeds["n"], seeds["ensemble"], tuning["trials"], tuning["space"])
+
+
 def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: WalkForwardSpec,
               source: dict[str, Any], resume: bool, force: bool = False,
               seeds: int = 1, ensemble: str = "none",

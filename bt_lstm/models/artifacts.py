@@ -50,7 +50,7 @@ def read_model_meta(folder: Path, name: str) -> dict[str, Any]:
     """
     meta_path = Path(folder) / f"{name}.json"
     if not meta_path.is_file():
-        raise ArtifactError(f"{meta_path}: missing; retrain with --retrain")
+        raise ArtifactError(f"{meta_path}: missing; train the models again")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
@@ -61,7 +61,7 @@ def read_model_meta(folder: Path, name: str) -> dict[str, Any]:
         raise ArtifactError(f"{meta_path}: missing fields {', '.join(missing)}")
     if meta["schema_version"] != SCHEMA_VERSION:
         raise ArtifactError(f"{meta_path}: schema_version {meta['schema_version']} is not "
-                            f"{SCHEMA_VERSION}; retrain with --retrain")
+                            f"{SCHEMA_VERSION}; train the models again")
     return meta
 
 
@@ -76,10 +76,10 @@ def load_model(folder: Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
     meta_path, pt_path = folder / f"{name}.json", folder / f"{name}.pt"
     meta = read_model_meta(folder, name)
     if not pt_path.is_file():
-        raise ArtifactError(f"{pt_path}: missing; retrain with --retrain")
+        raise ArtifactError(f"{pt_path}: missing; train the models again")
     if sha256_file(pt_path) != meta["weights_sha256"]:
         raise ArtifactError(f"{pt_path}: checksum does not match {meta_path.name}; the file is "
-                            f"corrupt or was changed; retrain with --retrain")
+                            f"corrupt or was changed; train the models again")
     model_file = meta.get("model_file")
     if model_file is not None:
         _check_model_file(meta_path, meta)
@@ -107,7 +107,7 @@ def _check_model_file(meta_path: Path, meta: dict[str, Any]) -> None:
     if sha256_file(path) != meta.get("model_file_sha256"):
         raise ArtifactError(f"{meta_path}: {path} changed since the model was trained (sha256 "
                             f"differs), so the saved weights may not fit it; restore the file or "
-                            f"retrain with --retrain")
+                            f"train the models again")
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:

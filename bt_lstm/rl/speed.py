@@ -17,29 +17,47 @@ from bt_lstm.rl.spec import DQNConfig, fit_observation, observation_windows
 
 def _training_rate(frame: pd.DataFrame, cfg: DQNConfig, windows: np.ndarray, steps: int
                    ) -> tuple[float, float]:
-    """Env steps per second of ``DQN.learn`` after the random warm-up (updates included):
-    (per wall second, per CPU second of this process)."""
+    """Env steps per second of ``DQN.learn`` (updates included) over ``steps`` steps after the
+    random warm-up, inside a run of ``cfg.timesteps`` as ``train_agent`` starts it (the same
+    exploration schedule): (per wall second, per CPU second of this process)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
     env = training_env(frame, windows, (cfg.window - 1, len(frame)), StrategyConfig(), cfg)
     model = build_dqn(env, cfg, windows.shape[2])
-    model.learn(total_timesteps=cfg.learning_starts + cfg.envs)  # the random phase: no updates
-    wall, cpu = time.perf_counter(), time.process_time()
-    model.learn(total_timesteps=steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu)
+    clock: dict[str, float] = {}
+
+    class Timer(BaseCallback):
+        def _on_step(self) -> bool:
+            if "wall" not in clock and self.num_timesteps >= cfg.learning_starts:
+                clock.update(wall=time.perf_counter(), cpu=time.process_time(),
+                             start=self.num_timesteps)
+            if "wall" in clock and self.num_timesteps - clock["start"] >= steps:
+                clock.update(wall=time.perf_counter() - clock["wall"],
+                             cpu=time.process_time() - clock["cpu"],
+                             steps=self.num_timesteps - clock["start"])
+                return False  # the timed steps are done: stop the run here
+            return True
+
+    model.learn(total_timesteps=max(cfg.timesteps, cfg.learning_starts + steps + cfg.envs),
+                callback=Timer())
+    return clock["steps"] / clock["wall"], clock["steps"] / clock["cpu"]
 
 
-def bench_dqn(frame: pd.DataFrame, window: int = 50, steps: int = 2000, reps: int = 200,
-              threads: int = 1, train_reps: int = 3) -> dict[str, Any]:
-    """Per Q-network (lstm, dense): training env steps/s (``DQNConfig``'s settings, as
-    ``train_agent`` runs them; median of ``train_reps`` runs, per wall second and per CPU
-    second: on shared cores the second is the figure an idle core would give), greedy action
-    latency of one observation (median, p99 over ``reps`` calls) and batch Q-value throughput
-    (observations/s). The load average before and after is recorded beside them."""
-    base = DQNConfig(window=window, learning_starts=200, threads=threads)
+def bench_dqn(frame: pd.DataFrame, steps: int = 2000, reps: int = 200, train_reps: int = 3,
+              cfg: DQNConfig | None = None) -> dict[str, Any]:
+    """Per Q-network (lstm, dense), with ``cfg`` (default: ``DQNConfig()``, the settings
+    ``bt-lstm dqn`` trains with: 4 envs, batch 64 every 16 steps, 1,000 random steps, window
+    50, one thread): training env steps/s (median of ``train_reps`` runs, per wall second and
+    per CPU second: on shared cores the second is the figure an idle core would give), greedy
+    action latency of one observation (median, p99 over ``reps`` calls) and batch Q-value
+    throughput (observations/s). The load average before and after is recorded beside them."""
+    base = DQNConfig() if cfg is None else cfg
+    window, threads = base.window, base.threads
     out: dict[str, Any] = {"window": window, "threads": threads, "train_steps": steps,
                            "train_reps": train_reps, "load_average_before": os.getloadavg()[0],
                            "settings": {k: getattr(base, k) for k in (
                                "batch_size", "train_freq", "gradient_steps", "buffer_size",
-                               "envs")}}
+                               "envs", "learning_starts", "timesteps")}}
     for qnet in ("lstm", "dense"):
         cfg = replace(base, qnet=qnet)
         windows = observation_windows(frame, cfg, fit_observation(frame, cfg, len(frame)))

@@ -1,11 +1,15 @@
 """HTTP GET for the archive path (standard library only): retries with backoff on timeouts,
-connection errors, 5xx and 429 (honouring Retry-After); 404 is "not there"; 418 and 451 stop."""
+dropped connections, 5xx and 429 (honouring Retry-After); 404 is "not there"; 418 and 451 stop;
+a host that cannot be reached at all (no DNS answer, connection refused, no route) stops at
+once: retrying that for half a minute only delays the one line the user needs."""
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from bt_lstm.data.download.store import DownloadError
@@ -59,9 +63,35 @@ def http_get(url: str, timeout: float = 30.0, retries: int = RETRIES,
                 wait = retry_after(exc.headers.get("Retry-After"), wait)
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
+            if unreachable(reason):
+                raise DownloadError(unreachable_message(url, reason)) from None
             last = f"{type(exc).__name__}: {reason}"
         if attempt < retries:
             logger.info("%s: %s; retrying in %.1f s", url, last, wait)
             sleep(wait)
     raise DownloadError(f"{url}: gave up after {retries + 1} tries ({last}); check the network "
                         f"or the URL (--base-url)")
+
+
+# OSError numbers that mean "no way to this host now": retrying in seconds does not help
+_UNREACHABLE = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
+
+
+def unreachable(reason: object) -> bool:
+    """True for a DNS failure, a refused connection or no route to the host (not for a
+    timeout or a dropped connection, which a retry may cure)."""
+    if isinstance(reason, socket.gaierror):
+        return True
+    if isinstance(reason, ConnectionRefusedError):
+        return True
+    return isinstance(reason, OSError) and getattr(reason, "errno", None) in _UNREACHABLE
+
+
+def unreachable_message(url: str, reason: object) -> str:
+    host = urllib.parse.urlsplit(url).netloc
+    if isinstance(reason, socket.gaierror):
+        why = f"the name {host.split(':')[0]} does not resolve ({reason})"
+        return (f"{url}: {why}; the network looks unreachable: check the connection, or "
+                f"give a reachable mirror with --base-url")
+    return (f"{url}: cannot connect to {host} ({reason}); check the connection and the URL "
+            f"(--base-url)")

@@ -1,0 +1,125 @@
+"""The candles a command runs on: a CSV, a --symbol's file (downloaded first on request, or the
+bundled snapshot) or the synthetic SAMPLE market, named and checked against the timeframe."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from bt_lstm.config import PipelineConfig
+from bt_lstm.data.candles import (
+    DataError,
+    data_path,
+    infer_bar,
+    load_ohlcv,
+    parse_timeframe,
+    resolve_data_path,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the candles come from (the data flags of a command, or a saved run's source)."""
+
+    csv: str | None = None
+    symbol: str | None = None
+    timeframe: str | None = None
+    data_dir: str | None = None
+    download: bool = False  # fetch or extend the --symbol file first
+    base_url: str | None = None  # with download: the archive root
+
+
+def timeframe_label(bar: pd.Timedelta) -> str:
+    """A bar length as people write it: 15m, 4h, 1d."""
+    minutes = int(bar.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
+def load_dataset(src: DataSource, cfg: PipelineConfig, check_split: bool = True,
+                 fetch: Callable[[Any], Any] | None = None,
+                 notify: Callable[[str], None] = logger.info) -> tuple[pd.DataFrame, str, str]:
+    """(candles, dataset name, timeframe label) from ``src.csv``, ``src.symbol`` or SAMPLE.
+
+    ``check_split``: refuse data too short for the main job's train/validation/test split
+    (walk-forward checks its own fold plan instead). ``fetch(request)`` runs a download (the
+    command's progress bar around ``download_candles``); ``notify`` gets one-line notes.
+    """
+    from bt_lstm.data.synthetic import SAMPLE_NAME, make_sample
+    from bt_lstm.research.pipeline import check_enough_bars
+
+    _check_source(src)
+    if src.csv:
+        frame, name = load_ohlcv(src.csv), Path(src.csv).stem
+    elif src.symbol:
+        tf = src.timeframe or "4h"
+        parse_timeframe(tf)
+        frame, name = load_symbol(src, tf, fetch, notify), src.symbol.upper()
+    else:
+        if src.timeframe and parse_timeframe(src.timeframe) != parse_timeframe("4h"):
+            raise DataError("the SAMPLE market is 4h; drop --timeframe or give --csv/--symbol")
+        frame, name = make_sample().frame, SAMPLE_NAME
+    if check_split:
+        check_enough_bars(len(frame), cfg, name)
+    bar = infer_bar(frame.index)
+    label = timeframe_label(bar)
+    if src.timeframe and parse_timeframe(src.timeframe) != bar:
+        raise DataError(f"{name}: candles are {label} apart but --timeframe says "
+                        f"{src.timeframe}; pass --timeframe {label}")
+    if name.lower().endswith(f"_{label}"):  # BTCUSDT_4h.csv is dataset BTCUSDT, 4h bars
+        name = name[: -len(label) - 1]
+    return frame, name, label
+
+
+def _check_source(src: DataSource) -> None:
+    if src.csv and src.symbol:
+        raise DataError("give either --csv or --symbol, not both")
+    if src.download and not src.symbol:
+        raise DataError("--download needs --symbol (it fetches <SYMBOL>_<timeframe>.csv)")
+    if src.base_url and not src.download:
+        raise DataError("--base-url applies to --download; add --download or drop it")
+
+
+def load_symbol(src: DataSource, tf: str, fetch: Callable[[Any], Any] | None = None,
+                notify: Callable[[str], None] = logger.info) -> pd.DataFrame:
+    """A symbol's candles: downloaded first with ``src.download`` (when missing or stale), else
+    the file in the data folder, else the bundled snapshot (BTCUSDT 4h), else an error naming
+    the exact download command."""
+    from bt_lstm.data.snapshot import find_snapshot, load_snapshot
+
+    path = data_path(src.symbol, tf, src.data_dir)
+    if src.download:
+        from bt_lstm.data.download import DownloadRequest, download_candles, is_stale
+        from bt_lstm.data.download.archive import DEFAULT_BASE_URL
+
+        if is_stale(path, tf):
+            req = DownloadRequest(src.symbol.upper(), tf, data_dir=str(path.parent),
+                                  base_url=src.base_url or DEFAULT_BASE_URL)
+            notify((fetch or download_candles)(req).summary())
+        return load_ohlcv(path)
+    snap = None if path.is_file() else find_snapshot(src.symbol, tf)
+    if snap is not None:
+        notify(f"note: {snap.describe(src.data_dir)}")
+        return load_snapshot(snap)
+    return load_ohlcv(resolve_data_path(src.symbol, tf, src.data_dir))
+
+
+def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    """The candles from ``start`` to ``end`` (inclusive; either may be None)."""
+    out = frame
+    if start:
+        out = out[out.index >= pd.Timestamp(start)]
+    if end:
+        out = out[out.index <= pd.Timestamp(end)]
+    if len(out) < 2:
+        raise ValueError(f"no candles between --start {start} and --end {end} "
+                         f"(the data covers {frame.index[0]} to {frame.index[-1]})")
+    return out
