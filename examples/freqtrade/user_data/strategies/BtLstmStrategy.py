@@ -10,9 +10,8 @@ log return, the one forward look.
 from __future__ import annotations
 
 import numpy as np
-from pandas import DataFrame
-
 from freqtrade.strategy import IStrategy
+from pandas import DataFrame
 
 from bt_lstm.config import FeatureConfig
 from bt_lstm.signals.features import compute_features, warmup_bars
