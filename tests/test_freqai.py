@@ -174,6 +174,30 @@ def test_unknown_architecture_and_keys_are_one_line():
         parse_params({"train": {"epoch": 2}})
 
 
+def test_example_config_points_ccxt_at_the_local_stand_in():
+    from bt_lstm.freqai.exchange import example_ccxt_config
+
+    config = json.loads((REPO / "examples/freqtrade/user_data/config.json").read_text())
+    assert config["exchange"]["ccxt_config"] == example_ccxt_config(18765)
+    params = config["freqai"]["model_training_parameters"]
+    assert parse_params(params).no_skill == "flat"  # the example keeps the skill guard on
+
+
+def test_importing_freqtrade_outside_the_adapter_breaks_its_contract(tmp_path):
+    from test_architecture import _lint_imports
+
+    for name in ("bt_lstm", "strategies", "runners"):
+        shutil.copytree(REPO / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "setup.cfg", tmp_path / "setup.cfg")
+    target = tmp_path / "bt_lstm/models/nets.py"
+    target.write_text(target.read_text() + "\nimport freqtrade  # planted by the test\n")
+    res = _lint_imports(tmp_path, tmp_path)
+    assert res.returncode != 0
+    assert "freqtrade (and its datasieve) only under bt_lstm.freqai" in (
+        res.stdout.split("Broken contracts", 1)[-1]), res.stdout
+
+
 # -- real freqtrade runs ------------------------------------------------------------------------
 EXAMPLE = REPO / "examples" / "freqtrade" / "user_data"
 TIMERANGE = "20240101-20240301"
@@ -281,6 +305,7 @@ def test_freqtrade_refuses_a_tampered_model_and_an_unknown_architecture(userdir,
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert rc == 2 and "Traceback" not in log + console
     assert len(errors) == 1 and "checksum does not match" in errors[0], errors
+    assert "to retrain" in errors[0] and "--retrain" not in errors[0]
     config = json.loads((userdir / "config.json").read_text())
     config["freqai"]["model_training_parameters"]["model"] = {"arch": "lsmt"}
     bad = tmp_path / "bad.json"

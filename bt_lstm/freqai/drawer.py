@@ -56,8 +56,11 @@ class BtLstmDataDrawer(FreqaiDataDrawer):
         try:
             model = load_bundle(Path(dk.data_path), dk.model_filename,
                                 dk.training_features_list)
-        except ArtifactError as exc:
-            raise OperationalException(f"BtLstmRegressor: {exc}") from None
+        except ArtifactError as exc:  # bt-lstm's CLI advice, said the FreqAI way
+            advice = f"delete {Path(dk.data_path)} to retrain"
+            raise OperationalException(
+                f"BtLstmRegressor: {str(exc).replace('retrain with --retrain', advice)}"
+            ) from None
         logger.info("bt-lstm: loaded %s (%d networks, sha256 checked, weights_only) instead "
                     "of retraining", manifest_path(Path(dk.data_path), dk.model_filename),
                     len(model.states))
