@@ -129,6 +129,22 @@ def test_user_architecture_file_outside_any_package_round_trips(frame, tmp_path)
     np.testing.assert_array_equal(d2, do)
 
 
+def test_live_tail_of_context_bars_forecasts_the_last_candle_as_the_full_frame(frame):
+    # live, FreqAI hands predict only the last conv_width candles; BtLstmRegressor raises
+    # conv_width to context_bars, which must be enough for the same last forecast
+    params = parse_params(TINY)
+    bundle = fit_bundle(frame, feature_names(frame), LABEL, 700, params)
+    full_pred, full_do = bundle.predict(frame)
+    for end in (750, 820, len(frame)):
+        tail = frame.iloc[end - params.context_bars():end]
+        pred, do = bundle.predict(tail)
+        assert do[-1] == full_do[end - 1] == 1
+        assert abs(pred[-1] - full_pred[end - 1]) < 1e-9
+    # one candle fewer and the last row's regime is still unknown: context_bars is the minimum
+    assert bundle.regime_labels(frame.iloc[820 - params.context_bars():820])[-1] >= 0
+    assert bundle.regime_labels(frame.iloc[820 - params.context_bars() + 1:820])[-1] == -1
+
+
 @pytest.fixture()
 def saved(frame, tmp_path) -> Path:
     fit_bundle(frame, feature_names(frame), LABEL, 700,

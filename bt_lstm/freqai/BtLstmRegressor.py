@@ -63,6 +63,9 @@ class BtLstmRegressor(BasePyTorchRegressor):
         except ValueError as exc:
             raise OperationalException(f"BtLstmRegressor: {exc}") from None
         self.dd = BtLstmDataDrawer(Path(self.full_path), self.config)
+        # Live, FreqAI predicts on the last conv_width candles and keeps the last row: give
+        # that row its full window (and regime history); backtests predict whole windows.
+        self.CONV_WIDTH = max(int(self.CONV_WIDTH), self.params.context_bars())
 
     @property
     def data_convertor(self) -> PyTorchDataConvertor:

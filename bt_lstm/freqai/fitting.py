@@ -48,12 +48,13 @@ def fit_bundle(frame: pd.DataFrame, features: list[str], label: str, val_start: 
     raw = frame[features].to_numpy(dtype=np.float64)
     raw = np.where(np.isfinite(raw), raw, np.nan)  # (T, F)
     y = frame[label].to_numpy(dtype=np.float64)  # (T,)
-    scaler = fit_scaler(raw[:val_start], y[:val_start])
+    pos = np.arange(len(frame))
+    # the target scale from training labels only: the last gap_bars labels look into validation
+    scaler = fit_scaler(raw[:val_start], np.where(pos < val_start - params.gap_bars, y, np.nan))
     xs = apply_scaler(raw, scaler)  # (T, F) float32
     ys = (y / scaler.target_scale).astype(np.float32)  # (T,) scaled target
     ok = valid_window_ends(xs, np.zeros(len(xs), dtype=np.int64), params.lookback)
     ok &= np.isfinite(ys)
-    pos = np.arange(len(frame))
     train_ok, val_ok = ok & (pos < val_start - params.gap_bars), ok & (pos >= val_start)
     regime_params, regimes = None, np.full(len(frame), UNKNOWN, dtype=np.int64)
     if params.regimes is not None:

@@ -47,6 +47,12 @@ class LstmParams:
             raise ValueError(f"model_training_parameters.skill_p={self.skill_p!r}: use a "
                              f"p-value in (0, 1]")
 
+    def context_bars(self) -> int:
+        """Candles a frame needs for its last row to get a forecast: a full window and, with
+        regimes, the ``trend_bars`` returns its regime label is computed from."""
+        regime = self.regimes.trend_bars + 1 if self.regimes is not None else 0
+        return max(self.lookback, regime)
+
     def hparams(self) -> dict[str, Any]:
         """The keyword arguments a registered architecture is built with (beside n_features)."""
         return {"lookback": self.lookback, "hidden_size": self.model.hidden_size,
