@@ -38,6 +38,9 @@ def setup_logging(quiet: bool, torch: bool = True) -> None:
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
     # Dask (walk-forward --scheduler) logs every connection at INFO.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    # numexpr (pandas uses it once installed, e.g. by the [freqtrade] extra) logs its thread
+    # count at INFO on first use: a second line under a one-line error.
+    logging.getLogger("numexpr").setLevel(logging.WARNING)
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,

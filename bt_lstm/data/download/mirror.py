@@ -60,17 +60,21 @@ class _Server(ThreadingHTTPServer):
 
 
 class KlineMirror:
-    """Serve ``candles[symbol][timeframe]`` (rows sorted by open time) until ``close()``."""
+    """Serve ``candles[symbol][timeframe]`` (rows sorted by open time) until ``close()``.
+
+    ``port`` 0 takes a free port (``url`` names it); a fixed one suits a config file that
+    points a client (freqtrade's ccxt) at the mirror.
+    """
 
     def __init__(self, candles: dict, faults: MirrorFaults | None = None,
-                 now_ms: int | None = None) -> None:
+                 now_ms: int | None = None, port: int = 0) -> None:
         self.candles = candles
         self.faults = faults or MirrorFaults()
         self.now_ms = now_ms
         self.requests: list[str] = []
         self._zips: dict = {}
         self._lock = threading.Lock()
-        self.server = _Server(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", port), self._handler())  # port 0: any free one
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
