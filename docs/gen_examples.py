@@ -38,6 +38,8 @@ CLEAN_BUS = ("!python -c \"import redis; r = redis.Redis.from_url('" + REDIS + "
 # stopped when the example ends), "!" + command (run, not shown) or "wait <url>" (poll until
 # the URL answers, not shown).
 EXAMPLES: dict[str, list[str]] = {
+    # before `download`, which writes data/BTCUSDT_4h.csv: this one reads the bundled snapshot
+    "getting-started": ["bt-lstm backtest --symbol BTCUSDT --quiet"],
     "backtest": ["bt-lstm backtest --quiet"],
     "evaluate": ["bt-lstm evaluate --quiet"],
     "walk-forward": ["bt-lstm walk-forward --train-bars 2190 --test-bars 1000 --jobs 2 "
@@ -140,7 +142,8 @@ def run_example(name: str, work: Path, env: dict) -> str:
             res = subprocess.run(step, shell=True, cwd=work, env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             shown = step.replace(" >/dev/null", "")
-            text = "" if ">/dev/null" in step else res.stdout.replace(str(work), ".")
+            text = "" if ">/dev/null" in step else res.stdout.replace(str(work), ".").replace(
+                f"{REPO}/", "")
             lines.append(f"$ {shown}\n{text}" + ("" if text.endswith("\n") or not text else "\n"))
             if res.returncode != 0:
                 lines.append(f"(exit code {res.returncode})\n")
