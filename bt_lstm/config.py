@@ -124,6 +124,8 @@ class FeatureConfig(_Serialisable):
     volume_bars: int = 50  # window of the volume z-score
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         if not isinstance(self.names, tuple) or not self.names:
             _fail(type(self), "names", self.names, f"a non-empty tuple drawn from {FEATURE_NAMES}")
         for name in self.names:
@@ -150,6 +152,8 @@ class RegimeConfig(_Serialisable):
     gmm_restarts: int = 5  # gmm: n_init of the GaussianMixture
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         if self.method not in REGIME_METHODS:
             _fail(type(self), "method", self.method, f"one of {REGIME_METHODS}")
         _positive_int(self, "trend_bars", "gmm_restarts")
@@ -169,6 +173,8 @@ class WindowConfig(_Serialisable):
     gap_bars: int = 1  # purge gap between parts; at least `horizon`
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         _positive_int(self, "lookback", "horizon", "gap_bars")
         _in_range(self, "train_frac", 0.0, 1.0, lo_open=True, hi_open=True)
         _in_range(self, "val_frac", 0.0, 1.0, lo_open=True, hi_open=True)
@@ -181,6 +187,7 @@ class WindowConfig(_Serialisable):
 
     @property
     def test_frac(self) -> float:
+        """The test part's share: what the training and validation shares leave."""
         return 1.0 - self.train_frac - self.val_frac
 
 
@@ -195,6 +202,8 @@ class ModelConfig(_Serialisable):
     model_file: str | None = None  # a user's Python file that registers `arch` (absolute path)
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         if not isinstance(self.arch, str) or not self.arch:
             _fail(type(self), "arch", self.arch, "a registered architecture name")
         _positive_int(self, "hidden_size", "num_layers")
@@ -218,6 +227,8 @@ class TrainConfig(_Serialisable):
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         _positive_int(self, "epochs", "batch_size", "patience", "min_regime_windows",
                       "min_val_windows")
         _in_range(self, "lr", 0.0, 1.0, lo_open=True)
@@ -248,6 +259,8 @@ class StrategyConfig(_Serialisable):
     skill_p: float = DEFAULT_SKILL_P  # skill: validation MSE below zero's with DM p <= this
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         _in_range(self, "threshold", 0.0, 1.0)
         if not isinstance(self.long_only, bool):
             _fail(type(self), "long_only", self.long_only, "true or false")
@@ -274,6 +287,8 @@ class ProvenanceConfig(_Serialisable):
     study: str | None = None  # tuning: the study that proposed this config (name or path)
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         if self.origin not in ORIGINS:
             _fail(type(self), "origin", self.origin, f"one of {ORIGINS}")
         _positive_int(self, "n_trials")
@@ -298,6 +313,8 @@ class ModelOverride(_Serialisable):
     weight_decay: float | None = None
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         if self.model not in MODEL_KEYS:
             close = difflib.get_close_matches(str(self.model), MODEL_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -332,6 +349,8 @@ class PipelineConfig(_Serialisable):
     overrides: tuple[ModelOverride, ...] = ()
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         if not isinstance(self.overrides, tuple) or not all(
                 isinstance(o, ModelOverride) for o in self.overrides):
             _fail(type(self), "overrides", self.overrides, "a list of ModelOverride objects")

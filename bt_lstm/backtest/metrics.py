@@ -1,4 +1,6 @@
-"""Return series and performance metrics (plain numpy; formulas in the README).
+"""Return series and performance metrics (plain numpy).
+
+Formulas: docs/concepts/costs-and-fills.md.
 
 The one place the figures of a run are computed: the terminal, metrics.json and the tearsheet
 all show these numbers (see CONVENTIONS).

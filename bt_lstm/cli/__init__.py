@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def usage() -> str:
+    """The text of ``bt-lstm --help``: every subcommand with its one line."""
     width = max(map(len, COMMANDS)) + 2
     lines = ["usage: bt-lstm <command> [flags]   (bt-lstm <command> --help for its flags)", "",
              "Regime-aware LSTM forecasters, backtested out of sample in Backtrader.", "",

@@ -66,7 +66,8 @@ _FLAGS: tuple[Flag, ...] = (
     Flag("--model", "architecture: lstm, gru, mlp, stacked_lstm, or one registered by "
          "--model-file", metavar="ARCH", field="model.arch", example="gru"),
     Flag("--model-file", "your own architecture: a Python file that registers it with "
-         "@bt_lstm.models.register_model (see README); saved models record its path and hash",
+         "@bt_lstm.models.register_model (see docs/guides/architectures.md); saved models "
+         "record its path and hash",
          metavar="PY", field="model.model_file"),
     Flag("--hidden-size", "hidden units", I, "H", field="model.hidden_size", lo=1, example="32"),
     Flag("--layers", "stacked layers", I, "K", field="model.num_layers", lo=1, example="2"),
@@ -166,7 +167,7 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
     Flag("--tune-trials", "nested tuning: an Optuna study of N trials inside every fold's "
          "training span before fitting it (0: no tuning)", I, "N", default=0, lo=0,
          example="20"),
-    Flag("--space", "JSON search space replacing the default (see README: Tuning)",
+    Flag("--space", "JSON search space replacing the default (see docs/guides/tune.md)",
          metavar="FILE"),
     # tune
     Flag("--trials", "trials per study (pooled, then one per regime), all workers together; a "

@@ -17,6 +17,8 @@ from bt_lstm.cli.common import load_data, make_parser, print_luck, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm backtest`` (``prog``: the name its usage lines show;
+    default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
     add_group(parser, "download (with --symbol)", *DOWNLOAD)
@@ -27,10 +29,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm backtest`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Run the main job on the parsed flags: load candles, train or reuse the regime models,
+    backtest the test part, write the report folder; print the summary, skill guard and luck
+    lines and every file written."""
     from bt_lstm.cli.progress import TrainProgress
     from bt_lstm.jobs.backtest import run_main_job
     from strategies.lstm_strategy import RegimeLSTMStrategy

@@ -21,6 +21,8 @@ from bt_lstm.cli.common import make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm bench`` (``prog``: the name its usage lines show; default
+    the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_flags(parser, "csv", "config", "reps", "train_epochs", "out", "skip_rerun", "dqn_steps",
               "label", out={"default": "reports/bench.json"})
@@ -28,10 +30,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm bench`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job, quiet=True)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Run the speed benchmark on the parsed flags, print its table and write the JSON
+    (``--out``)."""
     from bt_lstm.jobs.bench import format_bench, load_bench_data, run_bench
     from strategies.lstm_strategy import RegimeLSTMStrategy
     from strategies.sma_cross import SmaCross

@@ -22,6 +22,8 @@ from bt_lstm.cli.common import make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm bench-truth`` (``prog``: the name its usage lines show;
+    default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_flags(parser, "bars")
     MARKET_SEED.add_to(parser)
@@ -30,11 +32,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm bench-truth`` with ``argv`` (default: the process's arguments); return the
+    exit code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     parser = build_parser(prog)
     return run_cli(parser, argv, job, quiet=True)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Fit the pipeline on the synthetic market, score it against the known regimes and expected
+    returns, print the table and write the JSON (``--out``). A missed target is reported; the
+    exit code stays 0."""
     from bt_lstm.data.files import atomic_write_json, clean_json
     from bt_lstm.data.synthetic import make_market
     from bt_lstm.research.truth import format_truth, run_truth_bench

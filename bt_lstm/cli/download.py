@@ -24,6 +24,8 @@ from bt_lstm.cli.common import make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm download`` (``prog``: the name its usage lines show;
+    default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "what", "symbol", "timeframe", "start", "end", "data_dir",
               symbol={"required": True}, timeframe={"default": "4h"})
@@ -33,10 +35,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm download`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job, torch=False)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Download or extend the candle file the flags name (archive or ccxt) and print the summary
+    line; months the server lacks are listed, never filled."""
     from bt_lstm.cli.progress import fetch_with_progress
     from bt_lstm.data.download import DownloadRequest
     from bt_lstm.data.download.archive import DEFAULT_BASE_URL
@@ -65,6 +71,7 @@ def job(args: argparse.Namespace) -> int:
 
 
 def default_data_dir() -> str:
+    """Where candle files go by default: ``$BT_LSTM_DATA_DIR``, else ``data``."""
     import os
 
     from bt_lstm.data.files import DATA_DIR_ENV
@@ -73,6 +80,7 @@ def default_data_dir() -> str:
 
 
 def describe_periods(labels: list[str], most: int = 6) -> str:
+    """The first ``most`` period labels joined, and how many more there are."""
     shown = ", ".join(labels[:most])
     return shown + (f" and {len(labels) - most} more" if len(labels) > most else "")
 

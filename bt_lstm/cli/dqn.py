@@ -33,6 +33,8 @@ AGENT = ("qnet", "window", "observation", "timesteps", "eval_every", "learning_s
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm dqn`` (``prog``: the name its usage lines show; default
+    the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
     add_pipeline_groups(parser)
@@ -50,10 +52,15 @@ def dqn_config(args: argparse.Namespace, seed: int):
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm dqn`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Train (or reuse) the DQN agent(s) on the training span, select on the validation span,
+    backtest the test span beside buy-and-hold and the regime-LSTM strategy, and write the
+    report folder."""
     from bt_lstm.backtest.reports import format_luck
     from bt_lstm.jobs.dqn import format_dqn, run_dqn_job
     from strategies.dqn_strategy import DQNStrategy

@@ -23,6 +23,8 @@ from bt_lstm.cli.common import load_data, main_job_models, make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm evaluate`` (``prog``: the name its usage lines show;
+    default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
     add_pipeline_groups(parser)
@@ -66,10 +68,14 @@ def _main_mode(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm evaluate`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Score the test bars' forecasts of the main job's models (or of every fold of ``--run``)
+    beside the baselines; print the table and write the evaluation folder."""
     from bt_lstm.jobs.evaluate import format_table, score_models, write_evaluation
 
     if args.run:

@@ -43,6 +43,7 @@ class Flag:
 
     @property
     def dest(self) -> str:
+        """The argparse attribute name: ``--no-skill`` -> ``no_skill``."""
         return self.option.lstrip("-").replace("-", "_")
 
     def allowed(self) -> str:
@@ -67,6 +68,7 @@ class Flag:
         return f"{self.option} {typed}: {what}expected {self.allowed()}{example}"
 
     def in_range(self, value: float) -> bool:
+        """Whether ``value`` lies within the flag's bounds (open or closed)."""
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
             return False
         return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
@@ -113,6 +115,8 @@ class Flag:
         group.add_argument(self.option, **kw)
 
     def help_text(self, default: Any) -> str:
+        """The help line ``--help`` shows: ``{default}`` filled in, ``(default X)`` appended when
+        the help does not name it, ``%`` escaped for argparse."""
         shown = self.default if default is None else default
         text = self.help.replace("{default}", _num(shown) if shown is not None else "")
         if "default" not in self.help and shown not in (None, False, "") \
@@ -134,6 +138,8 @@ class CommandParser(argparse.ArgumentParser):
     the flag; ``--help`` output is argparse's own."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        """argparse's error hook: raise FlagError with one line naming the flag (never print
+        usage and exit)."""
         raise FlagError(self._one_line(message))
 
     def _one_line(self, message: str) -> str:

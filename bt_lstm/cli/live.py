@@ -14,7 +14,7 @@ Examples
         --ws-url ws://127.0.0.1:9000 --rest-url http://127.0.0.1:9000 --stop-after 300
 
 Split over Redis Streams (--bus): ingestion, forecasts and decisions as separate processes,
-several engine or decide processes sharing the work (see README, "Live scale-out"):
+several engine or decide processes sharing the work (see docs/guides/bus.md):
     python runners/live.py --bus redis://127.0.0.1:6379/0 --role ingest \\
         --symbol BTCUSDT,ETHUSDT --timeframe 4h
     python runners/live.py --bus redis://127.0.0.1:6379/0 --role engine --models-root models/
@@ -37,6 +37,8 @@ BUS = ("bus", "role", "status", "models_root", "torch_threads", "consumer", "cla
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm live`` (``prog``: the name its usage lines show; default
+    the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     m = add_group(parser, "market and models", "symbol", "timeframe")
     src = m.add_mutually_exclusive_group()
@@ -50,10 +52,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm live`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Run live paper trading as the flags say: the in-process pipeline, one bus role
+    (``--role``), the bus status (``--status``) or an export of a PostgreSQL state
+    (``--export``)."""
     if args.export:
         return export_job(args)
     if args.bus or args.status or args.role:

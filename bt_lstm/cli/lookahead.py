@@ -22,6 +22,8 @@ from bt_lstm.cli.common import load_data, main_job_models, make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm lookahead`` (``prog``: the name its usage lines show;
+    default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
     add_pipeline_groups(parser)
@@ -30,10 +32,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm lookahead`` with ``argv`` (default: the process's arguments); return the
+    exit code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Run the look-ahead audit on the flags' data; return 1 when any output changed with the
+    bars after its cut, 0 when clean."""
     from bt_lstm.data.files import atomic_write_json, clean_json
     from bt_lstm.research.audit import RTOL, format_audit, run_audit
 

@@ -23,6 +23,8 @@ class TrainProgress:
         self.epochs, self.disable, self.bar = epochs, disable, None
 
     def factory(self, name: str, n_train: int, n_val: int) -> Callable[..., None]:
+        """Start the bar of model ``name`` (closing the previous one); return the per-epoch
+        callback training calls with its losses."""
         from tqdm import tqdm
 
         self.close()
@@ -36,6 +38,7 @@ class TrainProgress:
         return update
 
     def close(self) -> None:
+        """Close the current bar, if any."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -73,6 +76,8 @@ class FoldProgress:
         self.quiet, self.bar = quiet, None
 
     def start(self, total: int, reused: int) -> Callable[[int, str], None]:
+        """Open the bar over ``total`` tasks (``reused`` already done); return the callback each
+        finished task calls."""
         from tqdm import tqdm
 
         if reused:
@@ -86,6 +91,7 @@ class FoldProgress:
         return tick
 
     def close(self) -> None:
+        """Close the bar, if any."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -101,9 +107,11 @@ class TrialProgress:
                         file=sys.stderr)
 
     def describe(self, study: str) -> None:
+        """Show which study the bar is on."""
         self.bar.set_description(f"tune {study}")
 
     def update(self, done: int, best: float | None) -> None:
+        """Move the bar to ``done`` trials and show the study's best value so far."""
         self.bar.total = max(self.bar.total, done)
         self.bar.n = done
         if best is not None:
@@ -111,4 +119,5 @@ class TrialProgress:
         self.bar.refresh()
 
     def close(self) -> None:
+        """Close the bar."""
         self.bar.close()

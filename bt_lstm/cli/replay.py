@@ -20,6 +20,8 @@ from bt_lstm.cli.common import make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm replay`` (``prog``: the name its usage lines show;
+    default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_flags(parser, "csv", "symbol", "timeframe", "start", "port", "host", "speed", "updates",
               "faults", "fault_every", "quiet", csv={"required": True},
@@ -28,10 +30,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm replay`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job, torch=False)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Serve the CSV's candles over the Binance kline WebSocket and REST protocol until
+    interrupted."""
     import asyncio
 
     import pandas as pd

@@ -21,6 +21,8 @@ from bt_lstm.cli.common import make_parser, run_cli
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm serve`` (``prog``: the name its usage lines show; default
+    the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_flags(parser, "models", "host", "port", "no_skill", "skill_p", "threads", "workers",
               "quiet", models={"required": True}, port={"default": 8000},
@@ -29,10 +31,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm serve`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, job)
 
 
 def job(args: argparse.Namespace) -> int:
+    """Load, check and warm up the model bundle, then serve it with uvicorn until interrupted."""
     import json
     import os
 

@@ -26,6 +26,8 @@ TUNING = ("trials", "study", "storage", "jobs", "space", "no_prune", "heartbeat"
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm tune`` (``prog``: the name its usage lines show; default
+    the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
     add_pipeline_groups(parser)
@@ -35,10 +37,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm tune`` with ``argv`` (default: the process's arguments); return the exit
+    code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     return run_cli(build_parser(prog), argv, lambda args: job(args, argv))
 
 
 def job(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run the Optuna studies (pooled, then each regime) on the training span and write the study
+    folder with ``best_config.json``; ``argv`` goes into the resume hint printed on Ctrl-C."""
     from pathlib import Path
 
     from bt_lstm.cli.progress import TrialProgress

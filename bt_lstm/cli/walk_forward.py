@@ -35,6 +35,8 @@ RESUME_FIXED = (*DATA, *DOWNLOAD, *FOLDS, *SEEDS, "config", "tune_trials", "spac
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``bt-lstm walk-forward`` (``prog``: the name its usage lines show;
+    default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
     add_group(parser, "download (with --symbol)", *DOWNLOAD)
@@ -46,6 +48,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run ``bt-lstm walk-forward`` with ``argv`` (default: the process's arguments); return the
+    exit code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
     parser = build_parser(prog)
     return run_cli(parser, argv, lambda args: job(args, parser))
 
@@ -78,6 +82,8 @@ def _spec(args: argparse.Namespace, bar):
 
 
 def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Plan the folds, train each fold's models (in parallel, resumable) and backtest the
+    stitched out-of-sample span; ``parser`` tells which flags were given, for ``--resume``."""
     from bt_lstm.data.candles import infer_bar
     from bt_lstm.jobs.datasets import trim_dates
     from bt_lstm.jobs.runs import new_run_dir, run_id

@@ -69,15 +69,21 @@ class BtLstmRegressor(BasePyTorchRegressor):
 
     @property
     def data_convertor(self) -> PyTorchDataConvertor:
+        """FreqAI's tensor converter; unused, since bt_lstm builds the windows itself."""
         return DefaultPyTorchDataConvertor()  # unused: windows are built by bt_lstm
 
     def define_data_pipeline(self, threads: int = -1) -> Pipeline:
+        """No feature pipeline: rows stay in time order, and the scaler (fitted on training rows
+        only) lives in the bundle."""
         return Pipeline([])  # rows stay in time order; our scaler lives in the bundle
 
     def define_label_pipeline(self, threads: int = -1) -> Pipeline:
+        """No label pipeline: a zero forecast stays a zero return, the skill guard's yardstick."""
         return Pipeline([])  # a zero forecast stays a zero return (the skill guard's yardstick)
 
     def model_exists(self, dk: FreqaiDataKitchen) -> bool:
+        """Whether the pair's bundle (its manifest) is on disk, so FreqAI reuses it instead of
+        training."""
         path = manifest_path(Path(dk.data_path), dk.model_filename)
         logger.info("%s model at %s", "Found" if path.is_file() else "Could not find",
                     Path(dk.data_path) / dk.model_filename)

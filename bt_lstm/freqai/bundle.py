@@ -49,6 +49,7 @@ class LstmBundle:
 
     @property
     def features(self) -> list[str]:
+        """The feature columns the networks read, in order."""
         return list(self.meta["features"])
 
     def routes(self) -> dict[int, str]:

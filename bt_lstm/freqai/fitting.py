@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None when it is not installed."""
     try:
         return version(name)
     except PackageNotFoundError:

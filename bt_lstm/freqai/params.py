@@ -34,6 +34,8 @@ class LstmParams:
     gap_bars: int = 1  # training windows end this many candles before validation (>= horizon)
 
     def __post_init__(self) -> None:
+        """Refuse a non-positive lookback and a negative gap, naming the
+        ``model_training_parameters`` key."""
         if not isinstance(self.lookback, int) or self.lookback < 1:
             raise ValueError(f"model_training_parameters.lookback={self.lookback!r}: use a "
                              f"positive number of candles")

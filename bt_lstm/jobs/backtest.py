@@ -61,6 +61,7 @@ class JobResult:
     files: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
+        """The terminal table: strategy beside buy-and-hold over the test span."""
         return format_summary(self.metrics)
 
     @property

@@ -40,6 +40,8 @@ JOURNAL_FILE = "journal.log"
 
 @dataclass
 class TuneResult:
+    """What ``run_tune`` returns: the study folder, the tuned ``best_config.json`` (None when no
+    trial finished), what ``study.json`` holds, and whether Ctrl-C stopped it."""
     folder: Path
     best_config: PipelineConfig | None
     study: dict[str, Any]  # what study.json holds

@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class WalkForwardResult:
+    """What ``run_walk_forward`` returns: the run folder, the folds, every test bar's forecast,
+    the per-fold table, the metrics and the stitched out-of-sample backtest."""
     run_dir: Path
     folds: list[Fold]
     forecasts: pd.DataFrame

@@ -64,9 +64,11 @@ class AuditReport:
 
     @property
     def clean(self) -> bool:
+        """True when no output at any cut changed with the bars after it."""
         return not self.differences
 
     def columns_differing(self) -> dict[str, int]:
+        """Each differing column and at how many (cut, bar) points it differed."""
         out: dict[str, int] = {}
         for d in self.differences:
             out[d["column"]] = out.get(d["column"], 0) + 1

@@ -53,6 +53,13 @@ def min_bars(cfg: PipelineConfig) -> int:
 
 
 def check_enough_bars(n_bars: int, cfg: PipelineConfig, where: str = "data") -> None:
+    """Refuse data too short for the configuration.
+
+    Raises
+    ------
+    ValueError
+        When ``n_bars`` is below ``min_bars(cfg)`` (feature warm-up, trend window and lookback in
+        each part), naming ``where`` and the fix."""
     need = min_bars(cfg)
     if n_bars < need:
         raise ValueError(f"{where}: {n_bars} bars are too few for this configuration (need at "

@@ -1,6 +1,6 @@
 """Forecast scoring: errors, direction, rank correlation and Diebold–Mariano against a benchmark.
 
-Formulas in the README; what judges a forecast (not a trading result) lives here."""
+Formulas in docs/guides/evaluate.md; what judges a forecast (not a trading result) lives here."""
 from __future__ import annotations
 
 from typing import Any

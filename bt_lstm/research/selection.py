@@ -50,7 +50,8 @@ def rule_returns(forecast: np.ndarray, realised: np.ndarray, threshold: float,
 
 
 def sharpe_of(returns: np.ndarray, index: pd.DatetimeIndex) -> float:
-    """Annualised Sharpe of the daily-compounded returns (the README's definition); 0 if flat."""
+    """Annualised Sharpe of the daily-compounded returns (as docs/concepts/costs-and-fills.md
+    defines it); 0 if flat."""
     daily = daily_returns(pd.Series(returns, index=index)).to_numpy()
     if len(daily) < 2:
         return 0.0
@@ -60,6 +61,8 @@ def sharpe_of(returns: np.ndarray, index: pd.DatetimeIndex) -> float:
 
 @dataclass(frozen=True)
 class ThresholdChoice:
+    """The trading threshold chosen on the validation tail, its after-cost Sharpe there, and
+    every candidate's Sharpe."""
     threshold: float
     sharpe: float  # annualised, after costs, on the validation tail at ``threshold``
     candidates: dict[float, float]  # threshold -> Sharpe

@@ -1,9 +1,9 @@
 """How much of a result could be luck: probabilistic and deflated Sharpe ratios (Bailey & López
 de Prado 2012, 2014) and stationary block-bootstrap intervals of Sharpe, return and drawdown.
 
-Pure numpy / scipy / arch (the only home of ``arch``); formulas in the README. Every Sharpe that
-goes into PSR or DSR is **per period** (daily here), never annualised, and kurtosis is **raw**
-(3 for a normal distribution).
+Pure numpy / scipy / arch (the only home of ``arch``); formulas in docs/concepts/luck.md.
+Every Sharpe that goes into PSR or DSR is **per period** (daily here), never annualised, and
+kurtosis is **raw** (3 for a normal distribution).
 """
 from __future__ import annotations
 

@@ -161,6 +161,7 @@ def make_study(spec: TuneSpec, storage: Any, worker: int = 0) -> optuna.Study:
 
 
 def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Draw one trial's parameters from ``space`` (categorical, int or float, log or linear)."""
     out: dict[str, Any] = {}
     for name, s in space.items():
         if s["type"] == "categorical":
@@ -189,6 +190,8 @@ class Objective:
         self._prepared: dict[tuple, tuple] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
+        """Optuna's objective: the trial's validation MSE ratio; a failure is recorded on the
+        trial as ``fail_reason`` and re-raised (the study goes on), a prune passes through."""
         params = suggest(trial, self.spec.space)
         try:
             return self.evaluate(trial, apply_params(self.spec.cfg, params))
@@ -206,6 +209,18 @@ class Objective:
         return self._prepared[key]
 
     def evaluate(self, trial: optuna.Trial, cfg: PipelineConfig) -> float:
+        """Train the study's network with ``cfg`` and score it.
+
+        Returns the network's validation MSE divided by the zero forecast's on its validation
+        windows (below 1 beats "no change"). Also records, as user attributes, the after-cost
+        Sharpe of the threshold chosen on those validation bars (flat elsewhere), whose spread
+        over trials deflates the final Sharpe. Only training and validation bars are read: the
+        test part never reaches a trial.
+
+        Raises
+        ------
+        FloatingPointError
+            When the ratio is not finite (a NaN loss)."""
         spec, b, regime = self.spec, self.spec.bounds, self.spec.regime
         prep, scaler = self._prepare(cfg)
         name = model_name(regime)
@@ -259,6 +274,7 @@ class StopFlag:
         self.set = False
 
     def __call__(self) -> bool:
+        """Whether a stop was asked for (the optimisation loop's callback checks it)."""
         return self.set
 
 
@@ -331,6 +347,8 @@ def run_worker(spec: TuneSpec, worker: int = 0, stop: Callable[[], bool] | None 
 
 
 def finished_and_best(study: optuna.Study) -> tuple[int, float | None]:
+    """Finished trials (complete, pruned or failed) of ``study`` and the best complete value
+    (None before the first)."""
     trials = study.get_trials(deepcopy=False, states=FINISHED)
     values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     return len(trials), (min(values) if values else None)
@@ -413,6 +431,8 @@ def read_study(spec: TuneSpec, charts: bool = True) -> dict[str, Any]:
 
 
 def trial_record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """One row of ``trials.csv``: number, state, value, parameters, duration and the trial's user
+    attributes."""
     dur = t.duration.total_seconds() if t.duration is not None else None
     return {"number": t.number, "state": t.state.name, "value": t.value,
             "params": dict(t.params), "duration_s": dur,

@@ -76,6 +76,8 @@ class WalkForwardSpec:
     embargo_bars: int = 0
 
     def __post_init__(self) -> None:
+        """Refuse an unknown mode, empty spans, a negative embargo and a step that differs from
+        the test span (test spans must tile the evaluated period)."""
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}: use one of {', '.join(MODES)}")
         if self.train_bars < 1 or self.test_bars < 1 or self.embargo_bars < 0:
@@ -87,6 +89,7 @@ class WalkForwardSpec:
                              f"(set --test to retrain more or less often)")
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict (saved in the run's config for ``--resume``)."""
         return asdict(self)
 
 

@@ -39,10 +39,12 @@ class RegimeParams:
     state_labels: tuple[int, ...] = field(default=())  # gmm: component k -> regime label
 
     def to_dict(self) -> dict[str, Any]:
+        """The fitted parameters as a JSON-ready dict (stored in every model's JSON)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RegimeParams":
+        """Rebuild the parameters from ``to_dict``'s output (lists back to tuples)."""
         def tup(v: Any) -> Any:
             return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
         return cls(**{k: tup(v) for k, v in data.items()})

@@ -46,11 +46,13 @@ class ScalerParams:
     target_scale: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The fitted scaler as a JSON-ready dict (stored in every model's JSON)."""
         return {"mean": list(self.mean), "scale": list(self.scale),
                 "target_scale": self.target_scale}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScalerParams":
+        """Rebuild the scaler from ``to_dict``'s output."""
         return cls(tuple(data["mean"]), tuple(data["scale"]), float(data["target_scale"]))
 
 
