@@ -57,9 +57,9 @@ SKIP = {"config", "space", "rss_samples_mb", "all_runs", "notes", "argv"}
 
 
 def _fmt(value) -> str:
-    """A figure as text: floats to four significant digits, lists of figures joined."""
+    """A figure as text: floats to four significant digits (whole above 1,000), lists joined."""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     if isinstance(value, list):
         return ", ".join(_fmt(v) for v in value)
     return str(value)
