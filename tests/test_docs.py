@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import REPO, service_missing
 
 from bt_lstm.cli import COMMANDS
@@ -48,6 +47,7 @@ def site(tmp_path_factory) -> Path:
 
 
 def test_site_builds_strictly_with_every_page(site):
+    yaml = pytest.importorskip("yaml")
     cfg = yaml.safe_load((REPO / "mkdocs.yml").read_text())
     assert cfg["strict"] is True and cfg["theme"]["font"] is False  # offline: no web fonts
     for page in ("index", "getting-started", "benchmarks", "ARCHITECTURE", "RELIABILITY",
@@ -87,6 +87,7 @@ def test_cli_reference_holds_every_flag_default_and_help_of_every_command(site):
 
 def test_a_warning_fails_the_build_with_the_sites_own_settings(tmp_path):
     """A page with a broken link: the strict build of mkdocs.yml's validation settings fails."""
+    yaml = pytest.importorskip("yaml")
     ours = yaml.safe_load((REPO / "mkdocs.yml").read_text())
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "index.md").write_text("# t\n\n[gone](missing.md)\n")
