@@ -82,6 +82,62 @@ class TradableBarBroker(bt.brokers.BackBroker):
     price. An order due at such a bar's open waits, still pending, for the next real bar.
     """
 
+    # Nothing in bt_lstm reads these two notifications, and each one clones the order.
+    QUIET_STATUSES = (bt.Order.Submitted, bt.Order.Accepted)
+
+    def start(self) -> None:
+        super().start()
+        # Interest-free stock-like costs (FractionalCommission): BackBroker.next's per-bar
+        # interest and futures cash adjustments then add exactly 0.0 for every open position,
+        # after a date conversion per bar; ``next`` skips them.
+        self._plain_costs = all(ci.p.interest == 0 and ci._stocklike
+                                for ci in self.comminfo.values())
+
+    def next(self) -> None:
+        """BackBroker.next (backtrader 1.9.78.123), less the no-op cost loops (see ``start``)."""
+        if not self._plain_costs:
+            super().next()
+            return
+        while self._toactivate:
+            self._toactivate.popleft().activate()
+        if self.p.checksubmit:
+            self.check_submitted()
+        self._process_order_history()
+        self.pending.append(None)  # iterate once over the pending queue
+        while True:
+            order = self.pending.popleft()
+            if order is None:
+                break
+            if order.expire():
+                self.notify(order)
+                self._ococheck(order)
+                self._bracketize(order, cancel=True)
+            elif not order.active():
+                self.pending.append(order)  # cannot yet be processed
+            else:
+                self._try_exec(order)
+                if order.alive():
+                    self.pending.append(order)
+                elif order.status == bt.Order.Completed:
+                    self._bracketize(order)  # a bracket parent order may have been executed
+        self._get_value()
+
+    def notify(self, order: bt.Order) -> None:
+        """Queue ``order`` for its strategy, except ``QUIET_STATUSES``: a strategy hears of an
+        order when it fills, partly fills or is refused.
+
+        BackBroker queues a clone, since the order may change before the strategy reads it.
+        An order that is done (filled, refused) no longer changes: it is queued as it is,
+        after marking its new execution bits as the clone would.
+        """
+        if order.status in self.QUIET_STATUSES:
+            return
+        if order.alive():  # Partial: refused for Margin in the same step, say
+            self.notifs.append(order.clone())
+        else:
+            order.executed.markpending()
+            self.notifs.append(order)
+
     def _try_exec(self, order: bt.Order) -> None:
         d = order.data
         if d.volume[0] == 0 and d.open[0] == d.high[0] == d.low[0] == d.close[0]:
