@@ -87,8 +87,8 @@ class TradableBarBroker(bt.brokers.BackBroker):
     BackBroker's (tests/test_strategy_base.py runs both brokers side by side): strategies are
     not told of Submitted and Accepted orders, a done order is queued without a clone, and with
     interest-free stock-like costs ``next`` skips BackBroker's loops that add 0.0 to cash for
-    each open position. Measured on BTCUSDT 4h (2,599 orders), they cut the model backtest by
-    about a sixth.
+    each open position. On BTCUSDT 4h (2,599 orders) they cut the model backtest's CPU time
+    from 1.20 s to 1.03 s (same process, alternating, best of 7).
     """
 
     # Nothing in bt_lstm reads these two notifications, and each one clones the order.
