@@ -1,40 +1,47 @@
-"""SmaCross: a no-model Backtrader strategy, the speed and sanity baseline of RegimeLSTMStrategy.
-"""
+"""SmaCross: a no-model strategy, the speed and sanity baseline of RegimeLSTMStrategy."""
 from __future__ import annotations
 
 import backtrader as bt
 
+from strategies.base import BaseStrategy
 
-class SmaCross(bt.Strategy):
-    """Long when the fast SMA is above the slow SMA, flat otherwise.
+
+class SmaCross(BaseStrategy):
+    """Long when the fast SMA crosses above the slow SMA, flat when it crosses below.
 
     Entry
-        Fast SMA crosses above the slow SMA at the close of t.
+        Fast SMA crosses above the slow SMA at the close of t, while flat.
     Exit
-        Fast SMA crosses below the slow SMA.
+        Fast SMA crosses below the slow SMA, while long. Never short.
     Sizing
-        ``position_fraction`` of equity at the close, fractional size.
+        ``position_fraction`` of equity at the close; the exact fractional size by default
+        (``size_step=None``), or rounded down to ``size_step``.
     Execution
         Market orders, filled at the open of t+1.
+
+    Each bar's record holds the crossover (+1 up, -1 down, 0 none) as its ``forecast``. The
+    first ``slow`` bars are the indicators' warm-up (flat, no record of a crossover).
+    ``n_orders`` counts the orders sent (``bt-lstm bench`` reports it).
     """
 
     params = (
         ("fast", 10),  # bars of the fast average
         ("slow", 30),  # bars of the slow average
-        ("position_fraction", 0.95),  # fraction of equity when long
+        ("size_step", None),  # exact fractional sizes, as this baseline always sent
     )
 
     def __init__(self) -> None:
+        super().__init__()
         fast = bt.ind.SMA(self.data.close, period=self.p.fast)
         slow = bt.ind.SMA(self.data.close, period=self.p.slow)
         self.cross = bt.ind.CrossOver(fast, slow)
-        self.n_orders = 0
 
-    def next(self) -> None:
-        if self.cross[0] > 0 and not self.position:
-            size = self.p.position_fraction * self.broker.getvalue() / self.data.close[0]
-            self.buy(size=size)
-            self.n_orders += 1
-        elif self.cross[0] < 0 and self.position:
-            self.close()
-            self.n_orders += 1
+    def target(self) -> tuple[int, float, int]:
+        """Long from a cross up, flat from a cross down, else the side already held."""
+        cross = self.cross[0]
+        held = self._position.size != 0
+        if cross > 0 and not held:
+            return 1, cross, -1
+        if cross < 0 and held:
+            return 0, cross, -1
+        return int(held), cross, -1

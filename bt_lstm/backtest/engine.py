@@ -1,6 +1,7 @@
 """Cerebro assembly: feed with forecast lines, fractional-size broker, costs -> BacktestResult."""
 from __future__ import annotations
 
+import difflib
 import gc
 import logging
 from contextlib import contextmanager
@@ -79,7 +80,72 @@ class TradableBarBroker(bt.brokers.BackBroker):
 
     Placeholders (volume 0, open = high = low = close) stand for outages: nobody traded at that
     price. An order due at such a bar's open waits, still pending, for the next real bar.
+
+    Notes
+    -----
+    Two per-order costs and one per-bar cost are cut, with every fill, value and trade as
+    BackBroker's (tests/test_strategy_base.py runs both brokers side by side): strategies are
+    not told of Submitted and Accepted orders, a done order is queued without a clone, and with
+    interest-free stock-like costs ``next`` skips BackBroker's loops that add 0.0 to cash for
+    each open position. On BTCUSDT 4h (2,599 orders) they cut the model backtest's CPU time
+    from 1.20 s to 1.03 s (same process, alternating, best of 7).
     """
+
+    # Nothing in bt_lstm reads these two notifications, and each one clones the order.
+    QUIET_STATUSES = (bt.Order.Submitted, bt.Order.Accepted)
+
+    def start(self) -> None:
+        super().start()
+        # Interest-free stock-like costs (FractionalCommission): BackBroker.next's per-bar
+        # interest and futures cash adjustments then add exactly 0.0 for every open position,
+        # after a date conversion per bar; ``next`` skips them.
+        self._plain_costs = all(ci.p.interest == 0 and ci._stocklike
+                                for ci in self.comminfo.values())
+
+    def next(self) -> None:
+        """BackBroker.next (backtrader 1.9.78.123), less the no-op cost loops (see ``start``)."""
+        if not self._plain_costs:
+            super().next()
+            return
+        while self._toactivate:
+            self._toactivate.popleft().activate()
+        if self.p.checksubmit:
+            self.check_submitted()
+        self._process_order_history()
+        self.pending.append(None)  # iterate once over the pending queue
+        while True:
+            order = self.pending.popleft()
+            if order is None:
+                break
+            if order.expire():
+                self.notify(order)
+                self._ococheck(order)
+                self._bracketize(order, cancel=True)
+            elif not order.active():
+                self.pending.append(order)  # cannot yet be processed
+            else:
+                self._try_exec(order)
+                if order.alive():
+                    self.pending.append(order)
+                elif order.status == bt.Order.Completed:
+                    self._bracketize(order)  # a bracket parent order may have been executed
+        self._get_value()
+
+    def notify(self, order: bt.Order) -> None:
+        """Queue ``order`` for its strategy, except ``QUIET_STATUSES``: a strategy hears of an
+        order when it fills, partly fills or is refused.
+
+        BackBroker queues a clone, since the order may change before the strategy reads it.
+        An order that is done (filled, refused) no longer changes: it is queued as it is,
+        after marking its new execution bits as the clone would.
+        """
+        if order.status in self.QUIET_STATUSES:
+            return
+        if order.alive():  # Partial: refused for Margin in the same step, say
+            self.notifs.append(order.clone())
+        else:
+            order.executed.markpending()
+            self.notifs.append(order)
 
     def _try_exec(self, order: bt.Order) -> None:
         d = order.data
@@ -184,6 +250,46 @@ def make_cerebro(feed_frame: pd.DataFrame, cfg: StrategyConfig, bar: pd.Timedelt
     return cerebro
 
 
+# Offered to a strategy when it declares a param of that name, dropped otherwise: the
+# config's trading rule and sizing, and the context a job passes to whichever strategy it runs.
+CONFIG_PARAMS = ("threshold", "long_only", "position_fraction", "size_step")
+CONTEXT_PARAMS = ("forecaster", "inference", "history")
+
+
+def strategy_params(strategy_cls: type, cfg: StrategyConfig,
+                    strategy_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``strategy_cls`` receives from ``run_backtest``.
+
+    The ``CONFIG_PARAMS`` fields of ``cfg`` and the ``CONTEXT_PARAMS`` keywords go only to a
+    strategy that declares a param of that name; every other keyword must be one of its params.
+    An explicit keyword wins over the config's field of the same name.
+
+    Raises
+    ------
+    TypeError
+        ``strategy_cls`` is not a Backtrader strategy with the result methods of
+        ``strategies.base.BaseStrategy``.
+    ValueError
+        A keyword names no param of the strategy (the message suggests the closest one).
+    """
+    missing = [m for m in ("records_frame", "fills_frame", "trades_frame")
+               if not hasattr(strategy_cls, m)]
+    if not (isinstance(strategy_cls, type) and issubclass(strategy_cls, bt.Strategy)) or missing:
+        raise TypeError(f"{getattr(strategy_cls, '__name__', strategy_cls)!r} cannot run in "
+                        "run_backtest: build the strategy on strategies.base.BaseStrategy "
+                        "(docs/strategies.md)")
+    declared = tuple(strategy_cls.params._getkeys())
+    for name in strategy_kwargs:
+        if name not in declared and name not in CONTEXT_PARAMS:
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{strategy_cls.__name__} has no parameter {name!r}{hint} "
+                             f"(its parameters: {', '.join(declared)})")
+    kwargs = {k: getattr(cfg, k) for k in CONFIG_PARAMS if k in declared}
+    kwargs.update((k, v) for k, v in strategy_kwargs.items() if k in declared)
+    return kwargs
+
+
 def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
                  signals: pd.DataFrame | None = None, bar: pd.Timedelta | None = None,
                  runonce: bool = True, preload: bool = True,
@@ -194,6 +300,9 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
     ----------
     candles
         OHLCV of the traded period only, DatetimeIndex; not modified.
+    strategy_cls
+        Any strategy built on ``strategies.base.BaseStrategy`` (the regime, DQN and SMA
+        strategies, or a user's own: docs/strategies.md).
     signals
         Per-bar ``forecast`` and ``regime`` (from ``Forecaster.forecast_frame``) aligned to
         ``candles``; they reach the strategy as feed lines. None for per-bar inference.
@@ -201,12 +310,17 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
         A DQN agent's Q-values (columns ``Q_LINES``) aligned to ``candles``, as feed lines.
     bar
         Bar length, so analyzers bucket intraday bars correctly; inferred when None.
+    strategy_kwargs
+        The strategy's params. ``cfg``'s ``CONFIG_PARAMS`` and the ``CONTEXT_PARAMS``
+        (``forecaster``, ``inference``, ``history``) reach only a strategy that declares them
+        (``strategy_params``), so a job can run any strategy.
 
     Notes
     -----
     Market orders placed at the close of t fill at the open of t+1, with commission on notional
     and slippage against the trader.
     """
+    kwargs = strategy_params(strategy_cls, cfg, strategy_kwargs)
     feed_frame = candles[["open", "high", "low", "close", "volume"]].copy()
     if signals is not None:
         aligned = signals.reindex(candles.index)
@@ -223,9 +337,7 @@ def run_backtest(candles: pd.DataFrame, strategy_cls: type, cfg: StrategyConfig,
         feed_cls = QValueData
     cerebro = make_cerebro(feed_frame, cfg, bar=bar, runonce=runonce, preload=preload,
                            feed_cls=feed_cls)
-    cerebro.addstrategy(strategy_cls, threshold=cfg.threshold, long_only=cfg.long_only,
-                        position_fraction=cfg.position_fraction, size_step=cfg.size_step,
-                        **strategy_kwargs)
+    cerebro.addstrategy(strategy_cls, **kwargs)
     with gc_frozen():
         strat = cerebro.run()[0]
         result = BacktestResult(
