@@ -34,6 +34,8 @@ class SignalData(bt.feed.DataBase):
     _COLUMNS = ("open", "high", "low", "close", "volume", "forecast", "regime")
 
     def start(self) -> None:
+        """Backtrader's start hook: read the frame's columns into plain lists once, so each bar
+        loads from lists rather than DataFrame cells (the same values, faster)."""
         super().start()
         frame = self.p.dataname
         self._times = [bt.date2num(ts.to_pydatetime()) for ts in frame.index]
@@ -95,6 +97,8 @@ class TradableBarBroker(bt.brokers.BackBroker):
     QUIET_STATUSES = (bt.Order.Submitted, bt.Order.Accepted)
 
     def start(self) -> None:
+        """BackBroker.start, then note whether every commission is interest-free and stock-like
+        (``next`` then skips the cost loops that would add 0.0)."""
         super().start()
         # Interest-free stock-like costs (FractionalCommission): BackBroker.next's per-bar
         # interest and futures cash adjustments then add exactly 0.0 for every open position,
@@ -162,6 +166,8 @@ class FractionalCommission(bt.CommInfoBase):
               ("commtype", bt.CommInfoBase.COMM_PERC), ("percabs", True))
 
     def getsize(self, price: float, cash: float) -> float:
+        """The size ``cash`` buys at ``price``, as a float: Backtrader's default would truncate
+        0.03 BTC to 0."""
         return self.p.leverage * (cash / price)
 
 
