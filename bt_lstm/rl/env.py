@@ -23,9 +23,10 @@ class TradingEnv(gym.Env):
     A step is a decision at the close of bar t (the observation: the window ending at t and
     the current side). The order fills at the open of t+1 with commission and slippage, exactly
     as ``TradableBarBroker`` fills it: the trading kernel's ``Account`` books it (an order waits
-    past placeholder bars; an order the broker would refuse for cash is refused). The reward is log(V[t+1] / V[t]), V the portfolio value at
-    a close after costs. The episode is truncated (not terminated) at the span's last bar: no
-    reward or observation uses a bar after the one that closes the step.
+    past placeholder bars; an order the broker would refuse for cash is refused). The reward is
+    log(V[t+1] / V[t]), V the portfolio value at a close after costs. The episode is truncated
+    (not terminated) at the span's last bar: no reward or observation uses a bar after the one
+    that closes the step.
 
     Parameters
     ----------
