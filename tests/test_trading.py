@@ -4,6 +4,7 @@ market), the Account's rules one by one, ``Timeframe`` and the contract that kee
 state inside ``bt_lstm.trading``."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -18,11 +19,13 @@ from bt_lstm.backtest.engine import make_cerebro
 from bt_lstm.config import StrategyConfig
 from bt_lstm.data.candles import load_ohlcv, parse_duration, parse_timeframe, placeholder_mask
 from bt_lstm.data.download.store import DownloadError, timeframe_ms
+from bt_lstm.live.engine import LiveEngine
+from bt_lstm.live.klines import Warmup, candles_of
 from bt_lstm.live.klines import timeframe_ms as live_timeframe_ms
 from bt_lstm.trading.account import Account
 from bt_lstm.trading.rules import order_size
 from bt_lstm.trading.timeframe import Timeframe
-from bt_lstm.trading.values import Candle, is_placeholder
+from bt_lstm.trading.values import Candle, Forecast, is_placeholder
 
 # Costs and sizes that reach every rule: ordinary; a fraction so near 1 that the commission of
 # a reversal's closing part leaves too little cash for its opening part (refused at submission)
@@ -224,6 +227,35 @@ def test_account_equals_backtrader_on_a_synthetic_market():
         for seed in (3, 4):
             reached |= rules_reached(assert_same_books(candles, decisions(candles, seed), cfg))
     assert reached == ALL_RULES
+
+
+def test_the_live_engine_fills_and_rejects_as_backtrader(tmp_path):
+    """The live path (book_candle, the SQLite state, decisions.csv, fills.csv, status.json)
+    through the same decisions: its margin rejections are Backtrader's."""
+    candles, cfg = synthetic_candles(), CONFIGS["slipped"]
+    wants = decisions(candles, 3)
+    fcs = iter(Forecast(1, 0.01 * w, "m") for w in wants)  # threshold 0.001: side w
+    state = tmp_path / "state"
+    engine = LiveEngine(lambda history: next(fcs), cfg, "BTCUSDT", "4h", state, Warmup(0, 1),
+                        Timeframe.parse("4h").ms)
+    engine.set_first(int(candles.index[0].value // 1_000_000))
+    for c in candles_of(candles):
+        engine.on_closed(c)
+    engine.close()
+    theirs = run_backtrader(candles, wants, cfg)
+    decided = pd.read_csv(state / "decisions.csv")
+    bt_cash, bt_pos = np.array(theirs["records"]).T
+    np.testing.assert_allclose(decided["position"], bt_pos, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(decided["value"], bt_cash + bt_pos * candles["close"].to_numpy(),
+                               rtol=1e-12)
+    fills = pd.read_csv(state / "fills.csv")
+    assert list(fills["bar"]) == [f[0] for f in theirs["fills"]]
+    np.testing.assert_allclose(fills[["size", "price", "commission"]].to_numpy(),
+                               np.array(theirs["fills"])[:, 1:], rtol=1e-12)
+    n_rejected = len(theirs["rejections"])
+    assert n_rejected > 10 and {w for _, _, w in theirs["rejections"]} == {"fill"}
+    status = json.loads((state / "status.json").read_text())
+    assert engine.acct["rejected"] == status["rejected"] == n_rejected
 
 
 # -- the Account's rules ----------------------------------------------------------------------

@@ -67,7 +67,8 @@ class TradingEnv(gym.Env):
 
     @property
     def value(self) -> float:
-        return self.cash + self.pos * self.close[self.t]
+        a = self.account
+        return a.cash + a.position * self.close[self.t]
 
     def _obs(self) -> np.ndarray:
         out = np.empty(self.windows.shape[1] + 1, dtype=np.float32)
@@ -90,6 +91,8 @@ class TradingEnv(gym.Env):
 
     def _fill(self) -> None:
         t = self.t
+        if not self.account.pending:
+            return
         before = self.account.position
         fill = self.account.fill(Candle(t, self.open[t], self.high[t], self.low[t],
                                         self.close[t], self.volume[t]))
