@@ -14,6 +14,7 @@ import pandas as pd
 
 from bt_lstm.config import StrategyConfig
 from bt_lstm.rl.spec import Q_COLUMNS
+from bt_lstm.trading.values import is_placeholder
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class TradableBarBroker(bt.brokers.BackBroker):
 
     def _try_exec(self, order: bt.Order) -> None:
         d = order.data
-        if d.volume[0] == 0 and d.open[0] == d.high[0] == d.low[0] == d.close[0]:
+        if is_placeholder(d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0]):
             self.skipped_placeholder_fills = getattr(self, "skipped_placeholder_fills", 0) + 1
             return
         super()._try_exec(order)
