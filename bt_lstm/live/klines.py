@@ -6,6 +6,7 @@ open time.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -136,7 +137,11 @@ def rest_row(c: Candle, bar_ms: int) -> list:
 
 def frame_of(candles: list[Candle] | np.ndarray) -> pd.DataFrame:
     """Candles as the OHLCV frame the Forecaster reads (tz-naive UTC open-time index)."""
-    arr = np.asarray(candles, dtype=float).reshape(-1, 6)
+    if isinstance(candles, np.ndarray):
+        arr = candles.astype(float, copy=False).reshape(-1, 6)
+    else:  # a list of Candles: np.asarray walks named tuples at half the speed of this
+        arr = np.fromiter(itertools.chain.from_iterable(candles), dtype=float,
+                          count=6 * len(candles)).reshape(-1, 6)
     index = pd.DatetimeIndex(arr[:, 0].astype("int64").astype("datetime64[ms]")
                              .astype("datetime64[ns]"), name="datetime")
     return pd.DataFrame(arr[:, 1:], index=index,
