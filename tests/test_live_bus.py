@@ -35,7 +35,7 @@ from bt_lstm.live.bus import (
 )
 from bt_lstm.live.engine import LiveEngine, LocalForecasts
 from bt_lstm.live.klines import Warmup, bundle_warmup, candles_of
-from bt_lstm.live.roles import FAULT_ENV, run_decide, run_engine
+from bt_lstm.live.roles import run_decide, run_engine
 
 pytestmark = pytest.mark.slow
 main_run = test_live.main_run  # the fixture: one main-job run per module
@@ -77,9 +77,32 @@ def pg_state():
     conn.close()
 
 
-def role(bus: BusConfig, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    cmd = [sys.executable, str(REPO / "runners" / "live.py"), "--bus", bus.url, "--bus-prefix",
-           bus.prefix, "--claim-idle", "1", "--backoff", "0.05", *args]
+# The fault of the crash test, injected from here: `bt-lstm live` whose decide role exits
+# (as a kill would) right after its Nth commit, before that entry's XACK.
+KILLED_AFTER_COMMIT = """
+import os, sys
+from bt_lstm.cli.live import main
+from bt_lstm.live import roles
+
+n, apply = int(sys.argv[1]), roles.DecideRole._apply
+
+def apply_then_die(self, eng, candle, fc):
+    done = apply(self, eng, candle, fc)
+    if done and self.commits == n:
+        os._exit(137)
+    return done
+
+roles.DecideRole._apply = apply_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def role(bus: BusConfig, *args: str, env: dict | None = None, kill_after_commit: int = 0,
+         **kw) -> subprocess.Popen:
+    program = ([str(REPO / "runners" / "live.py")] if not kill_after_commit
+               else ["-c", KILLED_AFTER_COMMIT, str(kill_after_commit)])
+    cmd = [sys.executable, *program, "--bus", bus.url, "--bus-prefix", bus.prefix,
+           "--claim-idle", "1", "--backoff", "0.05", *args]
     return subprocess.Popen(cmd, cwd=REPO, env=env or ENV, **kw)
 
 
@@ -217,7 +240,7 @@ def test_decide_killed_after_commit_then_every_role_restarted(main_run, bus, tmp
     state = tmp_path / "state"
     e1 = engine(bus, main_run, "e1")
     ing = ingest(bus, main_run, replay)
-    d = decide(bus, main_run, state, env=dict(ENV, **{FAULT_ENV: "25"}))
+    d = decide(bus, main_run, state, kill_after_commit=25)
     procs = [e1, ing, d]
     try:
         assert d.wait(240) == 137

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bt_lstm.config import StrategyConfig
 from bt_lstm.rl.spec import Q_COLUMNS
+from bt_lstm.trading.values import is_placeholder
 
 logger = logging.getLogger(__name__)
 
@@ -85,16 +86,12 @@ class TradableBarBroker(bt.brokers.BackBroker):
 
     Notes
     -----
-    Two per-order costs and one per-bar cost are cut, with every fill, value and trade as
-    BackBroker's (tests/test_strategy_base.py runs both brokers side by side): strategies are
-    not told of Submitted and Accepted orders, a done order is queued without a clone, and with
+    One per-order cost and one per-bar cost are cut, with every fill, value, trade and
+    notification as BackBroker's (tests/test_strategy_base.py runs both brokers side by side):
+    a done order is queued without a clone, and with
     interest-free stock-like costs ``next`` skips BackBroker's loops that add 0.0 to cash for
-    each open position. On BTCUSDT 4h (2,599 orders) they cut the model backtest's CPU time
-    from 1.20 s to 1.03 s (same process, alternating, best of 7).
+    each open position (``runners/bench.py`` measures the backtest).
     """
-
-    # Nothing in bt_lstm reads these two notifications, and each one clones the order.
-    QUIET_STATUSES = (bt.Order.Submitted, bt.Order.Accepted)
 
     def start(self) -> None:
         """BackBroker.start, then note whether every commission is interest-free and stock-like
@@ -136,16 +133,14 @@ class TradableBarBroker(bt.brokers.BackBroker):
         self._get_value()
 
     def notify(self, order: bt.Order) -> None:
-        """Queue ``order`` for its strategy, except ``QUIET_STATUSES``: a strategy hears of an
-        order when it fills, partly fills or is refused.
+        """Queue ``order`` for its strategy, as BackBroker does (every status, Submitted and
+        Accepted included: a user's strategy may read them).
 
         BackBroker queues a clone, since the order may change before the strategy reads it.
         An order that is done (filled, refused) no longer changes: it is queued as it is,
         after marking its new execution bits as the clone would.
         """
-        if order.status in self.QUIET_STATUSES:
-            return
-        if order.alive():  # Partial: refused for Margin in the same step, say
+        if order.alive():  # Submitted, Accepted, Partial: it may still change
             self.notifs.append(order.clone())
         else:
             order.executed.markpending()
@@ -153,7 +148,7 @@ class TradableBarBroker(bt.brokers.BackBroker):
 
     def _try_exec(self, order: bt.Order) -> None:
         d = order.data
-        if d.volume[0] == 0 and d.open[0] == d.high[0] == d.low[0] == d.close[0]:
+        if is_placeholder(d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0]):
             self.skipped_placeholder_fills = getattr(self, "skipped_placeholder_fills", 0) + 1
             return
         super()._try_exec(order)

@@ -3,12 +3,12 @@
 Measures, on BTCUSDT 4h (from ../shared/data, $BT_LSTM_REAL_DATA or --csv; a synthetic series of
 the same length where absent):
   - the RegimeLSTMStrategy backtest (batch forecasts + Backtrader) vs a no-model SMA cross on the
-    same feed: wall time, bars/s, ratio (target <= 1.5);
+    same feed: wall time, bars/s, ratio (target <= 1.25);
   - per-window inference latency (median, p99) and batch throughput of every architecture;
   - training throughput of the default config vs a bare PyTorch loop (target ratio <= 1.3);
   - peak memory (RSS) of a process running the backtest;
   - the DQN trader's training env steps/s with DQNConfig's default settings (goal >= 500);
-  - a cached rerun of `bt-lstm backtest` end to end (target <= 15 s).
+  - a cached rerun of `bt-lstm backtest` end to end (target <= 8 s).
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.data.files import DATA_DIR_ENV
+from bt_lstm.trading.timeframe import Timeframe
+from bt_lstm.trading.values import is_placeholder
 
 logger = logging.getLogger(__name__)
 
@@ -49,28 +51,25 @@ class GapReport:
                 f"(largest: {self.largest_missing} candles after {self.largest_at})")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def parse_duration(text: str) -> pd.Timedelta | None:
     """'15m', '4h', '1d', '365d', '2w' -> Timedelta; None when it is not such a span.
 
-    Parsed here rather than by ``pd.Timedelta(str)``, whose unit spellings change between pandas
-    versions ('d' is deprecated in pandas 3).
+    The kernel's ``Timeframe.parse`` reads it (one parser for every bar length and span), not
+    ``pd.Timedelta(str)``, whose unit spellings change between pandas versions ('d' is
+    deprecated in pandas 3).
     """
-    match = _DURATION.match(str(text))
-    if match is None:
+    try:
+        return pd.Timedelta(milliseconds=Timeframe.parse(str(text)).ms)
+    except ValueError:
         return None
-    return pd.Timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
 
 
 def parse_timeframe(timeframe: str) -> pd.Timedelta:
     """'4h' -> Timedelta(hours=4); raise DataError for anything that is not a bar length."""
-    delta = parse_duration(timeframe)
-    if delta is None or delta <= pd.Timedelta(0):
-        raise DataError(f"timeframe {timeframe!r} is not a bar length; use e.g. 15m, 1h, 4h, 1d")
-    return delta
+    try:
+        return pd.Timedelta(milliseconds=Timeframe.parse(timeframe).ms)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def data_path(symbol: str, timeframe: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -274,8 +273,8 @@ def validate_ohlcv(frame: pd.DataFrame, where: str = "data") -> None:
 def placeholder_mask(frame: pd.DataFrame) -> np.ndarray:
     """(T,) bool: zero-volume candles with open = high = low = close, which exchanges insert
     during outages. No trade happened at their price: never a fill price or a target."""
-    v = frame[OHLCV].to_numpy(dtype=float)
-    return (v[:, 4] == 0) & (v[:, 0] == v[:, 1]) & (v[:, 1] == v[:, 2]) & (v[:, 2] == v[:, 3])
+    v = frame[OHLCV].to_numpy(dtype=float)  # (T, 5)
+    return is_placeholder(v[:, 0], v[:, 1], v[:, 2], v[:, 3], v[:, 4])
 
 
 def report_placeholders(frame: pd.DataFrame, where: str) -> int:

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import redis
 
-from bt_lstm.live.klines import Candle, KlineError, _check_ohlc
+from bt_lstm.live.klines import KlineError, _check_ohlc
+from bt_lstm.trading.values import Candle, Forecast
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,9 @@ def open_ms_of(entry_id: str) -> int:
 
 
 def candle_fields(c: Candle, decide: bool, ts: float | None = None) -> dict[str, str]:
-    return {"o": repr(float(c[1])), "h": repr(float(c[2])), "l": repr(float(c[3])),
-            "c": repr(float(c[4])), "v": repr(float(c[5])), "d": "1" if decide else "0",
+    c = Candle._make(c)
+    return {"o": repr(float(c.open)), "h": repr(float(c.high)), "l": repr(float(c.low)),
+            "c": repr(float(c.close)), "v": repr(float(c.volume)), "d": "1" if decide else "0",
             "ts": repr(time.time() if ts is None else ts)}
 
 
@@ -118,7 +120,7 @@ def parse_candle(entry_id: str, fields: dict) -> tuple[Candle, bool, float]:
     """(candle, to be decided, publish time) of a candle entry (or of a forecast entry)."""
     if not fields:
         raise MalformedEntry("entry without fields (trimmed or deleted)")
-    c = (open_ms_of(entry_id), *(_float(fields, k) for k in "ohlcv"))
+    c = Candle(open_ms_of(entry_id), *(_float(fields, k) for k in "ohlcv"))
     if not all(math.isfinite(x) for x in c[1:]):
         raise MalformedEntry(f"candle with a value that is not finite: {c}")
     try:
@@ -131,14 +133,14 @@ def parse_candle(entry_id: str, fields: dict) -> tuple[Candle, bool, float]:
     return c, fields.get("d", "1") == "1", ts
 
 
-def forecast_fields(c: Candle, fc: tuple, ts: float) -> dict[str, str]:
+def forecast_fields(c: Candle, fc: Forecast, ts: float) -> dict[str, str]:
     regime, forecast, model = fc
     out = candle_fields(c, True, ts)
     out.update({"regime": str(int(regime)), "f": repr(float(forecast)), "model": model or ""})
     return out
 
 
-def parse_forecast(entry_id: str, fields: dict) -> tuple[Candle, tuple, float]:
+def parse_forecast(entry_id: str, fields: dict) -> tuple[Candle, Forecast, float]:
     c, _, ts = parse_candle(entry_id, fields)
     try:
         regime = int(fields["regime"])
@@ -146,7 +148,7 @@ def parse_forecast(entry_id: str, fields: dict) -> tuple[Candle, tuple, float]:
         raise MalformedEntry(f"field 'regime' missing or not an integer: "
                              f"{fields.get('regime')!r}") from None
     forecast = _float(fields, "f")  # nan: no forecast (the backtest's NaN as well)
-    return c, (regime, forecast, fields.get("model", "")), ts
+    return c, Forecast(regime, forecast, fields.get("model", "")), ts
 
 
 # -- the consumer loop -----------------------------------------------------------------------

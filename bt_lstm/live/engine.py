@@ -1,9 +1,10 @@
 """The live engine: each closed candle -> the backtest's Forecaster -> the backtest's decision
 -> a paper fill at the next open, committed in one SQLite transaction.
 
-The decision and the fill use ``bt_lstm.trading.decide`` (the functions
-``RegimeLSTMStrategy`` calls); forecasts come from ``Forecaster.forecast_last`` on a rolling
-history bounded by the bundle's warm-up (``klines.bundle_warmup``), or from the model server.
+The decision uses ``bt_lstm.trading.rules.decide_signal`` (the rule ``RegimeLSTMStrategy``
+calls); the trading kernel's ``Account`` fills, sizes and applies Backtrader's margin checks.
+Forecasts come from ``Forecaster.forecast_last`` on a rolling history bounded by the bundle's
+warm-up (``klines.bundle_warmup``), or from the model server.
 """
 from __future__ import annotations
 
@@ -22,15 +23,11 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import StrategyConfig
-from bt_lstm.live.klines import Candle, Warmup, frame_of
+from bt_lstm.live.klines import Warmup, frame_of
 from bt_lstm.live.state import LiveState, SqlState
-from bt_lstm.trading.decide import (
-    commission_of,
-    decide_signal,
-    fill_price,
-    is_placeholder,
-    order_size,
-)
+from bt_lstm.trading.account import Account
+from bt_lstm.trading.rules import decide_signal
+from bt_lstm.trading.values import Candle, Decision, Fill, Forecast
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +35,6 @@ DECISION_COLUMNS = ("datetime", "bar", "regime", "forecast", "signal", "position
                     "model")
 FILL_COLUMNS = ("datetime", "bar", "size", "price", "commission")
 EQUITY_POINTS = 500  # equity curve kept for the status page
-
-Forecast = tuple  # (regime, forecast, model name)
 
 
 class LocalForecasts:
@@ -55,8 +50,8 @@ class LocalForecasts:
         """The forecast at the end of each history (the bus engine: one per market of a
         burst), each network run once on the stacked windows."""
         out = self.forecaster.forecast_last_many([frame_of(c) for c in histories])
-        return [(regime, forecast, "" if math.isnan(forecast) else
-                 self.forecaster.model_for(regime)) for regime, forecast in out]
+        return [Forecast(regime, forecast, "" if math.isnan(forecast) else
+                         self.forecaster.model_for(regime)) for regime, forecast in out]
 
 
 class RemoteForecasts:
@@ -81,8 +76,9 @@ class RemoteForecasts:
             self.conn = None
 
     def __call__(self, candles: list[Candle]) -> Forecast:
-        body = json.dumps({"candles": [{"t": c[0], "o": c[1], "h": c[2], "l": c[3], "c": c[4],
-                                        "v": c[5]} for c in candles]}).encode()
+        body = json.dumps({"candles": [{"t": c.open_ms, "o": c.open, "h": c.high, "l": c.low,
+                                        "c": c.close, "v": c.volume}
+                                       for c in map(Candle._make, candles)]}).encode()
         for attempt in range(3):
             try:
                 status, data = self._post(body)
@@ -96,8 +92,8 @@ class RemoteForecasts:
             raise RuntimeError(f"model server answered {status}: {data[:300]!r}")
         out = json.loads(data)
         forecast = out["forecast"]
-        return int(out["regime"]), float("nan") if forecast is None else float(forecast), \
-            out["model"]
+        return Forecast(int(out["regime"]), float("nan") if forecast is None else float(forecast),
+                        out["model"])
 
 
 def _num(x: Any) -> float:
@@ -115,52 +111,38 @@ def _fmt(x: Any) -> str:
 
 
 def fresh_account(cfg: StrategyConfig) -> dict[str, Any]:
-    return {"cash": cfg.cash, "position": 0.0, "pending": 0.0, "last_ms": None,
-            "first_ms": None, "bars": 0, "rounded_to_zero": 0, "rejected": 0}
+    """A new market's stored account row: the kernel's ``Account`` and the engine's own
+    book-keeping (the last candle taken, the first one to decide, the candles decided)."""
+    return {**Account(cfg).to_dict(), "last_ms": None, "first_ms": None, "bars": 0}
 
 
 def book_candle(acct: dict[str, Any], cfg: StrategyConfig, symbol: str, timeframe: str,
-                candle: Candle, fc: Forecast) -> tuple[dict[str, Any], tuple, tuple | None]:
+                candle: Candle, fc: Forecast) -> tuple[dict[str, Any], Decision, Fill | None]:
     """One decided candle on the account, as RegimeLSTMStrategy would: the pending order fills
     at this candle's open, then the forecast decides a new order (filled at the next open).
 
-    Returns the new account (``acct`` is not changed), the decision row and the fill row.
+    Returns the new account row (``acct`` is not changed), the decision and the fill. An order
+    Backtrader would refuse (Margin) is refused: ``rejected`` counts it, and the decision's
+    position stays where it was (a reversal whose opening part is refused fills its closing
+    part).
     """
-    t, o, h, lo, c, v = candle
-    a = dict(acct)
-    bar = a["bars"]
-    fill_row = None
-    if a["pending"] and not is_placeholder(o, h, lo, c, v):
-        size = a["pending"]
-        price = fill_price(size, o, h, lo, cfg.slippage)
-        pos = a["position"]
-        # Backtrader charges the closing and the opening part of a reversal separately
-        closing = -pos if (pos and (size > 0) != (pos > 0)) else 0.0
-        if closing and abs(size) < abs(pos):
-            closing = size
-        opened = size - closing
-        comm = (commission_of(closing, price, cfg.commission)
-                + commission_of(opened, price, cfg.commission))
-        a["cash"] -= size * price + comm
-        a["position"] = pos + size
-        a["pending"] = 0.0
-        fill_row = (symbol, timeframe, t, bar, size, price, comm)
+    account = Account.from_dict(acct, cfg)
+    t, close = candle[0], candle[4]
+    rejected = account.rejected
+    fill = account.fill(candle)
     regime, forecast, model = fc
     want = decide_signal(forecast, cfg.threshold, cfg.long_only)
-    pos = a["position"]
-    value = a["cash"] + pos * c
-    decision = (symbol, timeframe, t, bar, int(regime), forecast, want, pos, value, model)
-    if not a["pending"]:
-        size = order_size(want, pos, value, c, cfg.position_fraction, cfg.size_step)
-        if size == 0.0:
-            a["rounded_to_zero"] += 1
-        elif size is not None:
-            a["pending"] = size
-    a["bars"] = bar + 1
-    a["last_ms"] = t
+    bar = acct["bars"]
+    decision = Decision(symbol, timeframe, t, bar, int(regime), forecast, want, account.position,
+                        account.value(close), model)
+    account.decide(want, close)
+    if account.rejected != rejected:
+        logger.warning("%s %s %s: an order was rejected (Margin): cash could not pay for it",
+                       symbol, timeframe, _stamp(t))
+    a = {**acct, **account.to_dict(), "bars": bar + 1, "last_ms": t}
     if a["first_ms"] is None:
         a["first_ms"] = t
-    return a, decision, fill_row
+    return a, decision, fill
 
 
 class LiveEngine:
@@ -215,19 +197,19 @@ class LiveEngine:
     def on_closed(self, candle: Candle) -> bool:
         """Take one closed candle (in open-time order). False when ignored (not newer than the
         last one taken)."""
-        t = int(candle[0])
+        candle = Candle._make(candle)
+        t = int(candle.open_ms)
         if self.last_ms is not None and t <= self.last_ms:
             self.feed_health["ignored"] += 1
             logger.info("candle %s ignored: not after the last one taken (%s)", _stamp(t),
                         _stamp(self.last_ms))
             return False
         if self.first_ms is None or t < self.first_ms:
-            self.history.append(tuple(candle))
+            self.history.append(candle)
             self.acct["last_ms"] = t
-            self.state.commit_candle(tuple(candle), self.acct, None, None,
-                                     self._prune_before())
+            self.state.commit_candle(candle, self.acct, None, None, self._prune_before())
             return True
-        self._decide(tuple(candle))
+        self._decide(candle)
         return True
 
     def _prune_before(self) -> int | None:
@@ -255,30 +237,32 @@ class LiveEngine:
             acct = self.acct
             self.state.begin()
         try:
-            acct, decision, fill_row = book_candle(acct, self.cfg, self.symbol, self.timeframe,
-                                                   candle, fc)
-            self.state.write_candle(tuple(candle), acct, decision, fill_row, prune_before)
+            acct, decision, fill = book_candle(acct, self.cfg, self.symbol, self.timeframe,
+                                               candle, fc)
+            self.state.write_candle(candle, acct, decision, fill, prune_before)
             self.state.commit()
         except BaseException:
             self.state.rollback()
             raise
         self.acct = acct
-        self._after_commit(candle, decision, fill_row)
+        self._after_commit(candle, decision, fill)
         return True
 
-    def _after_commit(self, candle: Candle, decision: tuple, fill_row: tuple | None) -> None:
-        t, c = candle[0], candle[4]
-        _, _, _, bar, regime, forecast, want, pos, value, model = decision
+    def _after_commit(self, candle: Candle, decision: Decision, fill: Fill | None) -> None:
+        d, stamp = decision, _stamp(decision.open_ms)
         if self.folder is not None:
             self._append_csv("decisions.csv", DECISION_COLUMNS,
-                             (_stamp(t), bar, regime, forecast, want, pos, value, model))
-            if fill_row:
-                self._append_csv("fills.csv", FILL_COLUMNS, (_stamp(t), bar, *fill_row[4:]))
-        self.equity.append((_stamp(t), value))
-        self.last = {"datetime": _stamp(t), "open_ms": t, "close": c, "regime": regime,
-                     "forecast": None if math.isnan(forecast) else forecast, "signal": want,
-                     "position": pos, "value": value, "model": model,
-                     "pending_order": self.acct["pending"]}
+                             (stamp, d.bar, d.regime, d.forecast, d.signal, d.position, d.value,
+                              d.model))
+            if fill is not None:
+                self._append_csv("fills.csv", FILL_COLUMNS,
+                                 (stamp, d.bar, fill.size, fill.price, fill.commission))
+        self.equity.append((stamp, d.value))
+        self.last = {"datetime": stamp, "open_ms": d.open_ms, "close": candle[4],
+                     "regime": d.regime,
+                     "forecast": None if math.isnan(d.forecast) else d.forecast,
+                     "signal": d.signal, "position": d.position, "value": d.value,
+                     "model": d.model, "pending_order": self.acct["pending"]}
         if self.status_each_commit:
             self.write_status()
 
@@ -311,6 +295,7 @@ class LiveEngine:
         return {"symbol": self.symbol, "timeframe": self.timeframe, "updated": time.time(),
                 "decided": self.acct["bars"], "last_candle": self.last,
                 "position": self.acct["position"], "cash": self.acct["cash"],
+                "rejected": self.acct["rejected"], "rounded_to_zero": self.acct["rounded_to_zero"],
                 "equity": [list(e) for e in self.equity], "feed": self.feed_health,
                 "warmup": {"first_ready": self.warmup.first_ready,
                            "history": self.warmup.history},

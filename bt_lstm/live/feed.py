@@ -19,7 +19,9 @@ from typing import Any
 import websockets
 
 from bt_lstm.live.engine import LiveEngine
-from bt_lstm.live.klines import Candle, KlineError, parse_rest_klines, parse_ws_message
+from bt_lstm.live.klines import KlineError, parse_rest_klines, parse_ws_message
+from bt_lstm.trading.timeframe import Timeframe
+from bt_lstm.trading.values import Candle
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,11 @@ class FeedConfig:
     backoff_max_s: float = 30.0
     stop_after: int | None = None  # stop once this many candles are decided (in total)
     max_connection_s: float = MAX_CONNECTION_S
+
+    @property
+    def interval(self) -> str:
+        """Binance's spelling of the timeframe ('4H', '240min' -> '4h')."""
+        return str(Timeframe.parse(self.timeframe))
 
 
 class RestClient:
@@ -81,7 +88,7 @@ class RestClient:
         cursor = start_ms
         while cursor + self.cfg.bar_ms <= now:
             rows = self._get(f"/api/v3/klines?symbol={self.cfg.symbol}&interval="
-                             f"{self.cfg.timeframe}&startTime={cursor}&limit={REST_LIMIT}")
+                             f"{self.cfg.interval}&startTime={cursor}&limit={REST_LIMIT}")
             try:
                 page = parse_rest_klines(rows, self.cfg.bar_ms, now)
             except KlineError as exc:
@@ -100,7 +107,7 @@ class KlineFeed:
     def __init__(self, engine: LiveEngine, cfg: FeedConfig) -> None:
         self.engine, self.cfg = engine, cfg
         self.rest = RestClient(cfg)
-        self.stream = f"{cfg.symbol.lower()}@kline_{cfg.timeframe}"
+        self.stream = f"{cfg.symbol.lower()}@kline_{cfg.interval}"
         self.latencies: list[float] = []  # closed message received -> decision committed (s)
         self.stopped = False
 
@@ -154,9 +161,9 @@ class KlineFeed:
             return "shutdown"
         if not event.closed:
             return None  # an update of the unfinished candle: never acted on
-        if event.interval and event.interval != self.cfg.timeframe:
+        if event.interval and event.interval != self.cfg.interval:
             logger.warning("kline of interval %s skipped (want %s)", event.interval,
-                           self.cfg.timeframe)
+                           self.cfg.interval)
             return None
         t = event.candle[0]
         eng, bar = self.engine, self.cfg.bar_ms

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,11 +40,11 @@ from bt_lstm.live.bus import (
     with_retry,
 )
 from bt_lstm.live.engine import LiveEngine, LocalForecasts
-from bt_lstm.live.klines import Candle, Warmup, bundle_warmup, timeframe_ms
+from bt_lstm.live.klines import Warmup, bundle_warmup, timeframe_ms
+from bt_lstm.trading.values import Candle, Forecast
 
 logger = logging.getLogger(__name__)
 
-FAULT_ENV = "BT_LSTM_FAULT_KILL_AFTER_COMMIT"  # tests: exit after the Nth commit, before XACK
 STATUS_EVERY_S = 2.0  # the decide role's status.json per market
 
 # XADD and the decided-candle counter together (a script is atomic: no counter without entry)
@@ -97,7 +96,7 @@ class StreamPublisher:
         with_retry(go, self.cfg, "ingest")
 
     def on_closed(self, candle: Candle) -> bool:
-        t = int(candle[0])
+        t = int(candle.open_ms)
         if self.last_ms is not None and t <= self.last_ms:
             self.feed_health["ignored"] += 1
             return False
@@ -252,7 +251,7 @@ class ForecastRole:
         if h is not None and h[-1, 0] < t:
             tail = int(h[-1, 0])
             if fetched is not None and (since is None or since <= tail):
-                new = [c for c in fetched if tail < c[0] <= t]
+                new = [c for c in fetched if tail < c.open_ms <= t]
             else:
                 got = self.r.xrange(key, min=f"({tail}-0", max=f"{t}-0", count=n + 1)
                 new = _candles(got) if len(got) <= n else []
@@ -270,7 +269,7 @@ class ForecastRole:
         engine too: forecasts stay in candle order), the networks run once per batch, and the
         forecasts appended in one pipeline (Redis refuses a second copy)."""
         parsed, bad = _by_market(self.cfg, entries, parse_candle)
-        taken = {m: [c[0] for c, decide, _ in rows if decide] for m, rows in parsed.items()}
+        taken = {m: [c.open_ms for c, decide, _ in rows if decide] for m, rows in parsed.items()}
         self.counts["history"] += sum(not decide for rows in parsed.values()
                                       for _, decide, _ in rows)
         ms = sorted(m for m, ts in taken.items() if ts)
@@ -299,17 +298,17 @@ class ForecastRole:
             fetched = _parsed([(i, f) for i, f in got
                                if f.get("d", "1") != "0" or int(i.partition("-")[0]) > tail])
             # every candle of the stream after the cached tail (without a cache: after lo)
-            candles = [c for c, _, _ in fetched if c[0] > tail]
+            candles = [c for c, _, _ in fetched if c.open_ms > tail]
             since = lo if h is None else tail
-            todo = [(c, ts) for c, d, ts in fetched if d and (top_ms is None or c[0] > top_ms)]
+            todo = [(c, ts) for c, d, ts in fetched if d and (top_ms is None or c.open_ms > top_ms)]
             n = self.loaded[self.bundles[m]][1].history
-            jobs += [(m, c, ts, self.history(m, c[0], n, candles, since)) for c, ts in todo]
+            jobs += [(m, c, ts, self.history(m, c.open_ms, n, candles, since)) for c, ts in todo]
         for path in {self.bundles[m] for m, _, _, _ in jobs}:
             mine = [j for j in jobs if self.bundles[j[0]] == path]
             fcs = self.loaded[path][0].many([hist for _, _, _, hist in mine])
             for (m, c, ts, _), fc in zip(mine, fcs):
                 pipe.xadd(self.cfg.key("forecasts", *m), forecast_fields(c, fc, ts),
-                          id=f"{c[0]}-0", **trim_args(self.cfg.retention, c[0]))
+                          id=f"{c.open_ms}-0", **trim_args(self.cfg.retention, c.open_ms))
         for res in pipe.execute(raise_on_error=False):
             if isinstance(res, Exception):
                 if not is_stale(res):
@@ -351,7 +350,6 @@ class DecideRole:
         self.state = state
         self.engines: dict[tuple[str, str], LiveEngine] = {}
         self.commits = 0
-        self.kill_after = int(os.environ.get(FAULT_ENV, "0") or 0)
         self.latencies: list[float] = []
         self.counts = {"decided": 0, "duplicates": 0}
         self.status_r: redis.Redis | None = None
@@ -394,7 +392,7 @@ class DecideRole:
         first: decisions stay in candle order), each applied under the account's row lock."""
         parsed, bad = _by_market(self.cfg, entries, parse_forecast)
         # market -> open time -> publish time
-        taken = {m: {c[0]: ts for c, _, ts in rows} for m, rows in parsed.items()}
+        taken = {m: {c.open_ms: ts for c, _, ts in rows} for m, rows in parsed.items()}
         ms = sorted(taken)
         lasts = []
         pipe = self.r.pipeline(transaction=False)
@@ -412,21 +410,17 @@ class DecideRole:
                     candle, fc, _ = parse_forecast(pid, pf)
                 except MalformedEntry:
                     continue  # its own delivery dead-letters it
-                ts = taken[m].get(candle[0], float("nan"))
+                ts = taken[m].get(candle.open_ms, float("nan"))
                 if self._apply(eng, candle, fc) and ts == ts:
                     self.latencies.append(time.time() - ts)
         return bad
 
-    def _apply(self, eng: LiveEngine, candle: Candle, fc: tuple) -> bool:
-        if not eng.apply(candle, fc, candle[0], locked=True):
+    def _apply(self, eng: LiveEngine, candle: Candle, fc: Forecast) -> bool:
+        if not eng.apply(candle, fc, candle.open_ms, locked=True):
             self.counts["duplicates"] += 1
             return False
         self.counts["decided"] += 1
         self.commits += 1
-        if self.kill_after and self.commits == self.kill_after:
-            logger.warning("%s=%d: exiting after the commit, before XACK", FAULT_ENV,
-                           self.kill_after)
-            os._exit(137)
         return True
 
     def tick(self, idle: bool) -> None:

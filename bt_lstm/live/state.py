@@ -13,6 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from bt_lstm.trading.values import Candle, Decision, Fill
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS candles (symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
     open_ms BIGINT NOT NULL, open DOUBLE PRECISION, high DOUBLE PRECISION,
@@ -32,6 +34,7 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS gaps (symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
     from_ms BIGINT, to_ms BIGINT, reported_at TEXT)""",
 )
+# the kernel's Account (trading.account.STORED) and the engine's last_ms, first_ms, bars
 ACCOUNT_FIELDS = ("cash", "position", "pending", "last_ms", "first_ms", "bars", "rounded_to_zero",
                   "rejected")
 _COLS = ", ".join(ACCOUNT_FIELDS)
@@ -104,20 +107,22 @@ class SqlState:
             raise
         return dict(zip(ACCOUNT_FIELDS, row))
 
-    def write_candle(self, candle: tuple, account: dict[str, Any], decision: tuple | None,
-                     fill: tuple | None, prune_before: int | None) -> None:
-        """Everything one candle changes (inside the open transaction)."""
+    def write_candle(self, candle: Candle, account: dict[str, Any], decision: Decision | None,
+                     fill: Fill | None, prune_before: int | None) -> None:
+        """Everything one candle changes (inside the open transaction); a fill comes with the
+        decision of its candle."""
         self._x("candle", (*self.market, *candle))
         if fill is not None:
-            self._x("fill", fill)
+            self._x("fill", (*self.market, fill.open_ms, decision.bar, fill.size, fill.price,
+                             fill.commission))
         if decision is not None:
             self._x("decision", decision)
         self._x("upsert", (*self.market, *(account[k] for k in ACCOUNT_FIELDS)))
         if prune_before is not None:
             self._x("prune", (*self.market, prune_before))
 
-    def commit_candle(self, candle: tuple, account: dict[str, Any], decision: tuple | None,
-                      fill: tuple | None, prune_before: int | None) -> None:
+    def commit_candle(self, candle: Candle, account: dict[str, Any], decision: Decision | None,
+                      fill: Fill | None, prune_before: int | None) -> None:
         """Everything one candle changes, in one transaction."""
         self.begin()
         try:
@@ -127,11 +132,11 @@ class SqlState:
             self.rollback()
             raise
 
-    def recent_candles(self, n: int) -> list[tuple]:
+    def recent_candles(self, n: int) -> list[Candle]:
         rows = self._x("recent", (*self.market, n)).fetchall()
-        return [(int(r[0]), *map(float, r[1:])) for r in reversed(rows)]
+        return [Candle(int(r[0]), *map(float, r[1:])) for r in reversed(rows)]
 
-    def add_history(self, candles: list[tuple]) -> None:
+    def add_history(self, candles: list[Candle]) -> None:
         self.begin()
         for c in candles:
             self._x("candle", (*self.market, *c))

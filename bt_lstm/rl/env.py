@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import StrategyConfig
-from bt_lstm.rl.spec import accepts, execute, fill_price, order_size, target_side
+from bt_lstm.rl.spec import target_side
+from bt_lstm.trading.account import Account
+from bt_lstm.trading.values import Candle
 
 
 class TradingEnv(gym.Env):
@@ -20,10 +22,11 @@ class TradingEnv(gym.Env):
 
     A step is a decision at the close of bar t (the observation: the window ending at t and
     the current side). The order fills at the open of t+1 with commission and slippage, exactly
-    as ``TradableBarBroker`` fills it (an order waits past placeholder bars; an order the broker
-    would refuse for cash is refused). The reward is log(V[t+1] / V[t]), V the portfolio value at
-    a close after costs. The episode is truncated (not terminated) at the span's last bar: no
-    reward or observation uses a bar after the one that closes the step.
+    as ``TradableBarBroker`` fills it: the trading kernel's ``Account`` books it (an order waits
+    past placeholder bars; an order the broker would refuse for cash is refused). The reward is
+    log(V[t+1] / V[t]), V the portfolio value at a close after costs. The episode is truncated
+    (not terminated) at the span's last bar: no reward or observation uses a bar after the one
+    that closes the step.
 
     Parameters
     ----------
@@ -41,10 +44,8 @@ class TradingEnv(gym.Env):
         if not 0 <= start < stop - 1 <= len(candles) - 1:
             raise ValueError(f"span [{start}, {stop}) of {len(candles)} bars: need at least two "
                              f"bars inside the data")
-        self.open, self.high, self.low, self.close, volume = (
+        self.open, self.high, self.low, self.close, self.volume = (
             candles[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume"))
-        self.placeholder = (volume == 0) & (self.open == self.high) & (self.high == self.low) & (
-            self.low == self.close)
         self.windows = windows.reshape(len(windows), -1)  # (T, L*F)
         self.start, self.stop, self.cfg, self.allow_short = start, stop, cfg, allow_short
         n_obs = self.windows.shape[1] + 1
@@ -53,12 +54,21 @@ class TradingEnv(gym.Env):
         self.reset()
 
     @property
+    def pos(self) -> float:
+        return self.account.position
+
+    @property
+    def cash(self) -> float:
+        return self.account.cash
+
+    @property
     def side(self) -> int:
-        return (self.pos > 0) - (self.pos < 0)
+        return self.account.side
 
     @property
     def value(self) -> float:
-        return self.cash + self.pos * self.close[self.t]
+        a = self.account
+        return a.cash + a.position * self.close[self.t]
 
     def _obs(self) -> np.ndarray:
         out = np.empty(self.windows.shape[1] + 1, dtype=np.float32)
@@ -69,36 +79,30 @@ class TradingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None
               ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self.t, self.cash, self.pos, self.pending = self.start, float(self.cfg.cash), 0.0, 0.0
+        self.t, self.account = self.start, Account(self.cfg)
         self.fills: list[tuple[int, float, float, float]] = []  # bar, size, price, commission
         return self._obs(), {}
 
-    def _decide(self, action: int, value: float) -> None:
+    def _decide(self, action: int) -> None:
         """At the close of t: the order (if any) that fills at the next tradable open."""
         want = target_side(int(action), self.side, self.allow_short)
-        if want == self.side or self.pending:
-            return
-        c = self.cfg
-        size = order_size(want, self.pos, value, self.close[self.t], c.position_fraction,
-                          c.size_step)
-        if size and accepts(self.cash, self.pos, size, self.close[self.t], c.commission):
-            self.pending = size
+        if want != self.side:
+            self.account.decide(want, self.close[self.t])
 
     def _fill(self) -> None:
         t = self.t
-        if not self.pending or self.placeholder[t]:
+        if not self.account.pending:
             return
-        size, self.pending = self.pending, 0.0
-        price = fill_price(size, self.open[t], self.high[t], self.low[t], self.cfg.slippage)
-        before = self.pos
-        self.cash, self.pos = execute(self.cash, self.pos, size, price, self.cfg.commission)
-        if self.pos != before:
-            done = self.pos - before
-            self.fills.append((t, done, price, abs(done) * price * self.cfg.commission))
+        before = self.account.position
+        fill = self.account.fill(Candle(t, self.open[t], self.high[t], self.low[t],
+                                        self.close[t], self.volume[t]))
+        if fill is not None and self.account.position != before:
+            done = self.account.position - before
+            self.fills.append((t, done, fill.price, abs(done) * fill.price * self.cfg.commission))
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         value = self.value
-        self._decide(action, value)
+        self._decide(action)
         self.t += 1
         self._fill()
         new_value = self.value

@@ -1,8 +1,8 @@
 """The one trading specification shared by the Gymnasium env and the Backtrader strategy.
 
-Observation builder, action map, order sizing, fill price and cash arithmetic. The env runs
-these functions itself; strategies/dqn_strategy.py runs the same observation builder and sizing
-and lets Backtrader's broker fill (tests/test_rl.py proves both give the same fills and equity).
+Observation builder, action map and order sizing. The env fills through the trading kernel's
+``Account``; strategies/dqn_strategy.py runs the same observation builder and sizing and lets
+Backtrader's broker fill (tests/test_rl.py proves both give the same fills and equity).
 
 Legend: T bars, L window length (bars), F features per bar, N observations.
 """
@@ -16,8 +16,8 @@ import pandas as pd
 
 from bt_lstm.config import FeatureConfig, _fail, _in_range, _positive_int, _Serialisable
 
-# the same sizing and fill rules as the strategies and the live engine (one code path)
-from bt_lstm.trading.decide import fill_price, order_size  # noqa: F401 (re-exported)
+# the same sizing rule as the strategies and the live engine (one code path)
+from bt_lstm.trading.rules import order_size  # noqa: F401 (re-exported)
 
 HOLD, BUY, SELL = 0, 1, 2
 ACTIONS = ("hold", "buy", "sell")
@@ -178,39 +178,3 @@ def target_side(action: int, have: int, allow_short: bool) -> int:
     if action == SELL:
         return -1 if allow_short else 0
     raise ValueError(f"action {action!r}: use 0 (hold), 1 (buy) or 2 (sell)")
-
-
-def execute(cash: float, pos: float, size: float, price: float, commission: float
-            ) -> tuple[float, float]:
-    """Backtrader's stock-like cash arithmetic for one fill: (cash, position) after it.
-
-    The part of ``size`` that closes the position always fills; the part that opens one is
-    dropped (as the broker's margin check does) when it would leave cash below zero.
-    """
-    if pos == 0 or (size > 0) == (pos > 0):
-        closed, opened = 0.0, size
-    elif abs(size) <= abs(pos):
-        closed, opened = size, 0.0
-    else:
-        closed, opened = -pos, size + pos
-    cash -= closed * price + abs(closed) * price * commission
-    if opened:
-        after = cash - opened * price - abs(opened) * price * commission
-        if after < 0.0:
-            opened = 0.0
-        else:
-            cash = after
-    return cash, pos + closed + opened
-
-
-def accepts(cash: float, pos: float, size: float, close: float, commission: float) -> bool:
-    """The broker's check at submission: would the order, filled at the decision bar's close,
-    leave cash >= 0? (Backtrader rejects it with Margin otherwise.)"""
-    if pos == 0 or (size > 0) == (pos > 0):
-        closed, opened = 0.0, size
-    elif abs(size) <= abs(pos):
-        return True
-    else:
-        closed, opened = -pos, size + pos
-    cash -= closed * close + abs(closed) * close * commission
-    return cash - opened * close - abs(opened) * close * commission >= 0.0

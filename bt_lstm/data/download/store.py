@@ -18,12 +18,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bt_lstm.data.files import atomic_write_bytes
+from bt_lstm.trading.timeframe import Timeframe
 
 Row = tuple  # (open_ms: int, open, high, low, close, volume: float)
 HEADER = "timestamp,open,high,low,close,volume"
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_TF = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
 class DownloadError(ValueError):
@@ -31,12 +30,12 @@ class DownloadError(ValueError):
 
 
 def timeframe_ms(timeframe: str) -> int:
-    """'4h' -> 14_400_000; DownloadError for anything that is not a fixed bar length."""
-    m = _TF.match(timeframe.strip())
-    if m is None or int(m.group(1)) <= 0:
-        raise DownloadError(f"timeframe {timeframe!r} is not a bar length the downloader knows; "
-                            f"use e.g. 1m, 5m, 15m, 1h, 4h, 1d")
-    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+    """'4h' -> 14_400_000 (``Timeframe.parse``); DownloadError for anything that is not a bar
+    length."""
+    try:
+        return Timeframe.parse(timeframe).ms
+    except ValueError as exc:
+        raise DownloadError(str(exc)) from None
 
 
 def iso_ms(ms: int) -> str:
