@@ -40,6 +40,9 @@ class MalformedEntry(ValueError):
 
 @dataclass
 class BusConfig:
+    """Where the bus lives and how a role reads it: Redis URL, key prefix, this consumer's name,
+    when entries of dead consumers are reclaimed, stream retention, batch size and the
+    blocking read's timeout."""
     url: str
     prefix: str = ""
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -53,9 +56,12 @@ class BusConfig:
     freeze_gc: bool = False  # a role's own process (the CLI): gc.freeze() once started
 
     def key(self, kind: str, symbol: str = "", timeframe: str = "") -> str:
+        """The Redis key of stream ``kind`` (``candles``, ``forecasts``, ...) of one market, or a
+        global key without a market: ``<prefix><kind>[:<symbol>:<timeframe>]``."""
         return f"{self.prefix}{kind}" + (f":{symbol}:{timeframe}" if symbol else "")
 
     def market_of(self, stream: str) -> tuple[str, str]:
+        """``(symbol, timeframe)`` of a market stream's key."""
         _, symbol, timeframe = stream[len(self.prefix):].split(":")
         return symbol, timeframe
 
@@ -103,6 +109,8 @@ def _float(fields: dict, key: str) -> float:
 
 
 def open_ms_of(entry_id: str) -> int:
+    """A candle's open time from its entry id ``<open_ms>-0``; any other id raises
+    ``MalformedEntry``."""
     ms, _, seq = entry_id.partition("-")
     if seq != "0" or not ms.isdigit():
         raise MalformedEntry(f"entry id {entry_id!r} is not <open_ms>-0")
@@ -110,6 +118,9 @@ def open_ms_of(entry_id: str) -> int:
 
 
 def candle_fields(c: Candle, decide: bool, ts: float | None = None) -> dict[str, str]:
+    """A candle as the fields of its stream entry: prices and volume as exact ``repr`` text,
+    whether it is to be decided (history is not), and the publish time for the latency
+    figures."""
     c = Candle._make(c)
     return {"o": repr(float(c.open)), "h": repr(float(c.high)), "l": repr(float(c.low)),
             "c": repr(float(c.close)), "v": repr(float(c.volume)), "d": "1" if decide else "0",
@@ -134,6 +145,7 @@ def parse_candle(entry_id: str, fields: dict) -> tuple[Candle, bool, float]:
 
 
 def forecast_fields(c: Candle, fc: Forecast, ts: float) -> dict[str, str]:
+    """A forecast's entry: the candle's fields plus regime, forecast and the model that made it."""
     regime, forecast, model = fc
     out = candle_fields(c, True, ts)
     out.update({"regime": str(int(regime)), "f": repr(float(forecast)), "model": model or ""})
@@ -141,6 +153,8 @@ def forecast_fields(c: Candle, fc: Forecast, ts: float) -> dict[str, str]:
 
 
 def parse_forecast(entry_id: str, fields: dict) -> tuple[Candle, Forecast, float]:
+    """``(candle, (regime, forecast, model), publish time)`` of a forecast entry; a missing or
+    malformed field raises ``MalformedEntry`` (the entry goes to the dead letters)."""
     c, _, ts = parse_candle(entry_id, fields)
     try:
         regime = int(fields["regime"])
@@ -326,6 +340,7 @@ def with_retry(fn: Callable[[], Any], cfg: BusConfig, what: str) -> Any:
 
 
 def markets(r: redis.Redis, cfg: BusConfig) -> list[tuple[str, str]]:
+    """Every ``(symbol, timeframe)`` an ingest process has published, sorted."""
     return sorted(tuple(m.split(":", 1)) for m in r.smembers(cfg.key("markets")))
 
 
@@ -351,6 +366,8 @@ def bus_status(r: redis.Redis, cfg: BusConfig,
 
 
 def format_status(st: dict[str, Any]) -> str:
+    """The ``--status`` table: per stream its length, and per consumer group its consumers,
+    pending entries and lag; then the dead-letter counts."""
     lines = [f"{'stream':40} {'length':>8} {'group':>8} {'consumers':>9} {'pending':>8} "
              f"{'lag':>6}"]
     for key, s in st["streams"].items():

@@ -44,6 +44,8 @@ class LocalForecasts:
         self.forecaster = forecaster
 
     def __call__(self, candles: list[Candle]) -> Forecast:
+        """The forecast of the last candle of ``candles`` (in-process, the backtest's
+        Forecaster)."""
         return self.many([candles])[0]
 
     def many(self, histories: list[list[Candle] | np.ndarray]) -> list[Forecast]:
@@ -71,11 +73,15 @@ class RemoteForecasts:
         return resp.status, resp.read()
 
     def close(self) -> None:
+        """Close the keep-alive connection to the model server."""
         if self.conn is not None:
             self.conn.close()
             self.conn = None
 
     def __call__(self, candles: list[Candle]) -> Forecast:
+        """The forecast of the last candle of ``candles`` from the model server (``POST
+        /v1/forecast``), retried on a dropped connection; a refusal raises with the server's
+        message."""
         body = json.dumps({"candles": [{"t": c.open_ms, "o": c.open, "h": c.high, "l": c.low,
                                         "c": c.close, "v": c.volume}
                                        for c in map(Candle._make, candles)]}).encode()
@@ -176,10 +182,12 @@ class LiveEngine:
     # -- state -----------------------------------------------------------------------------
     @property
     def last_ms(self) -> int | None:
+        """Open time of the last candle decided (None before the first)."""
         return self.acct["last_ms"]
 
     @property
     def first_ms(self) -> int | None:
+        """Open time of the first candle to decide (None until set on a fresh state)."""
         return self.acct["first_ms"]
 
     def set_first(self, first_ms: int) -> None:
@@ -188,6 +196,7 @@ class LiveEngine:
             self.acct["first_ms"] = int(first_ms)
 
     def close(self) -> None:
+        """Close the state and the forecast source."""
         self.state.close()
         closer = getattr(self.forecasts, "close", None)
         if closer is not None:
@@ -292,6 +301,8 @@ class LiveEngine:
             self.equity.append((_stamp(r[0]), r[6]))
 
     def status(self) -> dict[str, Any]:
+        """What ``status.json`` and the status page show: last candle, position, cash, equity
+        curve, feed health, warm-up and counts. Paper trading only."""
         return {"symbol": self.symbol, "timeframe": self.timeframe, "updated": time.time(),
                 "decided": self.acct["bars"], "last_candle": self.last,
                 "position": self.acct["position"], "cash": self.acct["cash"],
@@ -302,6 +313,7 @@ class LiveEngine:
                 "history_bars": len(self.history), "paper_trading_only": True}
 
     def write_status(self) -> None:
+        """Write ``status.json`` atomically in the state folder (nothing without a folder)."""
         if self.folder is None:
             return
         tmp = self.folder / "status.json.tmp"

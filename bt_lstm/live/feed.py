@@ -37,6 +37,8 @@ class FeedError(RuntimeError):
 
 @dataclass
 class FeedConfig:
+    """One market's feed: symbol, bar length, the WebSocket and REST hosts (Binance spot, or the
+    replay server), REST retries, reconnect backoff and when to stop."""
     symbol: str
     timeframe: str
     bar_ms: int
@@ -55,6 +57,8 @@ class FeedConfig:
 
 
 class RestClient:
+    """Binance's REST klines endpoint with retries and backoff: backfill after a (re)connect, the
+    unfinished candle dropped."""
     def __init__(self, cfg: FeedConfig) -> None:
         self.cfg = cfg
 
@@ -79,6 +83,7 @@ class RestClient:
         raise AssertionError("unreachable")
 
     def server_time(self) -> int:
+        """The exchange's clock, in ms (which candles are closed is judged by it, not by ours)."""
         return int(self._get("/api/v3/time")["serverTime"])
 
     def closed_since(self, start_ms: int) -> list[Candle]:
@@ -112,6 +117,7 @@ class KlineFeed:
         self.stopped = False
 
     def done(self) -> bool:
+        """True once stopped, or once ``stop_after`` candles are decided in the state."""
         n = self.cfg.stop_after
         return self.stopped or (n is not None and self.engine.acct["bars"] >= n)
 
@@ -180,6 +186,9 @@ class KlineFeed:
 
     # -- the connection loop ---------------------------------------------------------------
     async def run(self) -> None:
+        """The connection loop: connect to the kline stream, backfill over REST, then decide each
+        closed candle (``k.x``) as it arrives, keyed by open time; reconnect with doubling
+        backoff until done. Unfinished candles are never acted on."""
         url = f"{self.cfg.ws_url.rstrip('/')}/ws/{self.stream}"
         wait = self.cfg.backoff_s
         loop = asyncio.get_running_loop()

@@ -130,6 +130,7 @@ def kline_message(symbol: str, interval: str, c: Candle, closed: bool, bar_ms: i
 
 
 def rest_row(c: Candle, bar_ms: int) -> list:
+    """A candle as one row of Binance's ``/api/v3/klines`` answer (the replay server's REST)."""
     t, o, h, lo, cl, v = c
     return [t, repr(o), repr(h), repr(lo), repr(cl), repr(v), t + bar_ms - 1, "0", 0, "0", "0",
             "0"]
@@ -149,6 +150,7 @@ def frame_of(candles: list[Candle] | np.ndarray) -> pd.DataFrame:
 
 
 def candles_of(frame: pd.DataFrame) -> list[Candle]:
+    """An OHLCV frame's rows as candles ``(open_ms, open, high, low, close, volume)``."""
     ms = pd.DatetimeIndex(frame.index).as_unit("ms").asi8.tolist()
     vals = frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float).tolist()
     return [Candle(t, *v) for t, v in zip(ms, vals)]

@@ -44,7 +44,9 @@ class PgState(SqlState):
         self.folder = None
 
     def begin(self) -> None:
+        """Start the candle's transaction (the account row is then locked ``FOR UPDATE``)."""
         self.conn.execute("BEGIN")
 
     def close(self) -> None:
+        """Nothing to close: the connection belongs to whoever opened it (markets share it)."""
         pass  # the connection belongs to whoever opened it (several markets share it)

@@ -34,6 +34,9 @@ FAULTS = ("drop", "duplicate", "gap", "reorder", "shutdown")
 
 @dataclass
 class ReplayConfig:
+    """What the replay server streams: market, bar length, the first streamed candle (earlier
+    ones are REST history only), speed, unfinished-candle updates per close, fault switches
+    and injected REST errors."""
     symbol: str
     timeframe: str
     bar_ms: int
@@ -48,6 +51,7 @@ class ReplayConfig:
 
 @dataclass
 class ReplayStats:
+    """What the replay server did: closed candles sent, faults fired, REST requests, connections."""
     sent_closed: int = 0
     faults: dict = field(default_factory=dict)
     rest_requests: int = 0
@@ -55,6 +59,9 @@ class ReplayStats:
 
 
 class ReplayServer:
+    """Serves candles over Binance's kline WebSocket protocol and REST endpoint, at a set speed
+    and with optional faults: the demo feed and the live tests' exchange. Its clock is the
+    candles'."""
     def __init__(self, candles: list[Candle], cfg: ReplayConfig) -> None:
         bad = [f for f in cfg.faults if f not in FAULTS]
         if bad:
@@ -71,6 +78,8 @@ class ReplayServer:
 
     # -- REST ------------------------------------------------------------------------------
     def now_ms(self) -> int:
+        """The replay's clock: halfway through the candle open now (past the end: two bars after
+        the last)."""
         if self.cur >= len(self.candles):
             return self.times[-1] + 2 * self.cfg.bar_ms
         return self.times[self.cur] + self.cfg.bar_ms // 2
@@ -82,6 +91,8 @@ class ReplayServer:
         return Response(status, HTTPStatus(status).phrase, headers, body)
 
     def process_request(self, connection: ServerConnection, request) -> Response | None:
+        """Answer the REST endpoints (time, ping, klines) from the candles up to the replay's
+        clock; let a ``/ws/`` request on to the WebSocket handshake."""
         url = urlparse(request.path)
         if url.path.startswith("/ws/"):
             return None  # the WebSocket handshake goes on
@@ -115,6 +126,8 @@ class ReplayServer:
 
     # -- WebSocket -------------------------------------------------------------------------
     async def handler(self, ws: ServerConnection) -> None:
+        """One WebSocket client: registered until it disconnects; the first one starts the
+        stream."""
         self.stats.connections += 1
         self.clients.add(ws)
         self.started.set()
@@ -144,6 +157,8 @@ class ReplayServer:
         self.stats.faults[name] = self.stats.faults.get(name, 0) + 1
 
     async def stream(self) -> None:
+        """Send each candle's unfinished updates, then its closed message, to every client at the
+        configured speed, firing the fault switches on schedule."""
         await self.started.wait()
         cfg = self.cfg
         pause = 1.0 / cfg.speed / (cfg.updates + 1)
@@ -197,6 +212,8 @@ class ReplayServer:
     async def serve_forever(self, host: str = "127.0.0.1", port: int = 0,
                             ready: asyncio.Future | None = None,
                             stop: asyncio.Event | None = None) -> None:
+        """Listen on ``host:port`` (0: a free port, set on ``ready``) and stream until ``stop``
+        is set (forever without one)."""
         async with serve(self.handler, host, port, process_request=self.process_request,
                          ping_interval=20, ping_timeout=60) as server:
             self.port = list(server.sockets)[0].getsockname()[1]

@@ -83,19 +83,26 @@ class StreamPublisher:
 
     @property
     def last_ms(self) -> int | None:
+        """Open time of the last candle on the stream (None when empty)."""
         return self.acct["last_ms"]
 
     @property
     def first_ms(self) -> int | None:
+        """Open time of the first candle to be decided (history before it is not)."""
         return self.acct["first_ms"]
 
     def set_first(self, first_ms: int) -> None:
+        """Record, once per stream, the first candle to decide (the first ingest process to start
+        sets it)."""
         def go() -> None:
             self.r.hsetnx(self.meta, "first_ms", int(first_ms))
             self.acct["first_ms"] = int(self.r.hget(self.meta, "first_ms"))
         with_retry(go, self.cfg, "ingest")
 
     def on_closed(self, candle: Candle) -> bool:
+        """Append a closed candle to its stream (entry id ``<open_ms>-0``, trimmed to the
+        retention); False for a candle at or before the last one, which Redis would refuse
+        too."""
         t = int(candle.open_ms)
         if self.last_ms is not None and t <= self.last_ms:
             self.feed_health["ignored"] += 1
@@ -122,10 +129,12 @@ class StreamPublisher:
         return True
 
     def record_gap(self, from_ms: int, to_ms: int, when: str) -> None:
+        """Log a gap the exchange could not fill (the stream itself has no gap table)."""
         logger.warning("%s %s: gap %d..%d reported at %s", self.symbol, self.timeframe,
                        from_ms, to_ms, when)
 
     def close(self) -> None:
+        """Nothing to close: the Redis connection is shared."""
         pass
 
 
@@ -210,6 +219,8 @@ class ForecastRole:
         self.counts = {"forecasts": 0, "duplicates": 0, "history": 0}
 
     def streams(self) -> list[str]:
+        """The candle streams this engine reads (every market with a bundle, or ``--symbol``'s),
+        loading the bundles it has not loaded yet."""
         wanted = self.only or markets(self.r, self.cfg)
         self.bundles = find_bundles(self.models, self.models_root, wanted)
         for path in set(self.bundles.values()) - set(self.loaded):
@@ -231,6 +242,8 @@ class ForecastRole:
                          self.loaded[self.bundles[market]][1].history)
 
     def done(self) -> bool:
+        """With ``stop_after``: every market has that many forecasts and nothing pending in the
+        engine group."""
         n = self.cfg.stop_after
         if n is None or not self.bundles:
             return False
@@ -322,6 +335,9 @@ class ForecastRole:
 def run_engine(cfg: BusConfig, models: str | None, models_root: str | None,
                only: list[tuple[str, str]] | None, no_skill: str,
                skill_p: float | None, torch_threads: int = 1) -> ForecastRole:
+    """Run the engine role until done: read candle entries in batches, forecast each with the
+    backtest's Forecaster on its warm-up history read back from the stream, append the
+    forecasts in candle order, acknowledge. Returns the role with its counts."""
     from bt_lstm.models.training import configure_threads
 
     # one window per forecast gains nothing from intra-op threads, and engines share cores:
@@ -357,6 +373,8 @@ class DecideRole:
         self.consumer: Consumer | None = None  # its reconnect and dead-letter counts
 
     def engine(self, market: tuple[str, str]) -> LiveEngine:
+        """The market's engine on the shared state (SQLite folder or PostgreSQL), made on first
+        use."""
         eng = self.engines.get(market)
         if eng is None:
             symbol, tf = market
@@ -375,11 +393,13 @@ class DecideRole:
         return eng
 
     def streams(self) -> list[str]:
+        """The forecast streams this process decides (every market, or ``--symbol``'s)."""
         for m in self.only or markets(self.r, self.cfg):
             self.engine(m)
         return [self.cfg.key("forecasts", *m) for m in sorted(self.engines)]
 
     def done(self) -> bool:
+        """With ``stop_after``: every market's account has decided that many candles."""
         n = self.cfg.stop_after
         if n is None or not self.engines:
             return False
@@ -463,6 +483,7 @@ class DecideRole:
                 "markets": markets, "bus": bus_status(self.status_r, self.cfg)}
 
     def close(self) -> None:
+        """Close every market's engine and state."""
         for e in self.engines.values():
             e.close()
         if self.pg is not None:
@@ -475,6 +496,9 @@ class DecideRole:
 def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
                only: list[tuple[str, str]] | None, latency_out: str | None = None,
                status_port: int | None = None) -> DecideRole:
+    """Run the decide role until done: each forecast filled, decided and committed in one
+    transaction (the account row locked), then acknowledged; optionally the status page and
+    the latency file. Returns the role."""
     r = connect(cfg.url, cfg.block_ms, f"bt-lstm-decide-{cfg.consumer}")
     role = DecideRole(r, cfg, strategy, state, only)
     consumer = role.consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done,

@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 
 def remote_warmup(url: str) -> Warmup:
+    """The warm-up (first ready bar, history length) of the bundle a model server has loaded
+    (``GET /v1/model``)."""
     import json
     import urllib.request
 
@@ -42,6 +44,8 @@ def build_engine(symbol: str, timeframe: str, cfg: StrategyConfig, state_dir: Pa
 
 def run_feed(engine: LiveEngine, feed_cfg: FeedConfig, status_port: int | None = None
              ) -> KlineFeed:
+    """Drive ``engine`` from the kline feed until it stops, with the status page on
+    ``status_port`` when given. Returns the feed (its counts)."""
     feed = KlineFeed(engine, feed_cfg)
     status = None
     if status_port is not None:

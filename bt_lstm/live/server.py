@@ -49,6 +49,7 @@ class CandleIn(TypedDict):
 
 
 class ForecastIn(TypedDict):
+    """``POST /v1/forecast`` body: the candles, oldest first (unknown fields refused)."""
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     candles: Annotated[list[CandleIn], Field(min_length=1, max_length=20_000)]
 
@@ -59,6 +60,8 @@ FORECAST_IN = TypeAdapter(ForecastIn)
 
 
 class ForecastOut(BaseModel):
+    """``POST /v1/forecast`` answer: regime, its label, the forecast, the model that made it and
+    the bundle's id."""
     model_config = ConfigDict(protected_namespaces=())
     regime: int
     label: str
@@ -69,6 +72,7 @@ class ForecastOut(BaseModel):
 
 
 class ReloadIn(BaseModel):
+    """``POST /v1/reload`` body: the folder of the bundle to load next."""
     model_config = ConfigDict(extra="forbid")
     models: str
 
@@ -84,6 +88,7 @@ class Loaded:
 
 
 def bundle_id(folder: Path) -> str:
+    """A short id of a bundle: sha256 over its JSON files' names and contents."""
     h = hashlib.sha256()
     for p in sorted(Path(folder).glob("*.json")):
         h.update(p.name.encode() + p.read_bytes())

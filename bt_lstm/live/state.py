@@ -77,18 +77,23 @@ class SqlState:
         return self.conn.execute(sql, params)
 
     def begin(self) -> None:
+        """Start the candle's transaction (each database its own way)."""
         raise NotImplementedError
 
     def commit(self) -> None:
+        """Commit the candle's transaction."""
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
+        """Roll the candle's transaction back (nothing of it is kept)."""
         self.conn.execute("ROLLBACK")
 
     def close(self) -> None:
+        """Close the connection."""
         self.conn.close()
 
     def account(self) -> dict[str, Any] | None:
+        """The market's account row as a dict, or None before its first candle."""
         row = self._x("account", self.market).fetchone()
         return dict(zip(ACCOUNT_FIELDS, row)) if row else None
 
@@ -133,27 +138,33 @@ class SqlState:
             raise
 
     def recent_candles(self, n: int) -> list[Candle]:
+        """The last ``n`` stored candles, oldest first (the engine's rolling history on restart)."""
         rows = self._x("recent", (*self.market, n)).fetchall()
         return [Candle(int(r[0]), *map(float, r[1:])) for r in reversed(rows)]
 
     def add_history(self, candles: list[Candle]) -> None:
+        """Store warm-up candles (never decided) in one transaction."""
         self.begin()
         for c in candles:
             self._x("candle", (*self.market, *c))
         self.commit()
 
     def record_gap(self, from_ms: int, to_ms: int, when: str) -> None:
+        """Store a gap the exchange could not fill."""
         self.begin()
         self._x("gap", (*self.market, from_ms, to_ms, when))
         self.commit()
 
     def gaps(self) -> list[tuple]:
+        """Every recorded gap: from, to, when reported."""
         return [tuple(r) for r in self._x("gaps", self.market).fetchall()]
 
     def decisions(self) -> list[tuple]:
+        """Every decision, in candle order (the rows of ``decisions.csv``)."""
         return [tuple(r) for r in self._x("decisions", self.market).fetchall()]
 
     def fills(self) -> list[tuple]:
+        """Every paper fill, in order (the rows of ``fills.csv``)."""
         return [tuple(r) for r in self._x("fills", self.market).fetchall()]
 
 
@@ -173,6 +184,7 @@ class LiveState(SqlState):
             conn.execute(stmt)
 
     def begin(self) -> None:
+        """Start the transaction with ``BEGIN IMMEDIATE``: the write lock is taken at once."""
         self.conn.execute("BEGIN IMMEDIATE")
 
     def _migrate(self) -> None:

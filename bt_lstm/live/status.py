@@ -125,5 +125,6 @@ class StatusServer:
         self.thread.start()
 
     def close(self) -> None:
+        """Stop serving and release the port."""
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -49,6 +49,7 @@ class AgentError(ValueError):
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with torch on ``n`` threads, restoring the previous count after."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -55,18 +55,22 @@ class TradingEnv(gym.Env):
 
     @property
     def pos(self) -> float:
+        """The position, in units of the asset."""
         return self.account.position
 
     @property
     def cash(self) -> float:
+        """The cash."""
         return self.account.cash
 
     @property
     def side(self) -> int:
+        """The position's side: -1 short, 0 flat, 1 long (the observation's last element)."""
         return self.account.side
 
     @property
     def value(self) -> float:
+        """Portfolio value at the current bar's close."""
         a = self.account
         return a.cash + a.position * self.close[self.t]
 
@@ -78,6 +82,8 @@ class TradingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None
               ) -> tuple[np.ndarray, dict]:
+        """Start an episode at the span's first bar, flat, with the starting cash; return the
+        first observation."""
         super().reset(seed=seed)
         self.t, self.account = self.start, Account(self.cfg)
         self.fills: list[tuple[int, float, float, float]] = []  # bar, size, price, commission
@@ -101,6 +107,13 @@ class TradingEnv(gym.Env):
             self.fills.append((t, done, fill.price, abs(done) * fill.price * self.cfg.commission))
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Take ``action`` at the close of the current bar; the order fills at the next bar's
+        open.
+
+        Returns ``(observation, reward, terminated, truncated, info)``; the reward is the
+        bar's log change of portfolio value after commission and slippage. The episode ends at
+        the span's last bar as truncation; it terminates only on ruin (a value of 0 or less,
+        possible only short)."""
         value = self.value
         self._decide(action)
         self.t += 1
@@ -125,6 +138,7 @@ class StaggeredStart(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None
               ) -> tuple[np.ndarray, dict]:
+        """The first reset starts at bar ``first``; later ones at the span's start."""
         obs, info = self.env.reset(seed=seed, options=options)
         if self.first is not None:
             base = self.env.unwrapped

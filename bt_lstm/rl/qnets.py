@@ -34,6 +34,8 @@ class Dropout(nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` while
+        training; identity in eval mode."""
         if not self.training or self.p == 0.0:
             return x
         keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # 0 or 1/(1-p)
@@ -48,6 +50,7 @@ class QPolicy(DQNPolicy):
     """
 
     def set_training_mode(self, mode: bool) -> None:
+        """Switch train / eval mode only when it changes (SB3 calls it on every step)."""
         if self.q_net.training != mode or self.training != mode:
             super().set_training_mode(mode)
 
@@ -64,6 +67,8 @@ class LSTMExtractor(BaseFeaturesExtractor):
         self.drop2 = Dropout(DROPOUT)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Features of a batch of observations: (B, L*F+1) -> (B, 32 + 1), the last LSTM state
+        and the current side."""
         x = obs[:, :-1].reshape(obs.shape[0], self.window, self.n_features)  # (B, L, F)
         side = obs[:, -1:]  # (B, 1)
         h, _ = self.lstm1(x)  # (B, L, 64)
@@ -81,6 +86,7 @@ class DenseExtractor(BaseFeaturesExtractor):
             nn.Linear(128, 128), nn.ReLU(), Dropout(DROPOUT))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Features of a batch of flattened observations: (B, L*F+1) -> (B, 128)."""
         return self.net(obs)  # (B, L*F+1) -> (B, 128)
 
 
@@ -89,6 +95,7 @@ EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {"lstm": LSTMExtractor,
 
 
 def observation_space(window: int, n_features: int) -> gym.spaces.Box:
+    """The Gymnasium space of one observation: the window's L*F values and the side, float32."""
     return gym.spaces.Box(-np.inf, np.inf, (window * n_features + 1,), np.float32)
 
 

@@ -70,6 +70,8 @@ class DQNConfig(_Serialisable):
     threads: int = 1  # torch threads while training (2 shared cores: 1 is fastest here)
 
     def __post_init__(self) -> None:
+        """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
+        and what is allowed."""
         if self.qnet not in QNETS:
             _fail(type(self), "qnet", self.qnet, f"one of {QNETS}")
         if self.features not in FEATURE_SETS:

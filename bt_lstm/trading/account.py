@@ -65,14 +65,17 @@ class Account:
                    int(row.get("rounded_to_zero") or 0), int(row.get("rejected") or 0))
 
     def copy(self) -> Account:
+        """An independent copy of the account (same settings, balances and counts)."""
         return Account(self.cfg, self.cash, self.position, self.pending, self.rounded_to_zero,
                        self.rejected, self.deferred)
 
     def __eq__(self, other: object) -> bool:
+        """Equal when every balance and count is."""
         return isinstance(other, Account) and all(
             getattr(self, k) == getattr(other, k) for k in self.__slots__)
 
     def __repr__(self) -> str:
+        """The account's balances and counts."""
         return ("Account(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__[1:])
                 + ")")
 

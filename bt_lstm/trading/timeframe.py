@@ -37,6 +37,7 @@ class Timeframe:
     ms: int
 
     def __post_init__(self) -> None:
+        """Refuse a bar length that is not a whole positive number of seconds."""
         if isinstance(self.ms, bool) or not isinstance(self.ms, int) or self.ms <= 0 \
                 or self.ms % 1000:
             raise ValueError(f"timeframe of {self.ms!r} ms is not a bar length; it must be a "
@@ -65,13 +66,16 @@ class Timeframe:
 
     @property
     def seconds(self) -> int:
+        """The bar length in seconds."""
         return self.ms // 1000
 
     @property
     def timedelta(self) -> timedelta:
+        """The bar length as a ``datetime.timedelta``."""
         return timedelta(milliseconds=self.ms)
 
     def __str__(self) -> str:
+        """The canonical spelling: the largest whole unit (``4h``, ``1d``, ``15m``)."""
         for unit, size in _CANONICAL:
             if self.ms % size == 0:
                 return f"{self.ms // size}{unit}"
