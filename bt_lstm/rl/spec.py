@@ -43,8 +43,8 @@ class DQNConfig(_Serialisable):
     16): an LSTM update costs ~15 ms on one core. ``envs`` (4) training envs step together,
     each starting its first episode at another quarter of the training span (later episodes
     start at the span's start): SB3 then picks their actions with one batched forward pass
-    instead of four, the other half of what reaches 500 env steps/s (README, DQN section, for
-    the measurements). Step counts (timesteps, learning_starts, train_freq, target update,
+    instead of four, the other half of what reaches 500 env steps/s (the measurements:
+    docs/guides/dqn.md, Speed). Step counts (timesteps, learning_starts, train_freq, target update,
     eval_every) count env steps of all envs together.
     """
 
@@ -58,7 +58,7 @@ class DQNConfig(_Serialisable):
     learning_starts: int = 1_000
     batch_size: int = 64
     gamma: float = 0.95
-    train_freq: int = 16  # env steps between updates (SB3's default 4 is 4x slower, see README)
+    train_freq: int = 16  # env steps between updates (SB3's 4 is 4x slower: guides/dqn.md)
     gradient_steps: int = 1  # updates each train_freq steps: 64 / 16 = 4 samples per env step
     envs: int = 4  # training envs stepped together, staggered over the span (one batched act)
     target_update_interval: int = 500
