@@ -235,6 +235,13 @@ class Churn(BaseStrategy):
     def target(self):
         return (1, -1, 0, -1, 1)[len(self) % 5]
 
+    def next(self) -> None:
+        super().next()
+        # the broker's own book each bar: value, levered value, unrealized P&L, leverage
+        b = self.broker
+        self.book = getattr(self, "book", [])
+        self.book.append((b.getvalue(), b.get_value(lever=True), b._unrealized, b._leverage))
+
 
 def run_churn(frame, broker: bt.brokers.BackBroker, interest: float = 0.0):
     cerebro = bt.Cerebro(stdstats=False)
@@ -244,7 +251,7 @@ def run_churn(frame, broker: bt.brokers.BackBroker, interest: float = 0.0):
     broker.addcommissioninfo(FractionalCommission(commission=0.001, interest=interest))
     cerebro.addstrategy(Churn)
     strat = cerebro.run()[0]
-    return strat.fills_frame(), strat.records_frame(), broker.getvalue()
+    return strat.fills_frame(), strat.records_frame(), broker.getvalue(), strat.book
 
 
 @pytest.mark.parametrize("interest", [0.0, 0.2])
@@ -256,6 +263,7 @@ def test_the_brokers_speed_paths_change_no_fill(interest):
     pd.testing.assert_frame_equal(ours[0], plain[0])
     pd.testing.assert_frame_equal(ours[1], plain[1])
     assert ours[2] == plain[2]
+    assert ours[3] == plain[3]  # bit for bit, every bar (long, short and flat books)
     if interest:  # the interest path runs (BackBroker's own next): shorts pay for their days
         assert ours[2] != run_churn(frame, TradableBarBroker(), 0.0)[2]
 
