@@ -59,7 +59,7 @@ class BtLstmDataDrawer(FreqaiDataDrawer):
         except ArtifactError as exc:  # bt-lstm's CLI advice, said the FreqAI way
             advice = f"delete {Path(dk.data_path)} to retrain"
             raise OperationalException(
-                f"BtLstmRegressor: {str(exc).replace('retrain with --retrain', advice)}"
+                f"BtLstmRegressor: {str(exc).replace('train the models again', advice)}"
             ) from None
         logger.info("bt-lstm: loaded %s (%d networks, sha256 checked, weights_only) instead "
                     "of retraining", manifest_path(Path(dk.data_path), dk.model_filename),
