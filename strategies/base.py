@@ -118,10 +118,7 @@ class BaseStrategy(bt.Strategy):
 
     def _send(self, want: int, pos: float, value: float, close: float) -> None:
         step = self.p.size_step
-        if step is None:
-            size = _exact_size(want, pos, value, close, self.p.position_fraction)
-        else:
-            size = order_size(want, pos, value, close, self.p.position_fraction, step)
+        size = order_size(want, pos, value, close, self.p.position_fraction, step)
         if size is None:
             return  # already on the wanted side
         if size == 0:
@@ -198,16 +195,6 @@ class BaseStrategy(bt.Strategy):
         for col in ("opened", "closed"):
             frame[col] = nums_to_index(frame[col].to_numpy(dtype=float))
         return frame
-
-
-def _exact_size(want: int, pos: float, value: float, close: float,
-                position_fraction: float) -> float | None:
-    """``order_size`` without the rounding to a step: the exact fractional size."""
-    if want == (pos > 0) - (pos < 0):
-        return None
-    if want == 0:
-        return -pos  # flatten exactly
-    return want * position_fraction * value / close - pos
 
 
 def check_inference(strategy: Any, feed_line: str, how: str) -> bool:

@@ -1,7 +1,13 @@
 """Shared fixtures: a seeded synthetic market, tiny configs, one fitted pipeline per session."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -67,3 +73,54 @@ def service_missing(why: str) -> None:
     if os.environ.get("BT_LSTM_REQUIRE_SERVICES") == "1":
         pytest.fail(why + " (BT_LSTM_REQUIRE_SERVICES=1: services are required here)")
     pytest.skip(why)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def need_chromium() -> str:
+    """Debian's headless Chromium, or skip (fail with BT_LSTM_REQUIRE_SERVICES=1)."""
+    if CHROMIUM is None:
+        service_missing("chromium not installed (Debian: apt-get install chromium; .ci/run "
+                        "installs it)")
+    return CHROMIUM
+
+
+def chromium_evaluate(page: Path, profile: Path, expression: str):
+    """Open ``page`` in headless Chromium (DevTools protocol), wait for its load event and
+    return the JSON value that the JavaScript ``expression`` (awaited) evaluates to."""
+    from websockets.sync.client import connect
+
+    proc = subprocess.Popen(
+        [need_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
+         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.time() + 60
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            assert time.time() < deadline and proc.poll() is None, "chromium did not start"
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            (target,) = [t for t in json.loads(r.read()) if t["type"] == "page"]
+        with connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
+            def call(n: int, method: str, params: dict, until: str | None = None) -> dict:
+                ws.send(json.dumps({"id": n, "method": method, "params": params}))
+                reply, event = None, until is None
+                while reply is None or not event:
+                    msg = json.loads(ws.recv(timeout=60))
+                    reply = msg if msg.get("id") == n else reply
+                    event = event or msg.get("method") == until
+                return reply
+
+            call(1, "Page.enable", {})
+            call(2, "Page.navigate", {"url": page.as_uri()}, until="Page.loadEventFired")
+            msg = call(3, "Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                               "returnByValue": True})
+        return json.loads(msg["result"]["result"]["value"])
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)

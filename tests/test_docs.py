@@ -4,24 +4,19 @@ loaded and every navigation link pointing at a page of the built site. The READM
 short front page whose test command is what CI runs."""
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, service_missing
+from conftest import REPO, chromium_evaluate, need_chromium
 
 from bt_lstm.cli import COMMANDS
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INSTALL = 'pip install torch==2.13.0 && pip install -e ".[test,freqtrade]" && python -m pytest -q'
 MAIN_JOB = ("pip install torch==2.13.0 && pip install -e . && "
             "python runners/backtest.py --symbol BTCUSDT")
@@ -115,50 +110,14 @@ CHECK_PAGE = """
 
 
 def chromium_page(page: Path, profile: Path) -> dict:
-    """Open ``page`` in headless Chromium (DevTools protocol, as tests/test_reports.py does) and
-    report its images (loaded or broken), its navigation links and its code blocks' sizes."""
-    from websockets.sync.client import connect
-
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.time() + 60
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            assert time.time() < deadline and proc.poll() is None, "chromium did not start"
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            (target,) = [t for t in json.loads(r.read()) if t["type"] == "page"]
-        with connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
-            def call(n: int, method: str, params: dict, until: str | None = None) -> dict:
-                ws.send(json.dumps({"id": n, "method": method, "params": params}))
-                reply, event = None, until is None
-                while reply is None or not event:
-                    msg = json.loads(ws.recv(timeout=60))
-                    reply = msg if msg.get("id") == n else reply
-                    event = event or msg.get("method") == until
-                return reply
-
-            call(1, "Page.enable", {})
-            call(2, "Page.navigate", {"url": page.as_uri()}, until="Page.loadEventFired")
-            msg = call(3, "Runtime.evaluate", {"expression": CHECK_PAGE, "awaitPromise": True,
-                                               "returnByValue": True})
-        return json.loads(msg["result"]["result"]["value"])
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(30)
+    """``page`` in headless Chromium: its images (loaded or broken), its navigation links and
+    its code blocks' sizes."""
+    return chromium_evaluate(page, profile, CHECK_PAGE)
 
 
 @pytest.mark.parametrize("page", ["getting-started.html", "guides/backtest.html"])
 def test_page_renders_with_pictures_loaded_and_navigation_resolving(site, page, tmp_path):
-    if CHROMIUM is None:
-        service_missing("chromium not installed (Debian: apt-get install chromium); "
-                        "BT_LSTM_REQUIRE_SERVICES=1 makes this a failure")
+    need_chromium()
     got = chromium_page(site / page, tmp_path / "profile")
     if page == "getting-started.html":
         assert len(got["images"]) >= 4, got["images"]  # the report's screenshots

@@ -200,18 +200,10 @@ def test_example_config_points_ccxt_at_the_local_stand_in():
 
 
 def test_importing_freqtrade_outside_the_adapter_breaks_its_contract(tmp_path):
-    from test_architecture import _lint_imports
+    from test_architecture import broken_contracts
 
-    for name in ("bt_lstm", "strategies", "runners"):
-        shutil.copytree(REPO / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "setup.cfg", tmp_path / "setup.cfg")
-    target = tmp_path / "bt_lstm/models/nets.py"
-    target.write_text(target.read_text() + "\nimport freqtrade  # planted by the test\n")
-    res = _lint_imports(tmp_path, tmp_path)
-    assert res.returncode != 0
-    assert "freqtrade (and its datasieve) only under bt_lstm.freqai" in (
-        res.stdout.split("Broken contracts", 1)[-1]), res.stdout
+    assert "freqtrade (and its datasieve) only under bt_lstm.freqai" in broken_contracts(
+        tmp_path, "bt_lstm/models/nets.py", "import freqtrade")
 
 
 # -- real freqtrade runs ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, TINY_FLAGS
+from conftest import CHROMIUM, REPO, TINY_FLAGS, need_chromium
 
 from bt_lstm.data.candles import load_ohlcv
 from bt_lstm.live.klines import KlineError, candles_of, parse_ws_message
@@ -327,8 +327,6 @@ def test_rest_errors_retry_then_stop_with_a_clear_line(main_run, tmp_path, capsy
     assert "REST" in capsys.readouterr().err
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRE_SERVICES = os.environ.get("BT_LSTM_REQUIRE_SERVICES") == "1"
 
 
 def _wait_for(pred, timeout: float = 120.0) -> None:
@@ -343,12 +341,7 @@ def _wait_for(pred, timeout: float = 120.0) -> None:
 def test_status_page_renders_in_headless_chromium(main_run, tmp_path):
     """live.py --status-port: the page, opened in headless Chromium while the run goes on,
     shows the current position, regime and equity, with nothing logged to the console."""
-    if CHROMIUM is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("chromium is not installed but BT_LSTM_REQUIRE_SERVICES=1 (.ci/run "
-                        "installs Debian's chromium)")
-        pytest.skip("chromium not installed (Debian: apt-get install chromium); "
-                    "BT_LSTM_REQUIRE_SERVICES=1 makes this a failure")
+    need_chromium()
     import urllib.request
 
     port = free_port()

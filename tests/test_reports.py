@@ -5,23 +5,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
-import shutil
-import subprocess
 import time
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, chromium_evaluate, need_chromium
 
 from bt_lstm.backtest.reports import SUMMARY_ROWS, _fmt
 from runners import backtest as runner
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRE_SERVICES = os.environ.get("BT_LSTM_REQUIRE_SERVICES") == "1"
 
 
 class Tables(HTMLParser):
@@ -179,52 +172,14 @@ CHECK_IMAGES = """
 
 
 def chromium_images(page: Path, profile: Path) -> list[dict]:
-    """Open ``page`` in headless Chromium (DevTools protocol) and measure every image in it:
-    loaded or broken, and its coloured (data, not axes) pixels drawn on a canvas."""
-    from websockets.sync.client import connect
-
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.time() + 60
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            assert time.time() < deadline and proc.poll() is None, "chromium did not start"
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            (target,) = [t for t in json.loads(r.read()) if t["type"] == "page"]
-        with connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
-            def call(n: int, method: str, params: dict, until: str | None = None) -> dict:
-                ws.send(json.dumps({"id": n, "method": method, "params": params}))
-                reply, event = None, until is None
-                while reply is None or not event:
-                    msg = json.loads(ws.recv(timeout=60))
-                    reply = msg if msg.get("id") == n else reply
-                    event = event or msg.get("method") == until
-                return reply
-
-            call(1, "Page.enable", {})
-            call(2, "Page.navigate", {"url": page.as_uri()}, until="Page.loadEventFired")
-            msg = call(3, "Runtime.evaluate", {"expression": CHECK_IMAGES,
-                                               "awaitPromise": True, "returnByValue": True})
-        return json.loads(msg["result"]["result"]["value"])
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    """Every image of ``page`` in headless Chromium: loaded or broken, and its coloured (data,
+    not axes) pixels drawn on a canvas."""
+    return chromium_evaluate(page, profile, CHECK_IMAGES)
 
 
 def test_both_pages_open_in_chromium_with_no_broken_image_nor_empty_chart(sample_runs,
                                                                         tmp_path):
-    if CHROMIUM is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("chromium is not installed but BT_LSTM_REQUIRE_SERVICES=1 (.ci/run "
-                        "installs Debian's chromium)")
-        pytest.skip("chromium not installed (Debian: apt-get install chromium); "
-                    "BT_LSTM_REQUIRE_SERVICES=1 makes this a failure")
+    need_chromium()
     _, outs = sample_runs
     for name in ("traded", "flat"):
         images = chromium_images(outs[name][0] / "tearsheet.html", tmp_path / name)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, real_data_dir
-from test_architecture import _lint_imports
+from conftest import real_data_dir
+from test_architecture import broken_contracts
 
 from bt_lstm.backtest.engine import make_cerebro
 from bt_lstm.config import StrategyConfig
@@ -389,12 +388,4 @@ def test_a_bad_timeframe_is_one_line_naming_what_is_allowed(text):
      "Live and RL keep no account of their own"),
 ])
 def test_fill_arithmetic_outside_the_account_breaks_a_contract(tmp_path, module, line, contract):
-    for name in ("bt_lstm", "strategies", "runners"):
-        shutil.copytree(REPO / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "setup.cfg", tmp_path / "setup.cfg")
-    target = tmp_path / module
-    target.write_text(target.read_text() + f"\n{line}  # planted by the test\n")
-    res = _lint_imports(tmp_path, tmp_path)
-    assert res.returncode != 0
-    assert contract in res.stdout.split("Broken contracts", 1)[-1].replace("\n", " "), res.stdout
+    assert contract in broken_contracts(tmp_path, module, line)

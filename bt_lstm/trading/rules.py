@@ -22,18 +22,21 @@ def decide_signal(forecast: float, threshold: float, long_only: bool) -> int:
 
 
 def order_size(want: int, pos: float, value: float, close: float, position_fraction: float,
-               size_step: float) -> float | None:
+               size_step: float | None) -> float | None:
     """The signed size of the order that moves ``pos`` to ``want`` at the close ``close``.
 
     None when nothing is to be done (already on the wanted side); 0.0 when the size rounds to
     zero at ``size_step`` (the caller counts it). A target of ``position_fraction`` of
-    ``value``; flattening closes the position exactly.
+    ``value``; flattening closes the position exactly. ``size_step`` None: the exact
+    fractional size, no rounding.
     """
     have = (pos > 0) - (pos < 0)
     if want == have:
         return None
     target = want * position_fraction * value / close
     delta = target - pos
+    if size_step is None:
+        return -pos if want == 0 else delta
     size = math.floor(abs(delta) / size_step) * size_step
     if want == 0:
         size = abs(pos)  # flatten exactly
