@@ -104,7 +104,7 @@ def run(cfg: BusConfig, bundle: Path, markets: dict[str, list], history: int, ro
             pipe.xadd(cfg.key("candles", s, "4h"), candle_fields(c, False), id=f"{c[0]}-0")
         pipe.execute()
     sym = ",".join(symbols)
-    lat_file = state / "latency.json"
+    lat_file = state / "latency.jsonl"
     procs = [start_role(cfg, "--role", "engine", "--models", str(bundle), "--symbol", sym,
                         "--consumer", f"e{i}", "--stop-after", str(rounds))
              for i in range(engines)]
@@ -135,7 +135,8 @@ def run(cfg: BusConfig, bundle: Path, markets: dict[str, list], history: int, ro
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    lat = np.array(json.loads(lat_file.read_text())) * 1000  # in the order of the commits
+    rows = [json.loads(line) for line in lat_file.read_text().splitlines()]
+    lat = np.array([done - sent for *_, sent, done in rows]) * 1000  # in commit order
     # the first round holds each market's first candle in a fresh process: its history is read
     # back from the stream (the warm-up, 772 candles) and its state opened; later candles only
     # extend the cached history

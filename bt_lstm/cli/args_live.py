@@ -62,8 +62,9 @@ LIVE_FLAGS: tuple[Flag, ...] = (
          lo=1, example="64"),
     Flag("--bus-prefix", "prefix of every key (several deployments on one Redis database)",
          metavar="P", default=""),
-    Flag("--latency-out", "decide: at exit, write each candle's latency (candle XADD -> "
-         "decision committed, seconds) as a JSON list", metavar="FILE"),
+    Flag("--latency-out", "decide: append one JSON line per committed candle, [symbol, "
+         "timeframe, open_ms, candle XADD time, commit time] (Unix seconds), after each batch",
+         metavar="FILE"),
     # serve
     Flag("--host", "address to listen on", metavar="H", default="127.0.0.1"),
     Flag("--port", "port to listen on (serve default 8000, replay 9000)", I, "P", lo=1,

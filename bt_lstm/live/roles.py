@@ -356,8 +356,9 @@ class DecideRole:
     """The decide role: forecast entries in, decisions and fills committed to the state."""
 
     def __init__(self, r: redis.Redis, cfg: BusConfig, strategy: StrategyConfig, state: str,
-                 only: list[tuple[str, str]] | None) -> None:
+                 only: list[tuple[str, str]] | None, latency_out: str | None = None) -> None:
         self.r, self.cfg, self.strategy, self.only = r, cfg, strategy, only
+        self.latency_out = latency_out
         self.pg = None
         if state.startswith(("postgresql://", "postgres://")):
             from bt_lstm.live.pgstate import connect_pg
@@ -366,7 +367,7 @@ class DecideRole:
         self.state = state
         self.engines: dict[tuple[str, str], LiveEngine] = {}
         self.commits = 0
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # candle XADD -> decision committed (s)
         self.counts = {"decided": 0, "duplicates": 0}
         self.status_r: redis.Redis | None = None
         self.status_at: dict[tuple[str, str], float] = {}  # market -> status.json written
@@ -414,6 +415,7 @@ class DecideRole:
         # market -> open time -> publish time
         taken = {m: {c.open_ms: ts for c, _, ts in rows} for m, rows in parsed.items()}
         ms = sorted(taken)
+        lines: list[str] = []  # the latency file's lines of this batch
         lasts = []
         pipe = self.r.pipeline(transaction=False)
         for m in ms:
@@ -432,7 +434,13 @@ class DecideRole:
                     continue  # its own delivery dead-letters it
                 ts = taken[m].get(candle.open_ms, float("nan"))
                 if self._apply(eng, candle, fc) and ts == ts:
-                    self.latencies.append(time.time() - ts)
+                    now = time.time()
+                    self.latencies.append(now - ts)
+                    lines.append(json.dumps([*m, candle.open_ms, ts, now]))
+        if lines and self.latency_out:
+            # appended per batch (before its XACK): a killed process keeps what it committed
+            with open(self.latency_out, "a") as fh:
+                fh.write("\n".join(lines) + "\n")
         return bad
 
     def _apply(self, eng: LiveEngine, candle: Candle, fc: Forecast) -> bool:
@@ -498,9 +506,10 @@ def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
                status_port: int | None = None) -> DecideRole:
     """Run the decide role until done: each forecast filled, decided and committed in one
     transaction (the account row locked), then acknowledged; optionally the status page and
-    the latency file. Returns the role."""
+    the latency file (JSON lines ``[symbol, timeframe, open_ms, XADD time, commit time]``,
+    appended after each batch's commits). Returns the role."""
     r = connect(cfg.url, cfg.block_ms, f"bt-lstm-decide-{cfg.consumer}")
-    role = DecideRole(r, cfg, strategy, state, only)
+    role = DecideRole(r, cfg, strategy, state, only, latency_out)
     consumer = role.consumer = Consumer(r, cfg, "decide", role.streams, role.handle, role.done,
                                         role.tick)
     page = None
@@ -518,6 +527,4 @@ def run_decide(cfg: BusConfig, strategy: StrategyConfig, state: str,
         if page is not None:
             page.close()
         role.close()
-        if latency_out:
-            Path(latency_out).write_text(json.dumps(role.latencies))
     return role
