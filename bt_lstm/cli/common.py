@@ -44,15 +44,18 @@ def setup_logging(quiet: bool, torch: bool = True) -> None:
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
-            job: Callable[[argparse.Namespace], int], torch: bool = True,
+            job: Callable[[argparse.Namespace], int],
+            torch: bool | Callable[[argparse.Namespace], bool] = True,
             quiet: bool | None = None) -> int:
     """Parse ``argv``, set up logging and run ``job(args)``; a bad flag or a user mistake
-    becomes one line on stderr and exit code 2 (``quiet``: force the log level)."""
+    becomes one line on stderr and exit code 2 (``quiet``: force the log level; ``torch``:
+    whether the job needs torch, or a function of the parsed flags saying so)."""
     try:
         args = parser.parse_args(argv)
     except FlagError as exc:
         return _fail(str(exc))
-    setup_logging(getattr(args, "quiet", False) if quiet is None else quiet, torch=torch)
+    setup_logging(getattr(args, "quiet", False) if quiet is None else quiet,
+                  torch=torch(args) if callable(torch) else torch)
     try:
         return job(args)
     except FlagError as exc:

@@ -54,7 +54,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run ``bt-lstm live`` with ``argv`` (default: the process's arguments); return the exit
     code: 0 done, 2 a user mistake (one line on stderr), 130 interrupted."""
-    return run_cli(build_parser(prog), argv, job)
+    return run_cli(build_parser(prog), argv, job, torch=needs_torch)
+
+
+def needs_torch(args: argparse.Namespace) -> bool:
+    """Only the in-process pipeline and the engine role run networks: the ingest and decide
+    roles, ``--status`` and ``--export`` never import torch (a killed role is back sooner:
+    importing torch took 1.2-3 s of a restart, measured in the soak, and ~150 MB of RSS)."""
+    if args.export or args.status:
+        return False
+    return not (args.bus or args.role) or args.role == "engine"
 
 
 def job(args: argparse.Namespace) -> int:
