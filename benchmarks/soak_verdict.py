@@ -214,5 +214,5 @@ def stream_check(lengths: dict[str, int], retention: str) -> dict:
     bound = n + STREAM_NODE if kind == "maxlen" else math.inf
     over = {k: v for k, v in lengths.items() if v > bound}
     return {"retention": retention, "bound": bound if bound != math.inf else None,
-            "streams": len(lengths), "longest": longest, "over_bound": dict(list(over.items())[:10]),
-            "n_over_bound": len(over)}
+            "streams": len(lengths), "longest": longest,
+            "over_bound": dict(list(over.items())[:10]), "n_over_bound": len(over)}

@@ -35,6 +35,7 @@ DECISION_COLUMNS = ("datetime", "bar", "regime", "forecast", "signal", "position
                     "model")
 FILL_COLUMNS = ("datetime", "bar", "size", "price", "commission")
 EQUITY_POINTS = 500  # equity curve kept for the status page
+LATENCIES_KEPT = 10_000  # the last latencies kept in memory: a role runs for weeks
 
 
 class LocalForecasts:

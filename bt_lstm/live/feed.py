@@ -13,12 +13,13 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import websockets
 
-from bt_lstm.live.engine import LiveEngine
+from bt_lstm.live.engine import LATENCIES_KEPT, LiveEngine
 from bt_lstm.live.klines import KlineError, parse_rest_klines, parse_ws_message
 from bt_lstm.trading.timeframe import Timeframe
 from bt_lstm.trading.values import Candle
@@ -113,7 +114,8 @@ class KlineFeed:
         self.engine, self.cfg = engine, cfg
         self.rest = RestClient(cfg)
         self.stream = f"{cfg.symbol.lower()}@kline_{cfg.interval}"
-        self.latencies: list[float] = []  # closed message received -> decision committed (s)
+        # closed message received -> decision committed (s), the last LATENCIES_KEPT
+        self.latencies: deque = deque(maxlen=LATENCIES_KEPT)
         self.stopped = False
 
     def done(self) -> bool:

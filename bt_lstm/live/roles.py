@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +40,7 @@ from bt_lstm.live.bus import (
     trim_args,
     with_retry,
 )
-from bt_lstm.live.engine import LiveEngine, LocalForecasts
+from bt_lstm.live.engine import LATENCIES_KEPT, LiveEngine, LocalForecasts
 from bt_lstm.live.klines import Warmup, bundle_warmup, timeframe_ms
 from bt_lstm.trading.values import Candle, Forecast
 
@@ -367,7 +368,8 @@ class DecideRole:
         self.state = state
         self.engines: dict[tuple[str, str], LiveEngine] = {}
         self.commits = 0
-        self.latencies: list[float] = []  # candle XADD -> decision committed (s)
+        # candle XADD -> decision committed (s), the last LATENCIES_KEPT (the file has all)
+        self.latencies: deque = deque(maxlen=LATENCIES_KEPT)
         self.counts = {"decided": 0, "duplicates": 0}
         self.status_r: redis.Redis | None = None
         self.status_at: dict[tuple[str, str], float] = {}  # market -> status.json written

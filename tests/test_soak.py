@@ -1,0 +1,242 @@
+"""The chaos soak of the bus (benchmarks/soak_bus.py) and what it found.
+
+A short soak runs here (a few markets, one kill of each role, one Redis restart, a feed drop:
+nothing lost, doubled or different), plus each fix at small scale: roles that never run a
+network do not import torch; per-candle latency lists are bounded; the engine's batched
+forecasts equal one window at a time, bit for bit (what makes a byte-for-byte comparison with
+the single-process replay possible); the multi-market exchange replay.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import test_live
+from conftest import POSTGRES_URL, REPO, service_missing
+
+from bt_lstm.live.klines import candles_of
+
+pytestmark = pytest.mark.slow
+main_run = test_live.main_run  # the fixture: one main-job run per module
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def need_services() -> None:
+    """redis-server on PATH and the PostgreSQL server, or skip (fail in CI)."""
+    import psycopg
+
+    if shutil.which("redis-server") is None:
+        service_missing("redis-server not on PATH (Debian: apt-get install redis-server; "
+                        ".ci/run installs it)")
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        service_missing(f"no PostgreSQL server answers at {POSTGRES_URL} "
+                        f"({str(exc).splitlines()[0]}); set BT_LSTM_TEST_POSTGRES_URL")
+
+
+def test_a_short_soak_loses_doubles_and_changes_nothing(main_run, tmp_path):
+    """3 markets at 2 candles/s for 36 s: the ingest, the engine and the decide process each
+    killed once (every 10 s), Redis SIGKILLed and restarted on its append-only file, every
+    WebSocket cut once; every closed candle decided once, as the single-process replay
+    decides it, byte for byte."""
+    need_services()
+    import soak_bus
+
+    rc = soak_bus.main(["--markets", "3", "--speed", "2", "--duration", "36", "--engines", "1",
+                        "--kill-every", "10", "--drop-feed-every", "25",
+                        "--models", str(main_run["bundle"]), "--out", str(tmp_path),
+                        "--quiet"])
+    out = json.loads(next(tmp_path.glob("soak_*/soak.json")).read_text())
+    assert rc == 0 and out["ok"], out["counts"]
+    c = out["counts"]
+    assert c["lost"] == c["doubled"] == c["extra"] == 0 and out["drained"]
+    assert c["decisions"] == 3 * c["closed_per_market"] and c["closed_per_market"] >= 60
+    assert out["byte_for_byte"] == {"compared": 3, "different": 0, "differences": {},
+                                    "fills_compared": out["byte_for_byte"]["fills_compared"]}
+    assert out["byte_for_byte"]["fills_compared"] > 0, "no trade: the comparison is weak"
+    kinds = sorted((e["kind"], e["target"]) for e in out["events"])
+    assert kinds == [("drop", "feed"), ("kill", "decide0"), ("kill", "engine0"),
+                     ("kill", "ingest"), ("redis", "redis")]
+    assert out["streams"]["n_over_bound"] == 0
+    assert (tmp_path / next(tmp_path.glob("soak_*")).name / "index.html").is_file()
+
+
+def test_the_verdict_counts_lost_doubled_and_extra_decisions():
+    from soak_verdict import count_check
+
+    expected = [1000, 2000, 3000]
+    decided = {"A": [(1000, 0), (2000, 1), (3000, 2)],  # as it should be
+               "B": [(1000, 0), (3000, 1)],  # 2000 lost
+               "C": [(1000, 0), (2000, 0), (3000, 2)],  # bar 0 twice: doubled
+               "D": [(1000, 0), (2000, 1), (3000, 2), (4000, 3)]}  # never closed
+    got = count_check(expected, decided, ["A", "B", "C", "D", "E"])
+    assert (got["lost"], got["doubled"], got["extra"]) == (1 + 3, 1, 1)
+    assert set(got["bad_markets"]) == {"B", "C", "D", "E"}
+
+
+def test_the_recovery_window_ends_at_the_first_close_decided_in_time():
+    from soak_verdict import latency_check
+
+    close = {k * 1000: 100.0 + k for k in range(10)}  # a candle close a second
+    # the event at 103.5: closes 104 and 105 decided late (at 107.0), 106 on time
+    done = {t: c + 0.05 for t, c in close.items()}
+    done.update({4000: 107.0, 5000: 107.0, 6000: 106.08})
+    rows = [["S", "1m", t, c, done[t]] for t, c in close.items()]
+    events = [{"time": 103.5, "kind": "kill", "target": "decide0"}]
+    got = latency_check(rows, close, events, 250.0, 120.0)
+    assert events[0]["recovered"] and events[0]["recovery_s"] == pytest.approx(2.58)
+    assert got["inside_recovery"]["n"] == 3  # 103 (1 s before), 104, 105
+    assert got["outside_recovery"]["max_ms"] == pytest.approx(80.0)  # the close at 106
+
+
+@pytest.mark.parametrize("role, imported", [("ingest", False), ("decide", False),
+                                            ("engine", True)])
+def test_only_the_engine_role_imports_torch(role, imported):
+    """Found by the soak: every role imported torch at start (1.2-3 s of each restart after a
+    kill, ~150 MB RSS); only the engine runs networks."""
+    code = ("import sys\nimport bt_lstm.cli.live as live\n"
+            "live.bus_job = lambda args: print('torch' in sys.modules) or 0\n"
+            f"live.main(['--bus', 'redis://127.0.0.1:1/0', '--role', '{role}'])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=test_live_bus_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == str(imported), out.stderr
+
+
+def test_live_bus_env() -> dict:
+    import os
+
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+test_live_bus_env.__test__ = False  # a helper, not a test
+
+
+def test_batched_forecasts_equal_one_window_at_a_time(main_run):
+    """The engine role forecasts a burst of markets in one network call; the single-process
+    engine one window at a time: equal bit for bit (the soak compares decisions as bytes)."""
+    from bt_lstm.live.engine import LocalForecasts
+    from bt_lstm.live.klines import bundle_warmup
+    from bt_lstm.models.forecast import load_forecaster
+
+    fc = load_forecaster(str(main_run["bundle"]), no_skill="trade")
+    n = bundle_warmup(fc).history
+    candles = candles_of(main_run["candles"])
+    lf = LocalForecasts(fc)
+    windows = [candles[k:k + n] for k in range(0, len(candles) - n, 7)][:64]
+    batched = lf.many(windows)
+    assert len(windows) > 20 and sum(f[1] == f[1] for f in batched) > 10
+    assert [tuple(map(repr, f)) for f in batched] == [tuple(map(repr, lf(w))) for w in windows]
+
+
+def test_the_markets_replay_serves_each_market_on_one_port(main_run):
+    """Each market's own WebSocket stream and REST klines on one port and one clock; a drop
+    cuts every connection."""
+    import websockets
+
+    from bt_lstm.live.replay_many import MarketsReplay
+
+    base = candles_of(main_run["candles"])[:40]
+    markets = {"AUSDT": base, "BUSDT": [(c[0], *(x * 2 for x in c[1:5]), c[5]) for c in base]}
+    rep = MarketsReplay(markets, "4h", 4 * 3_600_000, 30, speed=20.0, updates=1)
+
+    async def go() -> tuple:
+        stop = asyncio.Event()
+        ready = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(rep.serve_forever("127.0.0.1", 0, ready, stop))
+        port = await ready
+        got: dict = {"AUSDT": [], "BUSDT": []}
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/ausdt@kline_4h") as a, \
+                websockets.connect(f"ws://127.0.0.1:{port}/ws/busdt@kline_4h") as b:
+            while rep.connected() < 2:
+                await asyncio.sleep(0.01)
+            rep.go()
+            for ws, sym in ((a, "AUSDT"), (b, "BUSDT")):
+                while len(got[sym]) < 3:
+                    msg = json.loads(await ws.recv())
+                    if msg["k"]["x"]:
+                        got[sym].append((msg["s"], msg["k"]["t"], float(msg["k"]["c"])))
+            url = (f"http://127.0.0.1:{port}/api/v3/klines?symbol=BUSDT&interval=4h"
+                   f"&startTime={base[28][0]}")
+            rows = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(url).read()))
+            cut = rep.drop()
+            await asyncio.sleep(0.1)
+            closed = (a.state.name, b.state.name)
+        stop.set()
+        await server
+        return got, rows, cut, closed
+
+    got, rows, cut, closed = asyncio.run(go())
+    assert got["AUSDT"][0] == ("AUSDT", base[30][0], base[30][4])
+    assert got["BUSDT"][0] == ("BUSDT", base[30][0], base[30][4] * 2)
+    assert [r[0] for r in rows[:3]] == [base[28][0], base[29][0], base[30][0]]
+    assert float(rows[0][4]) == base[28][4] * 2
+    assert cut == 2 and closed == ("CLOSED", "CLOSED")
+    assert rep.close_times[base[30][0]] > 0
+
+
+class _Taker:
+    """A stand-in engine for the feed: takes every candle."""
+
+    def __init__(self) -> None:
+        self.last_ms, self.first_ms, self.acct = None, 0, {"bars": 0}
+        self.feed_health = {"malformed": 0}
+
+    def on_closed(self, candle) -> bool:
+        self.last_ms = candle[0]
+        return True
+
+
+def test_the_feed_keeps_only_the_last_latencies(monkeypatch):
+    """Found by the soak (RSS per role): the feed kept every candle's latency in a list, for
+    ever; it keeps the last LATENCIES_KEPT."""
+    from bt_lstm.live import feed
+    from bt_lstm.live.klines import kline_message
+
+    monkeypatch.setattr(feed, "LATENCIES_KEPT", 5)
+    f = feed.KlineFeed(_Taker(), feed.FeedConfig("AUSDT", "1m", 60_000))
+    for k in range(12):
+        c = (60_000 * k, 1.0, 1.0, 1.0, 1.0, 1.0)
+        assert f.on_message(kline_message("AUSDT", "1m", c, True, 60_000, 0), 0.0) is None
+    assert f.engine.last_ms == 60_000 * 11 and len(f.latencies) == 5
+
+
+def test_the_decide_role_keeps_only_the_last_latencies_and_files_them_all(monkeypatch, tmp_path):
+    """Found by the soak: the decide role kept every latency in a list (written at exit, lost
+    on a kill); the file now gets each batch's lines as they are committed, memory the last
+    LATENCIES_KEPT."""
+    import redis
+    from conftest import REDIS_URL
+    from test_live_bus import publish_forecasts, synthetic_forecasts
+
+    from bt_lstm.config import StrategyConfig
+    from bt_lstm.live import roles
+    from bt_lstm.live.bus import BusConfig, connect
+
+    r = connect(REDIS_URL)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        service_missing(f"no Redis answers at {REDIS_URL} ({exc}); set BT_LSTM_TEST_REDIS_URL")
+    monkeypatch.setattr(roles, "LATENCIES_KEPT", 3)
+    bus = BusConfig(REDIS_URL, prefix=f"soaktest-{tmp_path.name}:", consumer="d1",
+                    stop_after=8, block_ms=50)
+    try:
+        data = synthetic_forecasts(2, 8)
+        publish_forecasts(bus, data)
+        out = tmp_path / "lat.jsonl"
+        role = roles.run_decide(bus, StrategyConfig(), str(tmp_path / "state"),
+                                [(s, "4h") for s in data], str(out))
+    finally:
+        for key in r.scan_iter(match=bus.prefix + "*", count=1000):
+            r.delete(key)
+    assert role.counts["decided"] == 16 and len(role.latencies) == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((s, t) for s, _, t, _, _ in rows) == sorted(
+        (s, c[0]) for s, fcs in data.items() for c, _ in fcs)
+    assert all(done >= sent for *_, sent, done in rows)
