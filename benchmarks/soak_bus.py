@@ -184,6 +184,7 @@ class Soak:
         self.replay = None
         self.roles: dict[str, Role] = {}
         self.redis_lives: list[dict] = []
+        self.r = None  # the sampler's Redis client
 
     def say(self, msg: str) -> None:
         """A progress line (not with --quiet)."""
@@ -243,7 +244,12 @@ class Soak:
         process reading every stream."""
         import redis
 
-        r = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        with redis.Redis.from_url(self.redis.url, decode_responses=True) as r:
+            self._wait_ready(r, timeout)
+
+    def _wait_ready(self, r, timeout: float) -> None:
+        import redis
+
         deadline = time.time() + timeout
         n_eng, n_dec = self.args.engines, self.args.decides
         while time.time() < deadline:
@@ -344,8 +350,9 @@ class Soak:
         s["redis_mb"].append(rss_mb(self.redis.proc.pid))
         s["feed_mb"].append(rss_mb(os.getpid()))
         try:
-            r = redis.Redis.from_url(self.redis.url, socket_timeout=2)
-            pipe = r.pipeline(transaction=False)
+            if self.r is None:
+                self.r = redis.Redis.from_url(self.redis.url, socket_timeout=2)
+            pipe = self.r.pipeline(transaction=False)
             for kind in ("candles", "forecasts"):
                 for sym in self.symbols:
                     pipe.xlen(f"{kind}:{sym}:{TIMEFRAME}")
@@ -397,11 +404,13 @@ class Soak:
         """Stream lengths at the end; every role, the feed and Redis stopped."""
         import redis
 
-        r = redis.Redis.from_url(self.redis.url, decode_responses=True)
         lengths = {}
-        for kind in ("candles", "forecasts"):
-            for s in self.symbols:
-                lengths[f"{kind}:{s}:{TIMEFRAME}"] = r.xlen(f"{kind}:{s}:{TIMEFRAME}")
+        with redis.Redis.from_url(self.redis.url, decode_responses=True) as r:
+            for kind in ("candles", "forecasts"):
+                for s in self.symbols:
+                    lengths[f"{kind}:{s}:{TIMEFRAME}"] = r.xlen(f"{kind}:{s}:{TIMEFRAME}")
+        if self.r is not None:
+            self.r.close()
         for role in self.roles.values():
             role.sample(time.time())
             role.kill()
@@ -431,7 +440,7 @@ def verdict(soak: Soak, drained: bool, lengths: dict[str, int]) -> dict:
                       StrategyConfig(no_skill="trade"), TIMEFRAME, scratch)
     lat_files = sorted(soak.folder.glob("latency_decide*.jsonl"))
     lat = latency_check(read_latencies(lat_files), rep.close_times, soak.events,
-                        TARGETS["p99_ms"], time.time())
+                        TARGETS["p99_ms"], time.time(), soak.t0)
     rss = rss_check({n: r.lives for n, r in soak.roles.items()})
     streams = stream_check(lengths, soak.retention)
     loads = [x for x in soak.samples["load1"] if x is not None]

@@ -165,7 +165,11 @@ class ReplayThread:
             self._stop = asyncio.Event()
             fut = self.loop.create_future()
             fut.add_done_callback(lambda _f: ready.set())
-            self.loop.run_until_complete(replay.serve_forever("127.0.0.1", 0, fut, self._stop))
+            try:
+                self.loop.run_until_complete(replay.serve_forever("127.0.0.1", 0, fut,
+                                                                  self._stop))
+            finally:
+                self.loop.close()
 
         self.thread = threading.Thread(target=go, daemon=True, name="replay")
         self.thread.start()

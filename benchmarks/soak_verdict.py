@@ -131,7 +131,7 @@ def _stats(ms: np.ndarray) -> dict:
 
 
 def latency_check(rows: list[list], close_times: dict[int, float], events: list[dict],
-                  target_ms: float, end_time: float) -> dict:
+                  target_ms: float, end_time: float, start_time: float | None = None) -> dict:
     """Latency candle close -> committed decision, outside and inside the recovery windows;
     the recovery time of every chaos event (kills, the Redis restart, feed drops).
 
@@ -148,6 +148,12 @@ def latency_check(rows: list[list], close_times: dict[int, float], events: list[
     worst = np.array([(max(per_tick[t]) - close_times[t]) * 1000 for t in ticks])
     last = np.array([max(per_tick[t]) for t in ticks])
     windows = []
+    start_s = None
+    if start_time is not None:
+        first = np.nonzero(worst <= target_ms)[0]
+        if len(first):
+            start_s = round(float(last[first[0]] - start_time), 3)
+            windows.append((start_time - 1.0, float(closes[first[0]])))
     events = sorted(events, key=lambda e: e["time"])
     for k, ev in enumerate(events):
         kt = ev["time"]
@@ -175,6 +181,7 @@ def latency_check(rows: list[list], close_times: dict[int, float], events: list[
     return {"outside_recovery": _stats(lat[ok & ~inside]),
             "inside_recovery": _stats(lat[ok & inside]),
             "all": _stats(lat[ok]), "xadd_to_commit_all": _stats(bus),
+            "start_s": start_s,
             "recovery_s": {"max": max(rec) if rec else None,
                            "median": float(np.median(rec)) if rec else None,
                            "not_recovered": sum(not e["recovered"] for e in events)},
