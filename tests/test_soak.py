@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -95,26 +96,32 @@ def test_the_recovery_window_ends_at_the_first_close_decided_in_time():
     assert got["outside_recovery"]["max_ms"] == pytest.approx(80.0)  # the close at 106
 
 
+# each role's entry point replaced by a report of whether torch is loaded by then
+WHEN_STARTED = """
+import os, sys
+from bt_lstm.cli.live import main
+from bt_lstm.live import roles
+
+def started(*args, **kw):
+    print('torch' in sys.modules, flush=True)
+    os._exit(0)
+
+roles.run_ingest = roles.run_engine = roles.run_decide = started
+main(sys.argv[1:])
+"""
+
+
 @pytest.mark.parametrize("role, imported", [("ingest", False), ("decide", False),
                                             ("engine", True)])
-def test_only_the_engine_role_imports_torch(role, imported):
+def test_only_the_engine_role_imports_torch(role, imported, tmp_path):
     """Found by the soak: every role imported torch at start (1.2-3 s of each restart after a
     kill, ~150 MB RSS); only the engine runs networks."""
-    code = ("import sys\nimport bt_lstm.cli.live as live\n"
-            "live.bus_job = lambda args: print('torch' in sys.modules) or 0\n"
-            f"live.main(['--bus', 'redis://127.0.0.1:1/0', '--role', '{role}'])\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=test_live_bus_env(),
-                         capture_output=True, text=True, timeout=120)
+    args = ["--bus", "redis://127.0.0.1:1/0", "--role", role, "--symbol", "AUSDT",
+            "--timeframe", "1m", "--models", str(tmp_path), "--state", str(tmp_path)]
+    out = subprocess.run([sys.executable, "-c", WHEN_STARTED, *args], cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                         text=True, timeout=120)
     assert out.stdout.strip() == str(imported), out.stderr
-
-
-def test_live_bus_env() -> dict:
-    import os
-
-    return dict(os.environ, PYTHONPATH=str(REPO))
-
-
-test_live_bus_env.__test__ = False  # a helper, not a test
 
 
 def test_batched_forecasts_equal_one_window_at_a_time(main_run):

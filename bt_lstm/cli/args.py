@@ -341,8 +341,10 @@ def read_config(path: str | None) -> Any:
     return PipelineConfig.from_json(Path(path).read_text())
 
 
-def build_config(args: argparse.Namespace) -> Any:
-    """Defaults, then --config, then every config flag the user gave."""
+def build_config(args: argparse.Namespace, check_model: bool = True) -> Any:
+    """Defaults, then --config, then every config flag the user gave (``check_model``: build
+    the architecture once to refuse a bad one early; a command that never runs a network,
+    such as the bus's decide role, skips it and never imports torch)."""
     from pathlib import Path
 
     from bt_lstm.config import replace
@@ -355,7 +357,8 @@ def build_config(args: argparse.Namespace) -> Any:
         changes["model"]["model_file"] = str(Path(changes["model"]["model_file"]).resolve())
     for section, values in changes.items():
         cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
-    check_architecture(cfg)
+    if check_model:
+        check_architecture(cfg)
     return cfg
 
 

@@ -115,7 +115,7 @@ def export_job(args: argparse.Namespace) -> int:
     from bt_lstm.live.run import export_pg_state
 
     out = Path(args.export)
-    done = export_pg_state(args.state, out, build_config(args).strategy)
+    done = export_pg_state(args.state, out, build_config(args, check_model=False).strategy)
     if not done:
         print(f"no market in {args.state} yet: nothing written")
     for (symbol, tf), n_dec, n_fill in done:
@@ -169,8 +169,8 @@ def bus_job(args: argparse.Namespace) -> int:
         return 0
     from bt_lstm.live.roles import run_decide
 
-    role = run_decide(cfg, build_config(args).strategy, args.state or "live", only,
-                      args.latency_out, args.status_port)
+    role = run_decide(cfg, build_config(args, check_model=False).strategy,
+                      args.state or "live", only, args.latency_out, args.status_port)
     print(f"decide {cfg.consumer}: {role.counts} (paper trading only)")
     return 0
 
