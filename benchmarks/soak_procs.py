@@ -185,7 +185,7 @@ class ReplayThread:
         return asyncio.run_coroutine_threadsafe(go(), self.loop).result(30)
 
     def close(self) -> None:
-        """Stop serving and join the thread."""
-        if self._stop is not None:
+        """Stop serving and join the thread (again: nothing)."""
+        if self._stop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(15)
