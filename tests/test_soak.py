@@ -21,6 +21,7 @@ import test_live
 from conftest import POSTGRES_URL, REPO, service_missing
 
 from bt_lstm.live.klines import candles_of
+from bt_lstm.trading.values import Candle
 
 pytestmark = pytest.mark.slow
 main_run = test_live.main_run  # the fixture: one main-job run per module
@@ -100,13 +101,13 @@ def test_the_recovery_window_ends_at_the_first_close_decided_in_time():
 WHEN_STARTED = """
 import os, sys
 from bt_lstm.cli.live import main
-from bt_lstm.live import roles
+from bt_lstm.live import ingest, roles
 
 def started(*args, **kw):
     print('torch' in sys.modules, flush=True)
     os._exit(0)
 
-roles.run_ingest = roles.run_engine = roles.run_decide = started
+ingest.run_ingest = roles.run_engine = roles.run_decide = started
 main(sys.argv[1:])
 """
 
@@ -247,3 +248,56 @@ def test_the_decide_role_keeps_only_the_last_latencies_and_files_them_all(monkey
     assert sorted((s, t) for s, _, t, _, _ in rows) == sorted(
         (s, c[0]) for s, fcs in data.items() for c, _ in fcs)
     assert all(done >= sent for *_, sent, done in rows)
+
+
+def test_a_candle_close_of_many_markets_is_one_round_trip_to_redis(tmp_path):
+    """Found by the soak: the ingest sent each candle on its own (a round trip and, with
+    appendfsync always, an fsync each): 200 markets' closes queued for most of a second, and
+    a fresh stream's warm-up went at ~250 candles/s. Candles handled together on the event loop
+    now go in one pipeline; a backfill's at its end; a candle already on the stream is refused
+    by Redis and counted, the decided counter moved once."""
+    import redis
+    from conftest import REDIS_URL
+
+    from bt_lstm.live.bus import BusConfig, connect
+    from bt_lstm.live.ingest import PublishBatch, StreamPublisher
+
+    r = connect(REDIS_URL)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        service_missing(f"no Redis answers at {REDIS_URL} ({exc}); set BT_LSTM_TEST_REDIS_URL")
+    cfg = BusConfig(REDIS_URL, prefix=f"soakpub-{tmp_path.name}:")
+    try:
+        batch = PublishBatch(r, cfg)
+        pubs = [StreamPublisher(r, cfg, f"S{k}USDT", "1m", 5, batch) for k in range(10)]
+        for p in pubs:
+            p.set_first(180_000)
+        for k, p in enumerate(pubs[:4]):  # a backfill: history and one decided candle
+            for t in (60_000, 120_000, 180_000):
+                assert p.on_closed(Candle(t, 1.0, 2.0, 0.5, 1.5 + k, 3.0))
+            p.flush()
+        assert batch.counts == {"flushes": 4, "candles": 12}
+
+        async def close_all() -> None:  # one candle close of every market, as messages
+            batch.loop = asyncio.get_running_loop()
+            for p in pubs:
+                assert p.on_closed(Candle(240_000, 1.0, 2.0, 0.5, 1.5, 3.0))
+            assert batch.queue, "sent before the loop got back"
+            await asyncio.sleep(0)
+            assert not batch.queue
+
+        asyncio.run(close_all())
+        assert batch.counts == {"flushes": 5, "candles": 22}
+        again = StreamPublisher(r, cfg, "S0USDT", "1m", 5, PublishBatch(r, cfg))
+        again.acct["last_ms"] = None  # as if it had not read the stream's top
+        assert again.on_closed(Candle(240_000, 1.0, 2.0, 0.5, 1.5, 3.0))
+        again.flush()
+        assert again.feed_health["duplicates"] == 1 and again.acct["bars"] == 2
+        assert [i for i, _ in r.xrange(cfg.key("candles", "S0USDT", "1m"))] == [
+            "60000-0", "120000-0", "180000-0", "240000-0"]
+        assert r.hget(cfg.key("meta", "S0USDT", "1m"), "decided") == "2"
+        assert r.xlen(cfg.key("candles", "S9USDT", "1m")) == 1
+    finally:
+        for key in r.scan_iter(match=cfg.prefix + "*", count=1000):
+            r.delete(key)

@@ -147,7 +147,7 @@ def bus_job(args: argparse.Namespace) -> int:
     if args.role == "ingest":
         if not symbols or not args.timeframe:
             raise ValueError("--role ingest needs --symbol (comma separated) and --timeframe")
-        from bt_lstm.live.roles import run_ingest
+        from bt_lstm.live.ingest import run_ingest
 
         pubs = run_ingest(cfg, symbols, args.timeframe,
                           {"ws_url": args.ws_url, "rest_url": args.rest_url,

@@ -135,6 +135,9 @@ class KlineFeed:
             start = eng.last_ms + bar
         candles = self.rest.closed_since(start)
         self._take_in_order(candles, start)
+        flush = getattr(self.engine, "flush", None)  # the bus's publisher sends them at once
+        if flush is not None:
+            flush()
 
     def _take_in_order(self, candles: list[Candle], start: int) -> None:
         expected = start

@@ -1,4 +1,5 @@
-"""The three roles of the live pipeline split over Redis Streams (``--bus``).
+"""The three roles of the live pipeline split over Redis Streams (``--bus``); the ingest's code
+is in ``ingest.py``.
 
 - ingest: the kline feed (``feed.KlineFeed``, unchanged) publishes each closed candle to
   ``candles:<S>:<tf>`` with id ``<open_ms>-0``; candles before the first decided one are
@@ -12,7 +13,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -29,7 +29,6 @@ from bt_lstm.live.bus import (
     Consumer,
     MalformedEntry,
     bus_status,
-    candle_fields,
     connect,
     forecast_fields,
     is_stale,
@@ -38,7 +37,6 @@ from bt_lstm.live.bus import (
     parse_candle,
     parse_forecast,
     trim_args,
-    with_retry,
 )
 from bt_lstm.live.engine import LATENCIES_KEPT, LiveEngine, LocalForecasts
 from bt_lstm.live.klines import Warmup, bundle_warmup, timeframe_ms
@@ -47,115 +45,6 @@ from bt_lstm.trading.values import Candle, Forecast
 logger = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 2.0  # the decide role's status.json per market
-
-# XADD and the decided-candle counter together (a script is atomic: no counter without entry)
-_PUBLISH = """
-local args = {'XADD', KEYS[1]}
-local n = tonumber(ARGV[3])
-for i = 4, 3 + n do args[#args + 1] = ARGV[i] end
-args[#args + 1] = ARGV[1]
-for i = 4 + n, #ARGV do args[#args + 1] = ARGV[i] end
-local id = redis.call(unpack(args))
-if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], 'decided', 1) end
-return id
-"""
-
-
-# -- ingest ----------------------------------------------------------------------------------
-class StreamPublisher:
-    """What ``KlineFeed`` drives in place of a ``LiveEngine``: closed candles to the stream."""
-
-    def __init__(self, r: redis.Redis, cfg: BusConfig, symbol: str, timeframe: str,
-                 history_bars: int) -> None:
-        self.r, self.cfg, self.symbol, self.timeframe = r, cfg, symbol, timeframe
-        self.key, self.meta = cfg.key("candles", symbol, timeframe), cfg.key("meta", symbol,
-                                                                             timeframe)
-        self.warmup = Warmup(first_ready=0, history=history_bars)
-        self.script = r.register_script(_PUBLISH)
-        self.state = self  # KlineFeed records gaps in engine.state
-        self.feed_health: dict[str, Any] = {"connected": False, "reconnects": 0, "gaps": [],
-                                            "ignored": 0, "malformed": 0, "duplicates": 0}
-        top = with_retry(lambda: r.xrevrange(self.key, count=1), cfg, "ingest start")
-        meta = with_retry(lambda: r.hgetall(self.meta), cfg, "ingest start")
-        self.acct = {"last_ms": open_ms_of(top[0][0]) if top else None,
-                     "first_ms": int(meta["first_ms"]) if "first_ms" in meta else None,
-                     "bars": int(meta.get("decided", 0))}
-        with_retry(lambda: r.sadd(cfg.key("markets"), f"{symbol}:{timeframe}"), cfg, "ingest")
-
-    @property
-    def last_ms(self) -> int | None:
-        """Open time of the last candle on the stream (None when empty)."""
-        return self.acct["last_ms"]
-
-    @property
-    def first_ms(self) -> int | None:
-        """Open time of the first candle to be decided (history before it is not)."""
-        return self.acct["first_ms"]
-
-    def set_first(self, first_ms: int) -> None:
-        """Record, once per stream, the first candle to decide (the first ingest process to start
-        sets it)."""
-        def go() -> None:
-            self.r.hsetnx(self.meta, "first_ms", int(first_ms))
-            self.acct["first_ms"] = int(self.r.hget(self.meta, "first_ms"))
-        with_retry(go, self.cfg, "ingest")
-
-    def on_closed(self, candle: Candle) -> bool:
-        """Append a closed candle to its stream (entry id ``<open_ms>-0``, trimmed to the
-        retention); False for a candle at or before the last one, which Redis would refuse
-        too."""
-        t = int(candle.open_ms)
-        if self.last_ms is not None and t <= self.last_ms:
-            self.feed_health["ignored"] += 1
-            return False
-        decide = self.first_ms is not None and t >= self.first_ms
-        trim = trim_args(self.cfg.retention, t)
-        trim_words = (["MAXLEN", "~", str(trim["maxlen"])] if "maxlen" in trim
-                      else ["MINID", "~", trim["minid"]])
-        flat = [x for kv in candle_fields(candle, decide).items() for x in kv]
-        try:
-            with_retry(lambda: self.script(keys=[self.key, self.meta], args=[
-                f"{t}-0", "1" if decide else "0", len(trim_words), *trim_words, *flat]),
-                self.cfg, "ingest XADD")
-        except redis.ResponseError as exc:
-            if not is_stale(exc):
-                raise
-            self.feed_health["duplicates"] += 1  # Redis refused it: published before
-            logger.info("%s %s: candle %d already in the stream", self.symbol, self.timeframe, t)
-            self.acct["last_ms"] = max(t, self.last_ms or t)
-            return False
-        self.acct["last_ms"] = t
-        if decide:
-            self.acct["bars"] += 1
-        return True
-
-    def record_gap(self, from_ms: int, to_ms: int, when: str) -> None:
-        """Log a gap the exchange could not fill (the stream itself has no gap table)."""
-        logger.warning("%s %s: gap %d..%d reported at %s", self.symbol, self.timeframe,
-                       from_ms, to_ms, when)
-
-    def close(self) -> None:
-        """Nothing to close: the Redis connection is shared."""
-        pass
-
-
-def run_ingest(cfg: BusConfig, symbols: list[str], timeframe: str, feed_kw: dict[str, Any],
-               history_bars: int) -> list[StreamPublisher]:
-    """One kline feed per symbol in one event loop, each publishing to its candle stream."""
-    from bt_lstm.live.feed import FeedConfig, KlineFeed
-
-    r = connect(cfg.url, name=f"bt-lstm-ingest-{cfg.consumer}")
-    bar = timeframe_ms(timeframe)
-    pubs = [StreamPublisher(r, cfg, s, timeframe, history_bars) for s in symbols]
-    feeds = [KlineFeed(p, FeedConfig(p.symbol, timeframe, bar, stop_after=cfg.stop_after,
-                                     **feed_kw)) for p in pubs]
-
-    async def all_feeds() -> None:
-        await asyncio.gather(*(f.run() for f in feeds))
-
-    asyncio.run(all_feeds())
-    return pubs
-
 
 # -- engine ----------------------------------------------------------------------------------
 def _parsed(got: Any) -> list[tuple[Candle, bool, float]]:
