@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -479,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bt_lstm.data.files import atomic_write_json
 
+    # SIGTERM (or SIGINT in a background job, where it is ignored) still cleans up below
+    signal.signal(signal.SIGTERM, _interrupt)
     folder = Path(args.out) / f"soak_{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         soak = Soak(args, folder, Path(tmp))
@@ -504,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     write_html(out, folder)
     summary(out, folder)
     return 0 if out["ok"] else 1
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def summary(out: dict, folder: Path) -> None:
