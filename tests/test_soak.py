@@ -19,6 +19,7 @@ import urllib.request
 import pytest
 import test_live
 from conftest import POSTGRES_URL, REPO, service_missing
+from test_live_bus import bus, pg_state  # noqa: F401 (fixtures)
 
 from bt_lstm.live.klines import candles_of
 from bt_lstm.trading.values import Candle
@@ -232,16 +233,16 @@ def test_the_decide_role_keeps_only_the_last_latencies_and_files_them_all(monkey
     except redis.RedisError as exc:
         service_missing(f"no Redis answers at {REDIS_URL} ({exc}); set BT_LSTM_TEST_REDIS_URL")
     monkeypatch.setattr(roles, "LATENCIES_KEPT", 3)
-    bus = BusConfig(REDIS_URL, prefix=f"soaktest-{tmp_path.name}:", consumer="d1",
+    cfg = BusConfig(REDIS_URL, prefix=f"soaktest-{tmp_path.name}:", consumer="d1",
                     stop_after=8, block_ms=50)
     try:
         data = synthetic_forecasts(2, 8)
-        publish_forecasts(bus, data)
+        publish_forecasts(cfg, data)
         out = tmp_path / "lat.jsonl"
-        role = roles.run_decide(bus, StrategyConfig(), str(tmp_path / "state"),
+        role = roles.run_decide(cfg, StrategyConfig(), str(tmp_path / "state"),
                                 [(s, "4h") for s in data], str(out))
     finally:
-        for key in r.scan_iter(match=bus.prefix + "*", count=1000):
+        for key in r.scan_iter(match=cfg.prefix + "*", count=1000):
             r.delete(key)
     assert role.counts["decided"] == 16 and len(role.latencies) == 3
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -301,3 +302,68 @@ def test_a_candle_close_of_many_markets_is_one_round_trip_to_redis(tmp_path):
     finally:
         for key in r.scan_iter(match=cfg.prefix + "*", count=1000):
             r.delete(key)
+
+
+class _CountingConn:
+    """A connection that counts the COMMITs sent through it."""
+
+    def __init__(self, conn) -> None:
+        self.conn, self.commits = conn, 0
+
+    def execute(self, sql, *args, **kw):
+        self.commits += sql == "COMMIT"
+        return self.conn.execute(sql, *args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_a_burst_of_markets_is_one_postgresql_transaction(bus, pg_state, tmp_path):  # noqa: F811
+    """Found by the soak: the decide role spent most of its time waiting on PostgreSQL, a
+    transaction (and a WAL flush) per candle. A batch is now one transaction: 10 markets' candles
+    one COMMIT, the decisions as the single-process run's; an error in the middle of a batch
+    leaves none of its decisions."""
+    import psycopg
+    from test_live_bus import publish_forecasts, single_process, synthetic_forecasts
+
+    from bt_lstm.config import StrategyConfig
+    from bt_lstm.live.bus import connect
+    from bt_lstm.live.roles import DecideRole
+
+    data = synthetic_forecasts(10, 2)
+    publish_forecasts(bus, data)
+    r = connect(bus.url)
+    role = DecideRole(r, bus, StrategyConfig(), pg_state, None)
+    role.pg = role.pg_batch.conn = _CountingConn(role.pg)
+    role.streams()
+
+    def entries(k: int) -> list:
+        return [(bus.key("forecasts", s, "4h"), *r.xrange(bus.key("forecasts", s, "4h"))[k])
+                for s in sorted(data)]
+
+    assert role.handle(entries(0)) == {}
+    assert role.pg.commits == 1 and role.counts["decided"] == 10
+    calls = {"n": 0}
+    apply = role._apply
+
+    def fail_at_the_fifth(eng, candle, fc):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("planted")
+        return apply(eng, candle, fc)
+
+    role._apply = fail_at_the_fifth
+    with pytest.raises(RuntimeError, match="planted"):
+        role.handle(entries(1))
+    with psycopg.connect(pg_state) as conn:
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 10
+    role._apply = apply
+    assert role.handle(entries(1)) == {}  # as a restart would take the batch again
+    role.close()
+    want = single_process(data, tmp_path / "single")
+    with psycopg.connect(pg_state) as conn:
+        for symbol in data:
+            dec = conn.execute("SELECT open_ms, bar, regime, forecast, signal, position, value, "
+                               "model FROM decisions WHERE symbol = %s ORDER BY open_ms",
+                               (symbol,)).fetchall()
+            assert [tuple(d) for d in dec] == want[symbol][0], symbol

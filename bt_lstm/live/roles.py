@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections import deque
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -249,11 +250,12 @@ class DecideRole:
                  only: list[tuple[str, str]] | None, latency_out: str | None = None) -> None:
         self.r, self.cfg, self.strategy, self.only = r, cfg, strategy, only
         self.latency_out = latency_out
-        self.pg = None
+        self.pg = self.pg_batch = None
         if state.startswith(("postgresql://", "postgres://")):
-            from bt_lstm.live.pgstate import connect_pg
+            from bt_lstm.live.pgstate import PgBatch, connect_pg
 
             self.pg = connect_pg(state)
+            self.pg_batch = PgBatch(self.pg)
         self.state = state
         self.engines: dict[tuple[str, str], LiveEngine] = {}
         self.commits = 0
@@ -275,7 +277,7 @@ class DecideRole:
                 from bt_lstm.live.pgstate import PgState
 
                 eng = LiveEngine(None, self.strategy, symbol, tf, None, nohist, bar,
-                                 state=PgState(self.pg, symbol, tf))
+                                 state=PgState(self.pg, symbol, tf, self.pg_batch))
             else:
                 # tick() writes every market's status.json, between bursts
                 eng = LiveEngine(None, self.strategy, symbol, tf,
@@ -301,12 +303,13 @@ class DecideRole:
     def handle(self, entries: list[tuple[str, str, dict]]) -> dict[tuple[str, str], str]:
         """A batch of forecast entries: for each market, every forecast after the account's
         last decided candle up to the batch's newest (one held by another decide process
-        first: decisions stay in candle order), each applied under the account's row lock."""
+        first: decisions stay in candle order), each applied under the account's row lock;
+        on PostgreSQL the whole batch in one transaction (markets locked in sorted order, so
+        two decide processes never deadlock)."""
         parsed, bad = _by_market(self.cfg, entries, parse_forecast)
         # market -> open time -> publish time
         taken = {m: {c.open_ms: ts for c, _, ts in rows} for m, rows in parsed.items()}
         ms = sorted(taken)
-        lines: list[str] = []  # the latency file's lines of this batch
         lasts = []
         pipe = self.r.pipeline(transaction=False)
         for m in ms:
@@ -315,19 +318,24 @@ class DecideRole:
             pipe.xrange(self.cfg.key("forecasts", *m),
                         min="-" if lasts[-1] is None else f"({lasts[-1]}-0",
                         max=f"{max(taken[m])}-0")
-        for m, last, got in zip(ms, lasts, pipe.execute() if ms else []):
-            self.counts["duplicates"] += sum(last is not None and t <= last for t in taken[m])
-            eng = self.engine(m)
-            for pid, pf in got:
-                try:
-                    candle, fc, _ = parse_forecast(pid, pf)
-                except MalformedEntry:
-                    continue  # its own delivery dead-letters it
-                ts = taken[m].get(candle.open_ms, float("nan"))
-                if self._apply(eng, candle, fc) and ts == ts:
-                    now = time.time()
-                    self.latencies.append(now - ts)
-                    lines.append(json.dumps([*m, candle.open_ms, ts, now]))
+        got = pipe.execute() if ms else []
+        done: list[tuple] = []  # (market, open time, publish time) of each decision committed
+        with self.pg_batch.transaction() if self.pg_batch is not None else nullcontext():
+            for m, last, entries in zip(ms, lasts, got):
+                self.counts["duplicates"] += sum(last is not None and t <= last
+                                                 for t in taken[m])
+                eng = self.engine(m)
+                for pid, pf in entries:
+                    try:
+                        candle, fc, _ = parse_forecast(pid, pf)
+                    except MalformedEntry:
+                        continue  # its own delivery dead-letters it
+                    if self._apply(eng, candle, fc):
+                        done.append((m, candle.open_ms, taken[m].get(candle.open_ms)))
+        now = time.time()  # committed (PostgreSQL: the batch's one commit)
+        timed = [(m, t, ts) for m, t, ts in done if ts is not None and ts == ts]
+        self.latencies.extend(now - ts for _, _, ts in timed)
+        lines = [json.dumps([*m, t, ts, now]) for m, t, ts in timed]
         if lines and self.latency_out:
             # appended per batch (before its XACK): a killed process keeps what it committed
             with open(self.latency_out, "a") as fh:
