@@ -13,6 +13,7 @@ import numpy as np
 from bt_lstm.config import StrategyConfig
 from bt_lstm.live.engine import LiveEngine, LocalForecasts
 from bt_lstm.live.klines import Warmup, timeframe_ms
+from bt_lstm.live.state import LiveState
 
 STREAM_NODE = 100  # redis' stream-node-max-entries: MAXLEN ~ keeps at most this many extra
 
@@ -67,10 +68,15 @@ def single_process(markets: dict[str, list], first: int, end: int, fc, history: 
             table[s][markets[s][j][0]] = f
     bar = timeframe_ms(timeframe)
     for s in symbols:
+        # the warm-up stored in one transaction (as history candles taken one by one would
+        # be, without a commit each: the engine reads it back as its history)
+        state = LiveState(folder / s, s, timeframe)
+        state.add_history(markets[s][first - history:first])
+        state.close()
         eng = LiveEngine(lambda h, t=table[s]: t[h[-1][0]], strategy, s, timeframe, folder / s,
                          Warmup(first_ready=0, history=history), bar, status_each_commit=False)
         eng.set_first(markets[s][first][0])
-        for c in markets[s][first - history:end]:
+        for c in markets[s][first:end]:
             eng.on_closed(c)
         eng.close()
 
