@@ -266,10 +266,13 @@ class Soak:
                 got = pipe.execute()
             except redis.ResponseError:
                 got = None
+            # a blocked XREADGROUP on many streams joins the consumer to some of their groups
+            # only: the decide processes are up once every group exists and each has joined one
             if got and self.replay.connected() == len(self.symbols) and all(
                     n >= self.history and _consumers(ge, "engine") >= n_eng
-                    and _consumers(gd, "decide") >= n_dec
-                    for n, ge, gd in zip(got[::3], got[1::3], got[2::3])):
+                    and any(g["name"] == "decide" for g in gd)
+                    for n, ge, gd in zip(got[::3], got[1::3], got[2::3])) and max(
+                    _consumers(gd, "decide") for gd in got[2::3]) >= n_dec:
                 self.say("every role ready")
                 return
             time.sleep(1.0)
