@@ -67,6 +67,9 @@ def test_the_sleeves_pnl_sum_to_the_books(scored):
     assert total == pytest.approx(res.final_value - CFG.strategy.cash, rel=1e-9)
     assert sum(m["strategy"]["trades"] for m in metrics["markets"].values()) == \
         metrics["portfolio"]["strategy"]["trades"]
+    # the book is exposed whenever any market is: at least as often as its busiest market
+    assert metrics["portfolio"]["strategy"]["exposure"] >= \
+        max(m["strategy"]["exposure"] for m in metrics["markets"].values())
     late = metrics["markets"]["LATE"]
     assert late["period"]["start"] == "2022-01-20 00:00:00"
     assert {"psr", "dsr", "bootstrap"} <= set(metrics["portfolio"]["statistics"])
