@@ -71,6 +71,12 @@ class PortfolioStrategy(BaseStrategy):
         self._lens = [0] * n
         self._pendings: list[bt.Order | None] = [None] * n
         self._positions = [self.broker.getposition(d) for d in self.datas]
+        self._sizes = [0.0] * n
+        self._closes = [d.lines.close for d in self.datas]
+        self._times = [d.lines.datetime for d in self.datas]
+        # equal weights never change: the same list every bar
+        self._equal = ([self.p.position_fraction / n] * n
+                       if self.p.allocation == "equal" else None)
         self._market_rows: list[list[dict]] = [[] for _ in range(n)]
         self.rounded = [0] * n
         self.no_room = [0] * n
@@ -106,22 +112,23 @@ class PortfolioStrategy(BaseStrategy):
 
     def next(self) -> None:
         ticked = self._ticked()
-        closes = [d.close[0] if n else math.nan for d, n in zip(self.datas, self._lens)]
-        positions = [p.size for p in self._positions]
-        value = self.broker.getcash()
-        for pos, close in zip(positions, closes):
-            if pos:
-                value += pos * close
+        sizes, closes = self._sizes, self._closes
+        value, gross = self.broker.getcash(), 0.0
+        for k, position in enumerate(self._positions):
+            pos = sizes[k] = position.size
+            if pos:  # a market with a position has a bar: its last close
+                exposure = pos * closes[k][0]
+                value += exposure
+                gross += abs(exposure)
         self.equity.append((self.datetime[0], value))
-        weights = self._weights()
+        weights = self._equal or self._weights()
         for k in ticked:
             want, forecast, regime = self.market_target(k)
-            d = self.datas[k]
-            self.records.append((d.datetime[0], k, self._lens[k] - 1, regime, forecast, want,
-                                 positions[k], value, weights[k]))
-            if self._pendings[k] is None:
-                self._pendings[k] = self._market_order(k, want, positions, closes, value,
-                                                       weights[k])
+            pos = sizes[k]
+            self.records.append((self._times[k][0], k, self._lens[k] - 1, regime, forecast,
+                                 want, pos, value, weights[k]))
+            if self._pendings[k] is None and want != (pos > 0) - (pos < 0):
+                self._pendings[k] = self._market_order(k, want, pos, gross, value, weights[k])
 
     def _ticked(self) -> list[int]:
         """The markets with a new bar at this step (Backtrader does not advance a feed without
@@ -135,26 +142,23 @@ class PortfolioStrategy(BaseStrategy):
         return ticked
 
     def _weights(self) -> list[float]:
-        if self.p.allocation == "equal":
-            return [self.p.position_fraction / len(self.datas)] * len(self.datas)
         vols = [d.lines.vol[0] if n else math.nan for d, n in zip(self.datas, self._lens)]
         return allocation_weights(self.p.allocation, self.p.position_fraction, vols).tolist()
 
-    def _market_order(self, k: int, want: int, positions: list[float], closes: list[float],
-                      value: float, weight: float) -> bt.Order | None:
-        """The order of market ``k`` (or None), its weight capped by the room left."""
-        others = 0.0
-        for j, (pos, close) in enumerate(zip(positions, closes)):
-            if j != k and pos:
-                others += abs(pos * close)
+    def _market_order(self, k: int, want: int, pos: float, gross: float, value: float,
+                      weight: float) -> bt.Order | None:
+        """The order that moves market ``k`` from ``pos`` to ``want``, its weight capped by the
+        room the other markets' positions leave under ``position_fraction`` (``gross``: the
+        book's gross exposure at this close)."""
+        close = self._closes[k][0]
+        others = gross - abs(pos * close)
         fraction = min(weight, self.p.position_fraction - others / value)
-        pos = positions[k]
-        if want and fraction <= 0 and (pos > 0) - (pos < 0) != want:
+        if want and fraction <= 0:
             # No weight yet (inverse-vol warm-up: recorded in the bar's weight) or no room
             # left (counted): no entry, only close what is open.
             self.no_room[k] += weight > 0
             want = 0
-        return self._send(want, pos, value, closes[k], data=self.datas[k],
+        return self._send(want, pos, value, close, data=self.datas[k],
                           fraction=max(fraction, 0.0))
 
     # ------------------------------------------------------------------ per-market bookkeeping

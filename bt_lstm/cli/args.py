@@ -214,6 +214,10 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
     Flag("--dqn-steps", "DQN training steps timed per Q-network (LSTM, Dense) with DQNConfig's "
          "default training settings, after its random warm-up; 0 skips the DQN figures", I, "N",
          default=2000, lo=0, example="2000"),
+    Flag("--markets", "bench only the portfolio backtest: 1, 4, 16 ... up to N copies of real "
+         "markets (BTCUSDT, ETHUSDT 4h) in one run against the one-market backtest, time ratio "
+         "(target <= markets x 1.2) and peak memory (default --out reports/bench_markets.json)",
+         I, "N", lo=1, example="16"),
     Flag("--bars", "bars of the synthetic market (default 6570: the SAMPLE market)", I, "N",
          default=6570, lo=1, example="10000"),
 )
