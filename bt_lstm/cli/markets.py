@@ -1,0 +1,65 @@
+"""Several markets in one command (``--csv`` repeated, ``--symbols A,B``): the portfolio job and
+its terminal report. One market never comes here: it runs the command's own job unchanged."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def several_markets(args: argparse.Namespace) -> bool:
+    """Whether the data flags name more than one market (``--symbols`` of one is ``--symbol``)."""
+    from bt_lstm.cli.common import market_sources
+
+    sources = market_sources(args)
+    if len(sources) == 1 and getattr(args, "symbols", None):
+        args.symbol = sources[0].symbol  # one market: exactly today's run
+    return len(sources) > 1
+
+
+def backtest_markets(args: argparse.Namespace, cfg: Any) -> int:
+    """``bt-lstm backtest`` on several markets: panel models, one portfolio backtest, the run
+    folder ``reports/portfolio_<NAME>_<tf>/<stamp>/``; print each market's line."""
+    from bt_lstm.cli.common import load_markets
+    from bt_lstm.cli.progress import TrainProgress
+    from bt_lstm.jobs.portfolio import run_portfolio_job
+    from strategies.lstm_strategy import RegimeLSTMStrategy
+
+    frames, timeframe = load_markets(args, cfg)
+    name = f"{'+'.join(frames)}_{timeframe}"
+    progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
+    try:
+        result = run_portfolio_job(
+            frames, cfg, RegimeLSTMStrategy,
+            model_dir=Path(args.models_dir) / f"{name}_{args.panel}",
+            report_dir=Path(args.reports_dir) / f"portfolio_{name}",
+            panel=args.panel, allocation=args.allocation, retrain=args.retrain,
+            timeframe=timeframe, progress_factory=progress.factory,
+            tearsheet=not args.no_tearsheet)
+    finally:
+        progress.close()
+    print_markets(result.metrics)
+    print(f"\nmodels:  {result.model_dir}" + ("  (reused)" if result.reused_models else ""))
+    print(f"report:  {result.report_dir}")
+    for f in result.files:
+        print(f"  {f}")
+    return 0
+
+
+def print_markets(metrics: dict[str, Any]) -> None:
+    """Per market: the networks it trades and its skill lines; then the portfolio's."""
+    from bt_lstm.signals.regimes import REGIME_LABELS
+
+    print(f"{metrics['dataset']} {metrics['timeframe']}: panel {metrics['panel']}, allocation "
+          f"{metrics['allocation']}, test from {metrics['split']['test_start']}")
+    for sym, m in metrics["markets"].items():
+        traded = ", ".join(m["models_traded"]) or "none (flat)"
+        print(f"\n{sym}: trades {traded}; {m['data']['gaps']}")
+        for regime in REGIME_LABELS:
+            if regime in m["skill"]:
+                print(f"  {m['skill'][regime]['line']}")
+    port = metrics["portfolio"]
+    shown = {k: port[k] for k in ("sharpe", "total_return", "max_drawdown", "trades")
+             if k in port}
+    print(f"\nportfolio: {shown}", file=sys.stdout)
