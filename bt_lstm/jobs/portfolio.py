@@ -73,7 +73,7 @@ def plan_panel(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig) -> Panel
     return PanelPlan(panel, split, bounds)
 
 
-def test_signals(plan: PanelPlan, forecasters: Mapping[str, Forecaster]
+def forecast_test_span(plan: PanelPlan, forecasters: Mapping[str, Forecaster]
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Per market: its test candles and its batch forecasts over them (``regime``, ``model``,
     ``forecast``), each from the market's own forecaster on its own bars up to that bar."""
@@ -112,7 +112,7 @@ def run_portfolio_job(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
     plan = plan_panel(frames, cfg)
     forecasters, reused = obtain_panel(plan.panel.frames, cfg, plan.split, panel, model_dir,
                                        retrain, progress_factory)
-    candles, signals = test_signals(plan, forecasters)
+    candles, signals = forecast_test_span(plan, forecasters)
     from bt_lstm.backtest.portfolio import run_portfolio_backtest
 
     result = run_portfolio_backtest(candles, signals, strategy_cls, cfg.strategy,
