@@ -24,14 +24,14 @@ def backtest_markets(args: argparse.Namespace, cfg: Any) -> int:
     from bt_lstm.cli.common import load_markets
     from bt_lstm.cli.progress import TrainProgress
     from bt_lstm.jobs.portfolio import run_portfolio_job
-    from strategies.lstm_strategy import RegimeLSTMStrategy
+    from strategies.portfolio import PortfolioStrategy
 
     frames, timeframe = load_markets(args, cfg)
     name = f"{'+'.join(frames)}_{timeframe}"
     progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
     try:
         result = run_portfolio_job(
-            frames, cfg, RegimeLSTMStrategy,
+            frames, cfg, PortfolioStrategy,
             model_dir=Path(args.models_dir) / f"{name}_{args.panel}",
             report_dir=Path(args.reports_dir) / f"portfolio_{name}",
             panel=args.panel, allocation=args.allocation, retrain=args.retrain,

@@ -17,8 +17,9 @@ from bt_lstm.config import PipelineConfig
 from bt_lstm.data.candles import fingerprint_frame
 from bt_lstm.data.files import atomic_write_json, clean_json, staged_folder
 from bt_lstm.data.panel import Panel, align_markets
-from bt_lstm.jobs.backtest import skill_summary
+from bt_lstm.jobs.backtest import luck_figures, skill_summary
 from bt_lstm.jobs.panel_models import obtain_panel, panel_key
+from bt_lstm.jobs.portfolio_report import portfolio_figures, write_portfolio_files
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.jobs.runs import finish_run, new_run_dir, run_id
 from bt_lstm.models.forecast import Forecaster
@@ -117,8 +118,10 @@ def run_portfolio_job(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
 
     result = run_portfolio_backtest(candles, signals, strategy_cls, cfg.strategy,
                                     allocation=allocation, bar=plan.panel.bar)
-    metrics = portfolio_metrics(plan, forecasters, candles, result, cfg, panel, allocation,
+    figures, port_daily, basket_daily = portfolio_figures(result, candles, cfg)
+    metrics = portfolio_metrics(plan, forecasters, candles, figures, cfg, panel, allocation,
                                 timeframe, reused, model_dir)
+    metrics["portfolio"]["statistics"] = luck_figures(port_daily, basket_daily, cfg)
     run_dir = new_run_dir(report_dir)
     run = {"job": "portfolio", "run_id": run_id(run_dir, report_dir.parent),
            "dataset": plan.panel.name, "timeframe": timeframe,
@@ -130,7 +133,7 @@ def run_portfolio_job(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
            "models": {"dir": str(model_dir),
                       "model_key": panel_key(plan.panel.frames, cfg, plan.split, panel)}}
     with staged_folder(run_dir) as staged:
-        write_portfolio_files(staged, result, metrics, cfg, tearsheet)
+        write_portfolio_files(staged, result, port_daily, basket_daily)
         atomic_write_json(staged / "config.json", cfg.to_dict())
         atomic_write_json(staged / "metrics.json", clean_json(metrics))
         write_manifest(staged, **run)
@@ -139,15 +142,13 @@ def run_portfolio_job(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
 
 
 def portfolio_metrics(plan: PanelPlan, forecasters: Mapping[str, Forecaster],
-                      candles: Mapping[str, pd.DataFrame], result: Any, cfg: PipelineConfig,
+                      candles: Mapping[str, pd.DataFrame], figures: dict[str, Any],
+                      cfg: PipelineConfig,
                       panel: str, allocation: str, timeframe: str | None, reused: bool,
                       model_dir: Path) -> dict[str, Any]:
     """metrics.json: ``portfolio`` (the backtest's figures, luck statistics, which markets
     each network trades) and ``markets`` (per market: its figures, skill summary, networks
     traded, data report and test span)."""
-    from bt_lstm.backtest.portfolio import portfolio_figures
-
-    figures = portfolio_figures(result, candles, cfg)
     markets: dict[str, Any] = {}
     for sym, fc in forecasters.items():
         markets[sym] = dict(figures["markets"].get(sym, {}), skill=skill_summary(fc),
@@ -165,11 +166,3 @@ def portfolio_metrics(plan: PanelPlan, forecasters: Mapping[str, Forecaster],
                       "slippage": cfg.strategy.slippage},
             "models": {"dir": str(model_dir), "reused": reused}}
 
-
-def write_portfolio_files(folder: Path, result: Any, metrics: dict[str, Any],
-                          cfg: PipelineConfig, tearsheet: bool) -> None:
-    """The backtest's files (bars.csv with ``symbol``, fills, trades, returns, tearsheet and
-    overview picture), through the portfolio report writer."""
-    from bt_lstm.backtest.portfolio import write_portfolio_report
-
-    write_portfolio_report(folder, result, clean_json(metrics), cfg, tearsheet=tearsheet)
