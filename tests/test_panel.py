@@ -255,3 +255,53 @@ def test_panel_bundles_are_reused(two_markets, tiny_cfg, tmp_path):
         pd.testing.assert_frame_equal(f0, f1)
         manifest = json.loads((tmp_path / sym / "manifest.json").read_text())
         assert manifest["panel"] == "pooled" and manifest["markets"] == ["AAA", "BBB"]
+
+
+def test_the_portfolio_job_writes_both_sides_and_pnl_adds_up(two_markets, tiny_cfg, tmp_path):
+    from bt_lstm.config import StrategyConfig
+    from bt_lstm.jobs.portfolio import run_portfolio_job
+    from strategies.portfolio import PortfolioStrategy
+
+    cfg = replace(tiny_cfg, strategy=StrategyConfig(no_skill="trade", threshold=0.0))
+    job = run_portfolio_job(two_markets, cfg, PortfolioStrategy, tmp_path / "m",
+                            tmp_path / "r" / "portfolio_AAA+BBB_4h", timeframe="4h")
+    metrics = json.loads((job.report_dir / "metrics.json").read_text())
+    assert set(metrics["markets"]) == {"AAA", "BBB"} and "basket" in metrics["portfolio"]
+    assert metrics["markets"]["BBB"]["data"]["n_missing"] == 10
+    assert metrics["markets"]["AAA"]["models_traded"]  # --no-skill trade: every network
+    res = job.backtest
+    assert res.fills["symbol"].nunique() == 2
+    # the book's value is the cash plus the markets' P&L from their fills
+    assert res.equity.iloc[-1] == pytest.approx(res.start_cash + res.pnl.iloc[-1].sum())
+    bars = pd.read_csv(job.report_dir / "bars.csv")
+    assert set(bars["symbol"]) == {"AAA", "BBB"}
+    assert pd.Timestamp(bars.iloc[:, 0].min()) >= pd.Timestamp(metrics["split"]["test_start"])
+
+
+def test_real_gold_never_trades_where_it_is_closed():
+    """BTCUSDT + XAUUSD 4h: gold's orders fill only at gold's own candles (never at a weekend
+    bar of BTC's clock, never at a forward-filled price) and its position changes only there."""
+    from bt_lstm.backtest.portfolio import run_portfolio_backtest
+    from bt_lstm.config import StrategyConfig
+    from strategies.portfolio import PortfolioStrategy
+
+    data = real_data_dir()
+    if data is None:
+        pytest.skip("no ../shared/data (set BT_LSTM_REAL_DATA)")
+    panel = align_markets({s: load_ohlcv(data / f"{s}_4h.csv") for s in ("BTCUSDT", "XAUUSD")})
+    start, end = pd.Timestamp("2025-01-06"), pd.Timestamp("2025-04-01")  # moved candles inside
+    candles = {s: f.loc[start:end] for s, f in panel.frames.items()}
+    signals = {s: pd.DataFrame({"forecast": 0.003 * np.sin(np.arange(len(f)) / 3.0),
+                                "regime": 1.0}, index=f.index) for s, f in candles.items()}
+    res = run_portfolio_backtest(candles, signals, PortfolioStrategy, StrategyConfig(),
+                                 bar=panel.bar)
+    gold = res.fills[res.fills["symbol"] == "XAUUSD"]
+    assert len(gold) > 10
+    times = pd.DatetimeIndex(gold["datetime"])
+    assert times.isin(candles["XAUUSD"].index).all()
+    assert (gold["price"].to_numpy() == pytest.approx(
+        candles["XAUUSD"].loc[times, "open"].to_numpy(), rel=1e-3))  # its own open, slipped
+    rows = res.bars[res.bars["symbol"] == "XAUUSD"]
+    assert rows.index.isin(candles["XAUUSD"].index).all()  # no gold row on a closed bar
+    btc_only = candles["BTCUSDT"].index.difference(candles["XAUUSD"].index)
+    assert len(btc_only) > 100 and not times.isin(btc_only).any()
