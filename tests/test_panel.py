@@ -14,7 +14,7 @@ from bt_lstm.config import ModelConfig, PipelineConfig, TrainConfig, WindowConfi
 from bt_lstm.data.candles import load_ohlcv
 from bt_lstm.data.panel import align_markets, snap_to_grid
 from bt_lstm.data.synthetic import make_market
-from bt_lstm.jobs.portfolio import plan_panel, forecast_test_span
+from bt_lstm.jobs.portfolio import forecast_test_span, plan_panel
 from bt_lstm.research.panel import fit_panel
 from bt_lstm.signals.calendar import calendar_split, market_bounds
 from bt_lstm.signals.windows import split_bounds

@@ -50,11 +50,10 @@ def job(args: argparse.Namespace) -> int:
     """Run the main job on the parsed flags: load candles, train or reuse the regime models,
     backtest the test part, write the report folder; print the summary, skill guard and luck
     lines and every file written."""
+    from bt_lstm.cli.markets import backtest_markets, several_markets
     from bt_lstm.cli.progress import TrainProgress
     from bt_lstm.jobs.backtest import run_main_job
     from strategies.lstm_strategy import RegimeLSTMStrategy
-
-    from bt_lstm.cli.markets import backtest_markets, several_markets
 
     cfg = build_config(args)
     if several_markets(args):
