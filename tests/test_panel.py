@@ -305,3 +305,30 @@ def test_real_gold_never_trades_where_it_is_closed():
     assert rows.index.isin(candles["XAUUSD"].index).all()  # no gold row on a closed bar
     btc_only = candles["BTCUSDT"].index.difference(candles["XAUUSD"].index)
     assert len(btc_only) > 100 and not times.isin(btc_only).any()
+
+
+def test_walk_forward_folds_are_calendar_folds_for_every_market(two_markets, tiny_cfg,
+                                                               tmp_path):
+    from bt_lstm.config import StrategyConfig
+    from bt_lstm.jobs.portfolio_wf import run_portfolio_walk_forward
+    from bt_lstm.research.walkforward import WalkForwardSpec
+    from strategies.portfolio import PortfolioStrategy
+
+    cfg = replace(tiny_cfg, strategy=StrategyConfig(no_skill="trade", threshold=0.0))
+    spec = WalkForwardSpec(train_bars=500, test_bars=150)
+    run = run_portfolio_walk_forward(two_markets, cfg, spec, PortfolioStrategy,
+                                     tmp_path / "wf" / "run1", tmp_path)
+    table = run.folds
+    # one test start per fold, whatever the market; BBB (starts 60 days later) joins later
+    assert (table.groupby("fold")["test_start"].nunique() == 1).all()
+    joined = run.metrics["markets"]
+    assert joined["BBB"]["joined_fold"] > joined["AAA"]["joined_fold"] == 0
+    bars = run.backtest.bars
+    for fold, row in table.drop_duplicates("fold").set_index("fold").iterrows():
+        assert not ((bars.index < pd.Timestamp(row["test_start"]))
+                    & (bars["symbol"] == "BBB")).any() or fold >= joined["BBB"]["joined_fold"]
+    first_bbb = bars[bars["symbol"] == "BBB"].index.min()
+    assert first_bbb == pd.Timestamp(table[table.symbol == "BBB"]["test_start"].min())
+    assert (tmp_path / "wf" / "run1" / "stitched" / "metrics.json").is_file()
+    fold0 = tmp_path / "wf" / "run1" / "folds" / "fold_000"
+    assert (fold0 / "AAA" / "manifest.json").is_file() and not (fold0 / "BBB").exists()

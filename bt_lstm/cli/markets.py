@@ -63,3 +63,47 @@ def print_markets(metrics: dict[str, Any]) -> None:
     shown = {k: port[k] for k in ("sharpe", "total_return", "max_drawdown", "trades")
              if k in port}
     print(f"\nportfolio: {shown}", file=sys.stdout)
+
+
+def walk_forward_markets(args: argparse.Namespace, parser: Any, make_spec: Any) -> int:
+    """``bt-lstm walk-forward`` on several markets: calendar folds, panel models per fold, the
+    stitched test spans as one portfolio in ``wf_portfolio_<NAME>_<tf>/<stamp>/``."""
+    from bt_lstm.cli.args import build_config, given
+    from bt_lstm.cli.common import load_markets
+    from bt_lstm.cli.progress import TrainProgress
+    from bt_lstm.jobs.datasets import trim_dates
+    from bt_lstm.jobs.portfolio_wf import run_portfolio_walk_forward
+    from bt_lstm.jobs.runs import new_run_dir
+    from strategies.portfolio import PortfolioStrategy
+
+    unsupported = given(args, parser, ("seeds", "ensemble", "scheduler", "tune_trials", "space",
+                                       "run_id", "force"))
+    if unsupported:
+        raise ValueError(f"several markets: {', '.join(unsupported)} not supported yet; drop "
+                         f"it or run one market")
+    cfg = build_config(args)
+    frames, timeframe = load_markets(args, cfg)
+    frames = {m: trim_dates(f, args.start, args.end) for m, f in frames.items()}
+    from bt_lstm.data.candles import infer_bar
+
+    spec = make_spec(args, infer_bar(next(iter(frames.values())).index))
+    name = f"{'+'.join(frames)}_{timeframe}"
+    root = Path(args.reports_dir)
+    progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
+    try:
+        result = run_portfolio_walk_forward(
+            frames, cfg, spec, PortfolioStrategy,
+            new_run_dir(root / f"wf_portfolio_{name}"), root, panel=args.panel,
+            allocation=args.allocation, timeframe=timeframe, progress_factory=progress.factory)
+    finally:
+        progress.close()
+    port = result.metrics["portfolio"]
+    print(f"{result.metrics['dataset']} {timeframe}: {len(result.metrics['portfolio']['folds'])} "
+          f"folds, panel {args.panel}, allocation {args.allocation}")
+    print(result.folds.to_string(index=False))
+    print(f"\nportfolio: sharpe {port.get('sharpe')}, total return {port.get('total_return')}, "
+          f"trades {port.get('trades')}; basket sharpe {port['basket'].get('sharpe')}")
+    print(f"\nrun folder: {result.run_dir}")
+    for f in result.files:
+        print(f"  {f}")
+    return 0

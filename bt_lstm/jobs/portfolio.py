@@ -68,10 +68,15 @@ def plan_panel(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig) -> Panel
     check_enough_bars(len(timeline), cfg, panel.name)
     split = calendar_split(timeline, cfg.windows)
     bounds = panel_bounds(panel.frames, split, cfg)
-    history = max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
     for sym, b in bounds.items():
-        check_market_parts(sym, b, split, history + cfg.train.min_val_windows)
+        check_market_parts(sym, b, split, min_market_train(cfg))
     return PanelPlan(panel, split, bounds)
+
+
+def min_market_train(cfg: PipelineConfig) -> int:
+    """Fewest training bars a market needs in a split: feature warm-up, trend window and
+    lookback, then 50 bars to fit its regime classifier and scaler on (``min_bars``' margin)."""
+    return max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback + 50
 
 
 def forecast_test_span(plan: PanelPlan, forecasters: Mapping[str, Forecaster]
