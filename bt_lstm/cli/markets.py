@@ -26,6 +26,12 @@ def backtest_markets(args: argparse.Namespace, cfg: Any) -> int:
     from bt_lstm.jobs.portfolio import run_portfolio_job
     from strategies.portfolio import PortfolioStrategy
 
+    unsupported = [flag for flag, on in (("--inference per_bar", args.inference != "batch"),
+                                         ("--seeds", args.seeds != 1),
+                                         ("--ensemble", args.ensemble != "none")) if on]
+    if unsupported:
+        raise ValueError(f"several markets: {', '.join(unsupported)} not supported yet; drop "
+                         f"it or run one market")
     frames, timeframe = load_markets(args, cfg)
     name = f"{'+'.join(frames)}_{timeframe}"
     progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
