@@ -36,27 +36,30 @@ class PortfolioData(SignalData):
 
 
 class PortfolioBroker(TradableBarBroker):
-    """TradableBarBroker for feeds on different clocks: an order fills only at a new bar of
-    its own market.
+    """TradableBarBroker for feeds on different clocks: an order is tried only at a new bar of
+    its own market, and fills deferred past placeholder candles are counted per market.
 
     Notes
     -----
     Backtrader steps all feeds on the union of their timestamps and leaves a feed without a
-    bar at t on its last bar; BackBroker would fill an order of that market at that old bar's
-    open (a price from before the decision). Here the order waits, pending, until its market's
-    next bar (a bar time after the order's). Fills deferred
-    past a placeholder candle are counted per market (``deferred``).
+    bar at t on its last bar. BackBroker already refuses to fill a market order at a bar no
+    later than the order's (``_try_exec_market``); the check here comes first, so a market
+    closed after a placeholder candle does not count that placeholder's deferral again at
+    every step of the other markets' clock, and any order type waits for its own market.
     """
 
     def start(self) -> None:
-        """TradableBarBroker.start, and an empty count of deferred fills per market."""
+        """TradableBarBroker.start, and empty counts of deferred fills per market."""
         super().start()
         self.deferred: dict[str, int] = {}
+        self._tried: dict[int, int] = {}  # order ref -> its market's length when last tried
 
     def _try_exec(self, order: bt.Order) -> None:
         d = order.data
-        if d.datetime[0] <= order.created.dt:
-            return  # its market has no bar after the decision yet (closed, gap)
+        n = len(d)
+        if n == self._tried.get(order.ref) or d.datetime[0] <= order.created.dt:
+            return  # its market has had no new bar (closed, gap, not after the decision)
+        self._tried[order.ref] = n
         if is_placeholder(d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0]):
             self.deferred[d._name] = self.deferred.get(d._name, 0) + 1
             return
