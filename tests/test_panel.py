@@ -266,7 +266,9 @@ def test_the_portfolio_job_writes_both_sides_and_pnl_adds_up(two_markets, tiny_c
     job = run_portfolio_job(two_markets, cfg, PortfolioStrategy, tmp_path / "m",
                             tmp_path / "r" / "portfolio_AAA+BBB_4h", timeframe="4h")
     metrics = json.loads((job.report_dir / "metrics.json").read_text())
-    assert set(metrics["markets"]) == {"AAA", "BBB"} and "basket" in metrics["portfolio"]
+    assert set(metrics["markets"]) == {"AAA", "BBB"}
+    assert metrics["portfolio"]["benchmark"] == "equal-weight buy-and-hold basket"
+    assert "statistics" in metrics["portfolio"] and metrics["portfolio"]["skill"]["AAA"]
     assert metrics["markets"]["BBB"]["data"]["n_missing"] == 10
     assert metrics["markets"]["AAA"]["models_traded"]  # --no-skill trade: every network
     res = job.backtest

@@ -3,7 +3,6 @@ its terminal report. One market never comes here: it runs the command's own job 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +64,19 @@ def print_markets(metrics: dict[str, Any]) -> None:
         for regime in REGIME_LABELS:
             if regime in m["skill"]:
                 print(f"  {m['skill'][regime]['line']}")
-    port = metrics["portfolio"]
-    shown = {k: port[k] for k in ("sharpe", "total_return", "max_drawdown", "trades")
-             if k in port}
-    print(f"\nportfolio: {shown}", file=sys.stdout)
+    print(f"\n{portfolio_line(metrics['portfolio'])}")
+
+
+def portfolio_line(port: dict[str, Any]) -> str:
+    """The book beside the equal-weight buy-and-hold basket, in one line."""
+    s, b = port["strategy"], port["buy_and_hold"]
+    return (f"portfolio: Sharpe {_g(s.get('sharpe'))}, return {_g(s.get('total_return'))}, max "
+            f"drawdown {_g(s.get('max_drawdown'))}, {s.get('trades')} trades; equal-weight "
+            f"basket: Sharpe {_g(b.get('sharpe'))}, return {_g(b.get('total_return'))}")
+
+
+def _g(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3g}"
 
 
 def walk_forward_markets(args: argparse.Namespace, parser: Any, make_spec: Any) -> int:
@@ -100,15 +108,14 @@ def walk_forward_markets(args: argparse.Namespace, parser: Any, make_spec: Any) 
         result = run_portfolio_walk_forward(
             frames, cfg, spec, PortfolioStrategy,
             new_run_dir(root / f"wf_portfolio_{name}"), root, panel=args.panel,
-            allocation=args.allocation, timeframe=timeframe, progress_factory=progress.factory)
+            allocation=args.allocation, timeframe=timeframe, progress_factory=progress.factory,
+            tearsheet=not args.no_tearsheet)
     finally:
         progress.close()
-    port = result.metrics["portfolio"]
     print(f"{result.metrics['dataset']} {timeframe}: {len(result.metrics['portfolio']['folds'])} "
           f"folds, panel {args.panel}, allocation {args.allocation}")
     print(result.folds.to_string(index=False))
-    print(f"\nportfolio: sharpe {port.get('sharpe')}, total return {port.get('total_return')}, "
-          f"trades {port.get('trades')}; basket sharpe {port['basket'].get('sharpe')}")
+    print(f"\n{portfolio_line(result.metrics['portfolio'])}")
     print(f"\nrun folder: {result.run_dir}")
     for f in result.files:
         print(f"  {f}")

@@ -19,7 +19,6 @@ from bt_lstm.data.files import atomic_write_json, clean_json, staged_folder
 from bt_lstm.data.panel import Panel, align_markets
 from bt_lstm.jobs.backtest import luck_figures, skill_summary
 from bt_lstm.jobs.panel_models import obtain_panel, panel_key
-from bt_lstm.jobs.portfolio_report import portfolio_figures, write_portfolio_files
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.jobs.runs import finish_run, new_run_dir, run_id
 from bt_lstm.models.forecast import Forecaster
@@ -123,10 +122,13 @@ def run_portfolio_job(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
 
     result = run_portfolio_backtest(candles, signals, strategy_cls, cfg.strategy,
                                     allocation=allocation, bar=plan.panel.bar)
-    figures, port_daily, basket_daily = portfolio_figures(result, candles, cfg)
+    from bt_lstm.backtest.portfolio_metrics import score_portfolio
+    from bt_lstm.backtest.reports.portfolio import write_portfolio_report
+
+    figures, daily = score_portfolio(candles, result, cfg,
+                                     luck=lambda s, b: luck_figures(s, b, cfg))
     metrics = portfolio_metrics(plan, forecasters, candles, figures, cfg, panel, allocation,
                                 timeframe, reused, model_dir)
-    metrics["portfolio"]["statistics"] = luck_figures(port_daily, basket_daily, cfg)
     run_dir = new_run_dir(report_dir)
     run = {"job": "portfolio", "run_id": run_id(run_dir, report_dir.parent),
            "dataset": plan.panel.name, "timeframe": timeframe,
@@ -138,9 +140,10 @@ def run_portfolio_job(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
            "models": {"dir": str(model_dir),
                       "model_key": panel_key(plan.panel.frames, cfg, plan.split, panel)}}
     with staged_folder(run_dir) as staged:
-        write_portfolio_files(staged, result, port_daily, basket_daily)
         atomic_write_json(staged / "config.json", cfg.to_dict())
-        atomic_write_json(staged / "metrics.json", clean_json(metrics))
+        write_portfolio_report(staged, clean_json(metrics), result, daily,
+                               f"bt-lstm: {plan.panel.name} (out of sample, after costs)",
+                               tearsheet=tearsheet)
         write_manifest(staged, **run)
     files = finish_run(run_dir, report_dir.parent)
     return PortfolioJobResult(metrics, run_dir, model_dir, reused, result, files)
@@ -151,9 +154,9 @@ def portfolio_metrics(plan: PanelPlan, forecasters: Mapping[str, Forecaster],
                       cfg: PipelineConfig,
                       panel: str, allocation: str, timeframe: str | None, reused: bool,
                       model_dir: Path) -> dict[str, Any]:
-    """metrics.json: ``portfolio`` (the backtest's figures, luck statistics, which markets
-    each network trades) and ``markets`` (per market: its figures, skill summary, networks
-    traded, data report and test span)."""
+    """metrics.json: ``portfolio`` (``score_portfolio``'s figures beside the equal-weight
+    basket, luck statistics, the networks each market trades) and ``markets`` (per market: its
+    figures and buy-and-hold, skill summary, networks traded, data report and test span)."""
     markets: dict[str, Any] = {}
     for sym, fc in forecasters.items():
         markets[sym] = dict(figures["markets"].get(sym, {}), skill=skill_summary(fc),

@@ -21,7 +21,6 @@ from bt_lstm.data.panel import align_markets
 from bt_lstm.jobs.backtest import luck_figures, skill_summary
 from bt_lstm.jobs.panel_models import obtain_panel
 from bt_lstm.jobs.portfolio import market_models, min_market_train
-from bt_lstm.jobs.portfolio_report import portfolio_figures, write_portfolio_files
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.jobs.runs import mark_latest, write_index, written_files
 from bt_lstm.research.panel import PANEL_MODES, panel_bounds
@@ -78,8 +77,8 @@ def run_portfolio_walk_forward(frames: Mapping[str, pd.DataFrame], cfg: Pipeline
                                spec: WalkForwardSpec, strategy_cls: type, run_dir: Path,
                                reports_root: Path, panel: str = "pooled",
                                allocation: str = "equal", timeframe: str | None = None,
-                               progress_factory: ProgressFactory | None = None
-                               ) -> PortfolioWalkForward:
+                               progress_factory: ProgressFactory | None = None,
+                               tearsheet: bool = True) -> PortfolioWalkForward:
     """Plan calendar folds on the markets' common timeline, fit (or reuse) each fold's panel
     models, forecast each market's test spans and backtest them as one portfolio.
 
@@ -123,24 +122,28 @@ def run_portfolio_walk_forward(frames: Mapping[str, pd.DataFrame], cfg: Pipeline
 
     result = run_portfolio_backtest(test, sig, strategy_cls, cfg.strategy,
                                     allocation=allocation, bar=aligned.bar)
-    figures, port_daily, basket_daily = portfolio_figures(result, test, cfg)
+    from bt_lstm.backtest.portfolio_metrics import score_portfolio
+    from bt_lstm.backtest.reports.portfolio import write_portfolio_report
+
+    figures, daily = score_portfolio(test, result, cfg,
+                                     luck=lambda s, b: luck_figures(s, b, cfg))
     table = pd.DataFrame(rows)
     metrics = {"dataset": aligned.name, "timeframe": timeframe, "library_version": __version__,
                "panel": panel, "allocation": allocation,
                "walk_forward": dict(spec.to_dict(), folds=len(folds)),
                "portfolio": dict(figures["portfolio"],
-                                 statistics=luck_figures(port_daily, basket_daily, cfg),
                                  folds=fold_returns(result.equity, folds, timeline,
                                                     cfg.strategy.cash)),
                "markets": {m: dict(figures["markets"][m], data=aligned.reports[m].to_dict(),
                                    joined_fold=int(table[table.symbol == m].fold.min()))
                            for m in test}}
     with staged_folder(run_dir / "stitched") as staged:
-        write_portfolio_files(staged, result, port_daily, basket_daily)
         atomic_write_text(staged / "folds.csv", table.to_csv(index=False))
         atomic_write_json(staged / "config.json", {"pipeline": cfg.to_dict(),
                                                    "walk_forward": spec.to_dict()})
-        atomic_write_json(staged / "metrics.json", clean_json(metrics))
+        write_portfolio_report(staged, clean_json(metrics), result, daily,
+                               f"bt-lstm walk-forward: {aligned.name} (out of sample, after "
+                               f"costs)", tearsheet=tearsheet)
         write_manifest(staged, job="walk_forward_portfolio", run_id=run_dir.name,
                        dataset=aligned.name, timeframe=timeframe,
                        data_fingerprint={m: fingerprint_frame(f)
