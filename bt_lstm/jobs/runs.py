@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bt_lstm.data.files import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 STAMP = "%Y%m%d-%H%M%S"
 LATEST = "latest"
@@ -27,6 +30,26 @@ def new_run_dir(group: Path) -> Path:
     while run_dir.exists():
         run_dir, n = group / f"{stamp}-{n}", n + 1
     return run_dir
+
+
+def claim_run_dir(run_dir: Path, force: bool) -> None:
+    """Create a new run's folder; an existing one is refused, or moved aside with ``force``.
+
+    Raises
+    ------
+    ValueError
+        ``run_dir`` exists and ``force`` is off (runs are never overwritten).
+    """
+    if run_dir.exists() and not force:
+        raise ValueError(f"{run_dir} already exists; runs are never overwritten: pass another "
+                         f"--run-id, --resume {run_dir.name} to finish it, or --force to move "
+                         f"it aside and start again")
+    if run_dir.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+        run_dir.rename(aside)  # moved, never deleted: the user decides what to keep
+        logger.warning("--force: the existing run was moved to %s", aside)
+    run_dir.mkdir(parents=True)
 
 
 def mark_latest(run_dir: Path) -> None:

@@ -297,7 +297,7 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
 
     with contextlib.ExitStack() as stack:
         if scheduler:
-            stack.enter_context(_dask_client(scheduler))
+            stack.enter_context(dask_client(scheduler))
             stack.enter_context(parallel_config(backend="dask"))  # needs the client first
         runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
         results = runner(delayed(_train_task)(job.prep, cfg_of[(s, job.fold.index)], name, regime,
@@ -318,7 +318,9 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
 
 
 @contextlib.contextmanager
-def _dask_client(address: str | None) -> Iterator[None]:
+def dask_client(address: str | None) -> Iterator[None]:
+    """A Dask distributed client on ``address`` for the block (joblib's dask backend needs
+    it); nothing when ``address`` is None. An unreachable scheduler is a one-line ValueError."""
     if address is None:
         yield
         return
