@@ -253,3 +253,27 @@ def test_a_reversal_short_of_its_size_by_a_float_hair_is_recorded_once():
     flows = (res.fills["size"] * res.fills["price"] + res.fills["commission"]).sum()
     value = cfg.cash - flows + res.fills["size"].sum() * frame["close"].iloc[-1]
     assert value == pytest.approx(res.final_value, rel=1e-12)
+
+
+def test_per_bar_and_batch_agree_with_the_fitted_networks(market, fitted):
+    from bt_lstm.data.synthetic import make_market
+
+    result, bounds = fitted
+    fc = result.forecaster.with_policy("trade", result.forecaster.skill_p)
+    start = bounds.test[0]
+    frames = {"M": market.frame, "LATER": make_market(n_bars=1100, seed=8,
+                                                      start="2021-01-17").frame}
+    traded = {s: f.iloc[start - (len(market.frame) - len(f)):] for s, f in frames.items()}
+    history = {s: frames[s].loc[:traded[s].index[0]].iloc[:-1] for s in frames}
+    signals = {s: fc.forecast_frame(frames[s]).loc[traded[s].index] for s in frames}
+    cfg = StrategyConfig(threshold=0.0005)
+    batch = run_portfolio_backtest(traded, signals, PortfolioStrategy, cfg)
+    per_bar = run_portfolio_backtest(traded, {}, PortfolioStrategy, cfg, inference="per_bar",
+                                     forecasters={s: fc for s in frames}, histories=history)
+    np.testing.assert_array_equal(batch.bars["regime"], per_bar.bars["regime"])
+    # batched matrix products may round the last float32 bit differently (test_strategy.py)
+    np.testing.assert_allclose(per_bar.bars["forecast"], batch.bars["forecast"], rtol=1e-5,
+                               atol=1e-9)
+    np.testing.assert_array_equal(batch.bars["signal"], per_bar.bars["signal"])
+    pd.testing.assert_frame_equal(batch.fills, per_bar.fills)
+    assert set(batch.fills["symbol"]) == {"M", "LATER"}
