@@ -4,8 +4,8 @@ markets against the one-market backtest, time ratio and peak memory, written to 
 The markets are copies of real ones (BTCUSDT and ETHUSDT 4h from ../shared/data, else the
 bundled BTCUSDT snapshot, else the synthetic market): copy k takes its market's candles from
 ``k x 97`` bars later onto the same timestamps, so every copy trades on the same 4h grid and
-no two copies move alike. Signals are causal and model-free (each bar's last log return), so
-the figures are Backtrader's and the book-keeping's, not a network's. Timings are medians of
+no two copies move alike. Signals are causal and model-free (each bar's mean log return over
+its last 24 bars), so the figures are Backtrader's and the book-keeping's, not a network's. Timings are medians of
 ``reps`` runs, measured here and never asserted in tests: wall time and the process's CPU time
 (on shared cores the wall time moves with the other processes' load, the CPU time much less;
 the load average before and after is recorded).
@@ -32,6 +32,9 @@ from bt_lstm.jobs.bench import REAL_DATA_ENV, REPO, machine_info, peak_rss_mib
 
 BARS = 6000  # bars of each market in the benchmark (about 2.7 years of 4h candles)
 SHIFT = 97  # bars between the starts of two copies of one market
+# Trades about as often as the regime strategy's models on BTCUSDT 4h (one fill in 7 bars)
+# without running the book's equity down to sizes that round to zero.
+MOMENTUM_BARS = 24
 TARGET = 1.2  # the portfolio of N markets should cost at most N x this x the one-market run
 
 
@@ -80,9 +83,10 @@ def copy_markets(bases: dict[str, pd.DataFrame], n: int, bars: int = BARS
     return out
 
 
-def momentum_signals(frame: pd.DataFrame) -> pd.DataFrame:
-    """The forecast of each bar: its own log return (known at its close), regime 1."""
-    forecast = np.log(frame["close"]).diff()
+def momentum_signals(frame: pd.DataFrame, bars: int = MOMENTUM_BARS) -> pd.DataFrame:
+    """The forecast of each bar: the mean log return of its last ``bars`` bars (known at its
+    close), regime 1."""
+    forecast = np.log(frame["close"]).diff(bars) / bars
     return pd.DataFrame({"forecast": forecast, "regime": 1.0}, index=frame.index)
 
 
