@@ -5,10 +5,10 @@ The markets are copies of real ones (BTCUSDT and ETHUSDT 4h from ../shared/data,
 bundled BTCUSDT snapshot, else the synthetic market): copy k takes its market's candles from
 ``k x 97`` bars later onto the same timestamps, so every copy trades on the same 4h grid and
 no two copies move alike. Signals are causal and model-free (each bar's mean log return over
-its last 24 bars), so the figures are Backtrader's and the book-keeping's, not a network's. Timings are medians of
-``reps`` runs, measured here and never asserted in tests: wall time and the process's CPU time
-(on shared cores the wall time moves with the other processes' load, the CPU time much less;
-the load average before and after is recorded).
+its last 24 bars), so the figures are Backtrader's and the book-keeping's, not a network's.
+Timings are medians of ``reps`` runs, measured here and never asserted in tests: wall time and
+the process's CPU time (on shared cores the wall time moves with the other processes' load,
+the CPU time much less; the load average before and after is recorded).
 """
 from __future__ import annotations
 
