@@ -108,6 +108,14 @@ def _time_portfolio(markets: dict[str, pd.DataFrame], strategy_cls: type, cfg: S
     return timed(lambda: run_portfolio_backtest(markets, signals, strategy_cls, cfg), reps), fills
 
 
+def _time_singles(markets: dict[str, pd.DataFrame], single_cls: type, cfg: StrategyConfig,
+                  reps: int) -> dict[str, Any]:
+    """Each market backtested alone, one after another: what the portfolio run replaces."""
+    signals = {s: momentum_signals(f) for s, f in markets.items()}
+    return timed(lambda: [run_backtest(f, single_cls, cfg, signals=signals[s])
+                          for s, f in markets.items()], reps)
+
+
 def _rss_child(markets: dict[str, pd.DataFrame], strategy_cls: type, cfg: StrategyConfig,
                queue: Any) -> None:
     before = peak_rss_mib()
@@ -152,12 +160,15 @@ def run_portfolio_bench(n_markets: int, single_cls: type, portfolio_cls: type,
     for n in market_counts(n_markets):
         subset = dict(list(markets.items())[:n])
         run, fills = _time_portfolio(subset, portfolio_cls, cfg, reps)
+        singles = _time_singles(subset, single_cls, cfg, reps)
         rss_before, rss_after = peak_rss_portfolio(subset, portfolio_cls, cfg)
         res["portfolio"].append({
             "markets": n, **run, "market_bars_per_s": n * bars / run["s"],
             "ratio_to_one_market": run["s"] / one["s"],
             "cpu_ratio_to_one_market": run["cpu_s"] / one["cpu_s"], "target_ratio": n * TARGET,
             "cpu_ratio_per_market": run["cpu_s"] / one["cpu_s"] / n, "fills": fills,
+            "singles_s": singles["s"], "singles_cpu_s": singles["cpu_s"],
+            "cpu_ratio_to_singles": run["cpu_s"] / singles["cpu_s"],
             "peak_rss_mib": rss_after, "rss_before_backtest_mib": rss_before})
     res["load_average_before"] = list(load_before)
     res["load_average_after"] = list(os.getloadavg())
@@ -174,10 +185,14 @@ def format_portfolio_bench(res: dict[str, Any]) -> str:
              f"{one['cpu_s']:.2f} s CPU, {one['fills']} fills; load average "
              f"{res['load_average_before'][0]:.1f} -> {res['load_average_after'][0]:.1f}", "",
              f"{'markets':>8}{'wall s':>9}{'CPU s':>8}{'x one (wall)':>14}{'x one (CPU)':>13}"
-             f"{'target':>8}{'CPU x one / N':>15}{'fills':>8}{'peak RSS MiB':>14}"]
+             f"{'target':>8}{'CPU x one / N':>15}{'CPU / alone':>13}{'fills':>8}"
+             f"{'peak RSS MiB':>14}"]
     for r in res["portfolio"]:
         lines.append(f"{r['markets']:>8}{r['s']:>9.2f}{r['cpu_s']:>8.2f}"
                      f"{r['ratio_to_one_market']:>14.2f}{r['cpu_ratio_to_one_market']:>13.2f}"
                      f"{r['target_ratio']:>8.1f}{r['cpu_ratio_per_market']:>15.2f}"
-                     f"{r['fills']:>8}{r['peak_rss_mib']:>14.0f}")
+                     f"{r['cpu_ratio_to_singles']:>13.2f}{r['fills']:>8}"
+                     f"{r['peak_rss_mib']:>14.0f}")
+    lines.append("CPU / alone: the portfolio run's CPU time over that of backtesting each of its "
+                 "markets alone")
     return "\n".join(lines)
