@@ -152,7 +152,8 @@ class PortfolioStrategy(BaseStrategy):
         book's gross exposure at this close)."""
         close = self._closes[k][0]
         others = gross - abs(pos * close)
-        fraction = min(weight, self.p.position_fraction - others / value)
+        room = self.p.position_fraction - others / value if value > 0 else 0.0
+        fraction = min(weight, room)
         if want and fraction <= 0:
             # No weight yet (inverse-vol warm-up: recorded in the bar's weight) or no room
             # left (counted): no entry, only close what is open.

@@ -253,3 +253,50 @@ def test_a_reversal_short_of_its_size_by_a_float_hair_is_recorded_once():
     flows = (res.fills["size"] * res.fills["price"] + res.fills["commission"]).sum()
     value = cfg.cash - flows + res.fills["size"].sum() * frame["close"].iloc[-1]
     assert value == pytest.approx(res.final_value, rel=1e-12)
+
+
+def test_per_bar_and_batch_agree_with_the_fitted_networks(market, fitted):
+    from bt_lstm.data.synthetic import make_market
+
+    result, bounds = fitted
+    fc = result.forecaster.with_policy("trade", result.forecaster.skill_p)
+    start = bounds.test[0]
+    frames = {"M": market.frame, "LATER": make_market(n_bars=1100, seed=8,
+                                                      start="2021-01-17").frame}
+    traded = {s: f.iloc[start - (len(market.frame) - len(f)):] for s, f in frames.items()}
+    history = {s: frames[s].loc[:traded[s].index[0]].iloc[:-1] for s in frames}
+    signals = {s: fc.forecast_frame(frames[s]).loc[traded[s].index] for s in frames}
+    cfg = StrategyConfig(threshold=0.0005)
+    batch = run_portfolio_backtest(traded, signals, PortfolioStrategy, cfg)
+    per_bar = run_portfolio_backtest(traded, {}, PortfolioStrategy, cfg, inference="per_bar",
+                                     forecasters={s: fc for s in frames}, histories=history)
+    np.testing.assert_array_equal(batch.bars["regime"], per_bar.bars["regime"])
+    # batched matrix products may round the last float32 bit differently (test_strategy.py)
+    np.testing.assert_allclose(per_bar.bars["forecast"], batch.bars["forecast"], rtol=1e-5,
+                               atol=1e-9)
+    np.testing.assert_array_equal(batch.bars["signal"], per_bar.bars["signal"])
+    pd.testing.assert_frame_equal(batch.fills, per_bar.fills)
+    assert set(batch.fills["symbol"]) == {"M", "LATER"}
+
+
+@pytest.mark.realdata
+def test_real_btc_and_gold_gold_trades_only_at_its_own_candles():
+    from bt_lstm.data.candles import load_ohlcv
+    from tests.conftest import real_data_dir
+
+    base = real_data_dir()
+    if base is None or not (base / "XAUUSD_4h.csv").is_file():
+        pytest.skip("../shared/data/XAUUSD_4h.csv not present")
+    start, end = "2024-06-01", "2025-06-30"
+    frames = {s: load_ohlcv(base / f"{s}_4h.csv").loc[start:end] for s in ("BTCUSDT", "XAUUSD")}
+    signals = {s: flips(f, k, every=5) for k, (s, f) in enumerate(frames.items())}
+    res = run_portfolio_backtest(frames, signals, PortfolioStrategy, CFG)
+    gold = frames["XAUUSD"]
+    assert (gold.index.day_of_week == 5).sum() == 0 and (gold.index.hour % 4 != 0).any()
+    fills = res.fills[res.fills["symbol"] == "XAUUSD"]
+    assert len(fills) > 50 and fills["datetime"].isin(gold.index).all()
+    np.testing.assert_allclose(fills["price"], gold.loc[fills["datetime"], "open"], rtol=1e-12)
+    rows = res.bars[res.bars["symbol"] == "XAUUSD"]
+    assert rows.index.equals(gold.index)  # no row, no decision where gold is closed
+    total = res.pnl.sum(axis=1) + res.start_cash
+    np.testing.assert_allclose(total.to_numpy(), res.equity.to_numpy(), rtol=1e-12)

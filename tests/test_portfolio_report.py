@@ -105,3 +105,33 @@ def test_a_flat_book_scores_and_reports(tmp_path):
     assert metrics["portfolio"]["strategy"]["exposure"] == 0.0
     write_portfolio_report(tmp_path, metrics, res, daily, "flat")
     assert (tmp_path / "tearsheet.html").is_file()
+
+
+@pytest.mark.slow  # spawns a fresh process per size for its peak memory
+def test_the_markets_benchmark_copies_markets_onto_one_grid_and_writes_its_json(
+        tmp_path, monkeypatch, capsys):
+    from bt_lstm.jobs.bench_portfolio import copy_markets, market_counts, run_portfolio_bench
+    from runners import bench
+
+    assert market_counts(16) == [1, 4, 16] and market_counts(5) == [1, 4, 5]
+    assert market_counts(1) == [1]
+    bases = {"BTCUSDT": walk(2000, 1), "ETHUSDT": walk(2000, 2)}
+    copies = copy_markets(bases, 5, 300)
+    assert list(copies) == [f"{b}_{k}" for k, b in enumerate(["BTCUSDT", "ETHUSDT"] * 2
+                                                               + ["BTCUSDT"])]
+    assert all(f.index.equals(copies["BTCUSDT_0"].index) and len(f) == 300
+               for f in copies.values())
+    assert not np.allclose(copies["BTCUSDT_0"]["close"], copies["BTCUSDT_2"]["close"])
+    for symbol, frame in bases.items():  # written as the shared data's files
+        frame.rename_axis("timestamp").to_csv(tmp_path / f"{symbol}_4h.csv")
+    monkeypatch.setenv("BT_LSTM_REAL_DATA", str(tmp_path))
+    out = tmp_path / "bench.json"
+    res = run_portfolio_bench(2, RegimeLSTMStrategy, PortfolioStrategy, CFG.strategy, 1, out,
+                              bars=300)
+    saved = json.loads(out.read_text())
+    assert saved["data"] == str(tmp_path) and [r["markets"] for r in saved["portfolio"]] == [1, 2]
+    one, two = res["portfolio"]
+    assert one["fills"] == res["one_market"]["fills"]  # the same trades as run_backtest
+    assert two["target_ratio"] == 2 * 1.2 and two["peak_rss_mib"] >= two["rss_before_backtest_mib"]
+    assert bench.main(["--markets", "0"]) == 2
+    assert "--markets 0" in capsys.readouterr().err

@@ -4,11 +4,11 @@ markets against the one-market backtest, time ratio and peak memory, written to 
 The markets are copies of real ones (BTCUSDT and ETHUSDT 4h from ../shared/data, else the
 bundled BTCUSDT snapshot, else the synthetic market): copy k takes its market's candles from
 ``k x 97`` bars later onto the same timestamps, so every copy trades on the same 4h grid and
-no two copies move alike. Signals are causal and model-free (each bar's last log return), so
-the figures are Backtrader's and the book-keeping's, not a network's. Timings are medians of
-``reps`` runs, measured here and never asserted in tests: wall time and the process's CPU time
-(on shared cores the wall time moves with the other processes' load, the CPU time much less;
-the load average before and after is recorded).
+no two copies move alike. Signals are causal and model-free (each bar's mean log return over
+its last 24 bars), so the figures are Backtrader's and the book-keeping's, not a network's.
+Timings are medians of ``reps`` runs, measured here and never asserted in tests: wall time and
+the process's CPU time (on shared cores the wall time moves with the other processes' load,
+the CPU time much less; the load average before and after is recorded).
 """
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ from bt_lstm.jobs.bench import REAL_DATA_ENV, REPO, machine_info, peak_rss_mib
 
 BARS = 6000  # bars of each market in the benchmark (about 2.7 years of 4h candles)
 SHIFT = 97  # bars between the starts of two copies of one market
+# Trades about as often as the regime strategy's models on BTCUSDT 4h (one fill in 7 bars)
+# without running the book's equity down to sizes that round to zero.
+MOMENTUM_BARS = 24
 TARGET = 1.2  # the portfolio of N markets should cost at most N x this x the one-market run
 
 
@@ -80,9 +83,10 @@ def copy_markets(bases: dict[str, pd.DataFrame], n: int, bars: int = BARS
     return out
 
 
-def momentum_signals(frame: pd.DataFrame) -> pd.DataFrame:
-    """The forecast of each bar: its own log return (known at its close), regime 1."""
-    forecast = np.log(frame["close"]).diff()
+def momentum_signals(frame: pd.DataFrame, bars: int = MOMENTUM_BARS) -> pd.DataFrame:
+    """The forecast of each bar: the mean log return of its last ``bars`` bars (known at its
+    close), regime 1."""
+    forecast = np.log(frame["close"]).diff(bars) / bars
     return pd.DataFrame({"forecast": forecast, "regime": 1.0}, index=frame.index)
 
 
@@ -102,6 +106,14 @@ def _time_portfolio(markets: dict[str, pd.DataFrame], strategy_cls: type, cfg: S
     signals = {s: momentum_signals(f) for s, f in markets.items()}
     fills = len(run_portfolio_backtest(markets, signals, strategy_cls, cfg).fills)
     return timed(lambda: run_portfolio_backtest(markets, signals, strategy_cls, cfg), reps), fills
+
+
+def _time_singles(markets: dict[str, pd.DataFrame], single_cls: type, cfg: StrategyConfig,
+                  reps: int) -> dict[str, Any]:
+    """Each market backtested alone, one after another: what the portfolio run replaces."""
+    signals = {s: momentum_signals(f) for s, f in markets.items()}
+    return timed(lambda: [run_backtest(f, single_cls, cfg, signals=signals[s])
+                          for s, f in markets.items()], reps)
 
 
 def _rss_child(markets: dict[str, pd.DataFrame], strategy_cls: type, cfg: StrategyConfig,
@@ -148,12 +160,15 @@ def run_portfolio_bench(n_markets: int, single_cls: type, portfolio_cls: type,
     for n in market_counts(n_markets):
         subset = dict(list(markets.items())[:n])
         run, fills = _time_portfolio(subset, portfolio_cls, cfg, reps)
+        singles = _time_singles(subset, single_cls, cfg, reps)
         rss_before, rss_after = peak_rss_portfolio(subset, portfolio_cls, cfg)
         res["portfolio"].append({
             "markets": n, **run, "market_bars_per_s": n * bars / run["s"],
             "ratio_to_one_market": run["s"] / one["s"],
             "cpu_ratio_to_one_market": run["cpu_s"] / one["cpu_s"], "target_ratio": n * TARGET,
             "cpu_ratio_per_market": run["cpu_s"] / one["cpu_s"] / n, "fills": fills,
+            "singles_s": singles["s"], "singles_cpu_s": singles["cpu_s"],
+            "cpu_ratio_to_singles": run["cpu_s"] / singles["cpu_s"],
             "peak_rss_mib": rss_after, "rss_before_backtest_mib": rss_before})
     res["load_average_before"] = list(load_before)
     res["load_average_after"] = list(os.getloadavg())
@@ -170,10 +185,14 @@ def format_portfolio_bench(res: dict[str, Any]) -> str:
              f"{one['cpu_s']:.2f} s CPU, {one['fills']} fills; load average "
              f"{res['load_average_before'][0]:.1f} -> {res['load_average_after'][0]:.1f}", "",
              f"{'markets':>8}{'wall s':>9}{'CPU s':>8}{'x one (wall)':>14}{'x one (CPU)':>13}"
-             f"{'target':>8}{'CPU x one / N':>15}{'fills':>8}{'peak RSS MiB':>14}"]
+             f"{'target':>8}{'CPU x one / N':>15}{'CPU / alone':>13}{'fills':>8}"
+             f"{'peak RSS MiB':>14}"]
     for r in res["portfolio"]:
         lines.append(f"{r['markets']:>8}{r['s']:>9.2f}{r['cpu_s']:>8.2f}"
                      f"{r['ratio_to_one_market']:>14.2f}{r['cpu_ratio_to_one_market']:>13.2f}"
                      f"{r['target_ratio']:>8.1f}{r['cpu_ratio_per_market']:>15.2f}"
-                     f"{r['fills']:>8}{r['peak_rss_mib']:>14.0f}")
+                     f"{r['cpu_ratio_to_singles']:>13.2f}{r['fills']:>8}"
+                     f"{r['peak_rss_mib']:>14.0f}")
+    lines.append("CPU / alone: the portfolio run's CPU time over that of backtesting each of its "
+                 "markets alone")
     return "\n".join(lines)
