@@ -8,11 +8,10 @@ the others. Every task trains with one torch thread, so the models are the same 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import pandas as pd
 
@@ -23,7 +22,7 @@ from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.training import one_torch_thread
 from bt_lstm.research.panel import PanelFit, fit_panel, panel_bounds
 from bt_lstm.research.pipeline import ProgressFactory
-from bt_lstm.research.walkforward import Fold, dask_client
+from bt_lstm.research.walkforward import Fold, parallel_map
 from bt_lstm.signals.calendar import CalendarSplit, check_market_parts
 
 logger = logging.getLogger(__name__)
@@ -119,17 +118,6 @@ def _merge(fits: list[PanelFit]) -> PanelFit:
     return out
 
 
-@contextlib.contextmanager
-def _backend(jobs: int, scheduler: str | None) -> Iterator[object]:
-    from joblib import Parallel, parallel_config
-
-    with contextlib.ExitStack() as stack:
-        if scheduler:
-            stack.enter_context(dask_client(scheduler))
-            stack.enter_context(parallel_config(backend="dask"))  # needs the client first
-        yield Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
-
-
 def fit_panel_folds(plans: list[PanelFold], cfg: PipelineConfig, mode: str, jobs: int = 1,
                     scheduler: str | None = None,
                     progress_factory: ProgressFactory | None = None
@@ -166,24 +154,16 @@ def fit_panel_folds(plans: list[PanelFold], cfg: PipelineConfig, mode: str, jobs
         tasks += [(p, key, g) for g in groups]
     if tasks:
         logger.info("panel walk-forward: %d folds saved, %d tasks to fit", len(done), len(tasks))
-    local = jobs == 1 and not scheduler
-    with contextlib.ExitStack() as stack:
-        if local:
-            results: Iterator[PanelFit] = (
-                _fit_task({m: p.frames[m] for m in g}, cfg, p.split, mode, progress_factory)
-                for p, _, g in tasks)
-        else:
-            from joblib import delayed
-
-            runner = stack.enter_context(_backend(jobs, scheduler))
-            results = runner(delayed(_fit_task)({m: p.frames[m] for m in g}, cfg, p.split,
-                                                mode, None) for p, _, g in tasks)
-        parts: dict[int, list[PanelFit]] = {}
-        for (p, key, _), fit in zip(tasks, results):
-            parts.setdefault(p.index, []).append(fit)
-            if sum(t[0].index == p.index for t in tasks) == len(parts[p.index]):
-                save_panel(p.fold_dir, p.frames, _merge(parts.pop(p.index)), key, cfg,
-                           p.split, mode)
-                done[p.index] = load_saved_panel(p.fold_dir, list(p.frames), key, cfg)
-                logger.info("fold %d fitted and saved in %s", p.index, p.fold_dir)
+    local = jobs == 1 and not scheduler  # progress bars only in this process
+    results = parallel_map(_fit_task, [({m: p.frames[m] for m in g}, cfg, p.split, mode,
+                                        progress_factory if local else None)
+                                       for p, _, g in tasks], jobs, scheduler)
+    parts: dict[int, list[PanelFit]] = {}
+    for (p, key, _), fit in zip(tasks, results):
+        parts.setdefault(p.index, []).append(fit)
+        if sum(t[0].index == p.index for t in tasks) == len(parts[p.index]):
+            save_panel(p.fold_dir, p.frames, _merge(parts.pop(p.index)), key, cfg,
+                       p.split, mode)
+            done[p.index] = load_saved_panel(p.fold_dir, list(p.frames), key, cfg)
+            logger.info("fold %d fitted and saved in %s", p.index, p.fold_dir)
     return {p.index: done[p.index] for p in plans}
