@@ -76,7 +76,29 @@ def load_dataset(src: DataSource, cfg: PipelineConfig, check_split: bool = True,
                         f"{src.timeframe}; pass --timeframe {label}")
     if name.lower().endswith(f"_{label}"):  # BTCUSDT_4h.csv is dataset BTCUSDT, 4h bars
         name = name[: -len(label) - 1]
+    frame = attach_feature_inputs(frame, src, cfg, label, fetch, notify)
     return frame, name, label
+
+
+def attach_feature_inputs(frame: pd.DataFrame, src: DataSource, cfg: PipelineConfig, tf: str,
+                          fetch: Callable[[Any], Any] | None = None,
+                          notify: Callable[[str], None] = logger.info) -> pd.DataFrame:
+    """``frame`` with each ``cross:SYMBOL`` market's candles beside it (loaded as --symbol
+    loads, from the same data folder and timeframe), after every feature group was computed
+    once and every plugin passed its look-ahead check: a group that cannot be built fails
+    here, in one line, before any training."""
+    from bt_lstm.config import parse_group
+    from bt_lstm.models.plugins import check_feature_inputs
+    from bt_lstm.signals.groups import attach_cross
+
+    for group in cfg.features.groups:
+        kind, symbol = parse_group(group)
+        if kind == "cross":
+            other_src = DataSource(symbol=symbol, timeframe=tf, data_dir=src.data_dir,
+                                   download=src.download, base_url=src.base_url)
+            frame = attach_cross(frame, symbol, load_symbol(other_src, tf, fetch, notify))
+    check_feature_inputs(frame, cfg.features)
+    return frame
 
 
 def _check_source(src: DataSource) -> None:
@@ -123,3 +145,53 @@ def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.Da
         raise ValueError(f"no candles between --start {start} and --end {end} "
                          f"(the data covers {frame.index[0]} to {frame.index[-1]})")
     return out
+
+
+def market_sources(src: DataSource, csvs: list[str] | None, symbols: str | None
+                   ) -> list[DataSource]:
+    """One ``DataSource`` per market of a command's data flags: every ``--csv`` given, or each
+    of ``--symbols`` read as ``--symbol`` is; one source (``src``) when neither names several.
+
+    Raises
+    ------
+    DataError
+        ``--symbols`` beside ``--symbol`` or ``--csv``.
+    """
+    from dataclasses import replace
+
+    if symbols:
+        if src.symbol or csvs:
+            raise DataError("give --symbols, or --csv (repeated), or --symbol: not together")
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        return [replace(src, symbol=s, csv=None) for s in names]
+    if csvs and len(csvs) > 1:
+        if src.symbol:
+            raise DataError("give either --csv or --symbol, not both")
+        return [replace(src, csv=c) for c in csvs]
+    return [replace(src, csv=csvs[0] if csvs else src.csv)]
+
+
+def load_markets(sources: list[DataSource], cfg: PipelineConfig,
+                 fetch: Callable[[Any], Any] | None = None,
+                 notify: Callable[[str], None] = logger.info
+                 ) -> tuple[dict[str, pd.DataFrame], str]:
+    """(market -> candles, timeframe label) of several sources, each loaded as ``load_dataset``
+    loads one.
+
+    Raises
+    ------
+    DataError
+        The same market twice, or markets of different timeframes (one line each).
+    """
+    loaded = [load_dataset(src, cfg, False, fetch, notify) for src in sources]
+    labels = {lab for _, _, lab in loaded}
+    if len(labels) > 1:
+        listed = ", ".join(f"{name} {lab}" for _, name, lab in loaded)
+        raise DataError(f"markets of different timeframes ({listed}); give markets of one bar "
+                        f"length (--timeframe)")
+    frames: dict[str, pd.DataFrame] = {}
+    for frame, name, _ in loaded:
+        if name in frames:
+            raise DataError(f"market {name} is given twice; give each market once")
+        frames[name] = frame
+    return frames, labels.pop()

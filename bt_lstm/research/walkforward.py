@@ -26,12 +26,13 @@ from bt_lstm.models.training import one_torch_thread
 from bt_lstm.research.pipeline import (
     PreparedWindows,
     assemble_forecaster,
+    feature_key,
     model_file_meta,
     plan_models,
     prepare_windows,
     train_one,
 )
-from bt_lstm.signals.features import warmup_bars
+from bt_lstm.signals.groups import group_warmup_bars
 from bt_lstm.signals.regimes import REGIME_LABELS
 from bt_lstm.signals.windows import SplitBounds
 
@@ -131,7 +132,7 @@ def make_folds(n_bars: int, spec: WalkForwardSpec, cfg: PipelineConfig) -> list[
                          f"{spec.train_bars} training bars and a purge gap of {purge}; use "
                          f"more data or a shorter --train")
     n_val = int(spec.train_bars * cfg.windows.val_frac)
-    history = max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
+    history = max(group_warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
     n_fit = spec.train_bars - n_val - gap
     if n_val < 5 or n_fit - history < 20:
         raise ValueError(f"a training span of {spec.train_bars} bars is too short: it holds "
@@ -156,7 +157,7 @@ def _fold_key(frame: pd.DataFrame, fold: Fold, cfg: PipelineConfig) -> str:
     train = frame.iloc[fold.train[0]:fold.train[1]]
     blob = json.dumps({"train_data": fingerprint_frame(train), "fold": asdict(fold),
                        "config": cfg.training_dict(), "version": __version__,
-                       **model_file_meta(cfg)}, sort_keys=True)
+                       **model_file_meta(cfg), **feature_key(train, cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -210,7 +211,8 @@ def load_fold(fold_dir: Path, key: str, cfg: PipelineConfig) -> Forecaster | Non
 def _save_fold(job: FoldJob, cfg: PipelineConfig, states: dict, metas: dict,
                fold_dir: Path) -> Forecaster:
     regime_params, scaler = job.fit_info
-    fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states, metas)
+    fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states, metas,
+                             job.prep.columns, job.prep.bar_ms)
     fc.info = {"fold_key": job.key, "fold": asdict(job.fold), "train_period": job.period,
                "fallbacks": {REGIME_LABELS[r]: why for r, why in job.fallbacks.items()},
                "library_version": __version__}
@@ -297,7 +299,7 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
 
     with contextlib.ExitStack() as stack:
         if scheduler:
-            stack.enter_context(_dask_client(scheduler))
+            stack.enter_context(dask_client(scheduler))
             stack.enter_context(parallel_config(backend="dask"))  # needs the client first
         runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
         results = runner(delayed(_train_task)(job.prep, cfg_of[(s, job.fold.index)], name, regime,
@@ -317,8 +319,29 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
     return list(zip(done, windows))
 
 
+def parallel_map(fn: Callable[..., Any], calls: list[tuple], jobs: int = 1,
+                 scheduler: str | None = None) -> Iterator[Any]:
+    """``fn(*args)`` for each ``args`` of ``calls``, yielded in order as each is done: in this
+    process with ``jobs`` 1 and no scheduler, else in ``jobs`` joblib worker processes or on the
+    Dask scheduler at ``scheduler`` (joblib's dask backend, as the fold tasks above)."""
+    if jobs == 1 and not scheduler:
+        for args in calls:
+            yield fn(*args)
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            stack.enter_context(dask_client(scheduler))
+            stack.enter_context(parallel_config(backend="dask"))  # needs the client first
+        runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
+        yield from runner(delayed(fn)(*args) for args in calls)
+
+
 @contextlib.contextmanager
-def _dask_client(address: str | None) -> Iterator[None]:
+def dask_client(address: str | None) -> Iterator[None]:
+    """A Dask distributed client on ``address`` for the block (joblib's dask backend needs
+    it); nothing when ``address`` is None. An unreachable scheduler is a one-line ValueError."""
     if address is None:
         yield
         return
