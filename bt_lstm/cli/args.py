@@ -227,7 +227,7 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          default=2000, lo=0, example="2000"),
     Flag("--markets", "bench only the portfolio backtest: 1, 4, 16 ... up to N copies of real "
          "markets (BTCUSDT, ETHUSDT 4h) in one run against the one-market backtest, time ratio "
-         "(target <= markets x 1.2) and peak memory (default --out reports/bench_markets.json)",
+         "(target <= markets x 1.2) and peak memory, to the JSON of --out",
          I, "N", lo=1, example="16"),
     Flag("--bars", "bars of the synthetic market (default 6570: the SAMPLE market)", I, "N",
          default=6570, lo=1, example="10000"),
