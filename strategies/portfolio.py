@@ -74,6 +74,10 @@ class PortfolioStrategy(BaseStrategy):
         self._sizes = [0.0] * n
         self._closes = [d.lines.close for d in self.datas]
         self._times = [d.lines.datetime for d in self.datas]
+        if self._batch:  # looked up once: each feed keeps its line objects for the whole run
+            self._forecasts = [d.lines.forecast for d in self.datas]
+            self._regimes = [d.lines.regime for d in self.datas]
+        self._threshold, self._long_only = self.p.threshold, self.p.long_only
         # equal weights never change: the same list every bar
         self._equal = ([self.p.position_fraction / n] * n
                        if self.p.allocation == "equal" else None)
@@ -93,15 +97,14 @@ class PortfolioStrategy(BaseStrategy):
 
         Override to trade another rule; read only market ``k``'s bars up to the current one.
         """
-        d = self.datas[k]
         if self._batch:
-            forecast, regime = float(d.lines.forecast[0]), int(d.lines.regime[0])
+            forecast, regime = float(self._forecasts[k][0]), int(self._regimes[k][0])
         else:
             symbol = self.symbols[k]
             history = (self.p.histories or {}).get(symbol)
-            candles = candles_until(d, self._market_rows[k], history)
+            candles = candles_until(self.datas[k], self._market_rows[k], history)
             regime, forecast = self.p.forecasters[symbol].forecast_last(candles)
-        return decide_signal(forecast, self.p.threshold, self.p.long_only), forecast, regime
+        return decide_signal(forecast, self._threshold, self._long_only), forecast, regime
 
     # ------------------------------------------------------------------ bar by bar
 
