@@ -79,37 +79,67 @@ def _g(value: Any) -> str:
     return "n/a" if value is None or value != value else f"{value:.3g}"
 
 
-def walk_forward_markets(args: argparse.Namespace, parser: Any, make_spec: Any) -> int:
-    """``bt-lstm walk-forward`` on several markets: calendar folds, panel models per fold, the
-    stitched test spans as one portfolio in ``wf_portfolio_<NAME>_<tf>/<stamp>/``."""
+def walk_forward_markets(args: argparse.Namespace, parser: Any, make_spec: Any,
+                         saved: Any = None) -> int:
+    """``bt-lstm walk-forward`` on several markets: calendar folds, panel models per fold (in
+    parallel with ``--jobs`` / ``--scheduler``), each fold and the stitched test spans as a
+    portfolio in ``wf_portfolio_<NAME>_<tf>/<stamp>/``; ``saved`` (``--resume``): the
+    interrupted run's settings, whose finished folds are kept."""
     from bt_lstm.cli.args import build_config, given
     from bt_lstm.cli.common import load_markets
-    from bt_lstm.cli.progress import TrainProgress
+    from bt_lstm.data.candles import infer_bar
     from bt_lstm.jobs.datasets import trim_dates
-    from bt_lstm.jobs.portfolio_wf import run_portfolio_walk_forward
     from bt_lstm.jobs.runs import new_run_dir
-    from strategies.portfolio import PortfolioStrategy
 
-    unsupported = given(args, parser, ("seeds", "ensemble", "scheduler", "tune_trials", "space",
-                                       "run_id", "force"))
+    unsupported = given(args, parser, ("seeds", "ensemble", "tune_trials", "space"))
     if unsupported:
         raise ValueError(f"several markets: {', '.join(unsupported)} not supported yet; drop "
                          f"it or run one market")
-    cfg = build_config(args)
+    cfg = saved.cfg if saved is not None else build_config(args)
     frames, timeframe = load_markets(args, cfg)
     frames = {m: trim_dates(f, args.start, args.end) for m, f in frames.items()}
-    from bt_lstm.data.candles import infer_bar
-
-    spec = make_spec(args, infer_bar(next(iter(frames.values())).index))
-    name = f"{'+'.join(frames)}_{timeframe}"
+    spec = saved.spec if saved is not None else make_spec(
+        args, infer_bar(next(iter(frames.values())).index))
+    if saved is not None:
+        args.panel, args.allocation = saved.markets["panel"], saved.markets["allocation"]
     root = Path(args.reports_dir)
+    name = f"{'+'.join(frames)}_{timeframe}"
+    run_dir = (saved.run_dir if saved is not None else root / args.run_id if args.run_id
+               else new_run_dir(root / f"wf_portfolio_{name}"))
+    return _walk_forward_run(args, frames, cfg, spec, run_dir, timeframe, saved is not None)
+
+
+def _walk_forward_run(args: argparse.Namespace, frames: dict, cfg: Any, spec: Any,
+                      run_dir: Path, timeframe: str, resume: bool) -> int:
+    """Run the panel walk-forward into ``run_dir`` and print its terminal report; an
+    interrupted run says how to finish it (exit 130)."""
+    import sys
+
+    from bt_lstm.cli.progress import TrainProgress
+    from bt_lstm.jobs.portfolio_wf import run_portfolio_walk_forward
+    from bt_lstm.jobs.runs import run_id
+    from strategies.portfolio import PortfolioStrategy
+
+    root = Path(args.reports_dir)
+    source = {"symbols": args.symbols, "csv": [str(Path(c).resolve()) for c in args.csv]
+              if isinstance(args.csv, list) else None, "data_dir": args.data_dir,
+              "timeframe": args.timeframe, "start": args.start, "end": args.end}
     progress = TrainProgress(cfg.train.epochs, disable=args.quiet)
     try:
         result = run_portfolio_walk_forward(
-            frames, cfg, spec, PortfolioStrategy,
-            new_run_dir(root / f"wf_portfolio_{name}"), root, panel=args.panel,
+            frames, cfg, spec, PortfolioStrategy, run_dir, root, panel=args.panel,
             allocation=args.allocation, timeframe=timeframe, progress_factory=progress.factory,
-            tearsheet=not args.no_tearsheet)
+            tearsheet=not args.no_tearsheet, jobs=args.jobs, scheduler=args.scheduler,
+            resume=resume, force=args.force, source=source)
+    except KeyboardInterrupt:
+        progress.close()
+        kept = len(list((run_dir / "folds").glob("fold_*/*/manifest.json")))
+        print(f"interrupted: {kept} finished market bundles are kept in {run_dir / 'folds'}; "
+              f"finish the run with: python runners/walk_forward.py --resume "
+              f"{run_id(run_dir, root)}"
+              + (f" --reports-dir {args.reports_dir}" if args.reports_dir != "reports" else ""),
+              file=sys.stderr)
+        return 130
     finally:
         progress.close()
     print(f"{result.metrics['dataset']} {timeframe}: {len(result.metrics['portfolio']['folds'])} "

@@ -33,7 +33,7 @@ from bt_lstm.cli.common import load_data, make_parser, print_luck, run_cli
 
 FOLDS = ("train", "test", "step", "train_bars", "test_bars", "mode", "embargo", "start", "end")
 # a resumed run takes all of these from its config.json
-RESUME_FIXED = (*DATA, *DOWNLOAD, *FOLDS, *SEEDS, "config", "tune_trials", "space")
+RESUME_FIXED = (*DATA, *MARKETS, *DOWNLOAD, *FOLDS, *SEEDS, "config", "tune_trials", "space")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -97,11 +97,11 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from bt_lstm.research.search_space import load_space
     from strategies.lstm_strategy import RegimeLSTMStrategy
 
-    if not args.resume and several_markets(args):
-        return walk_forward_markets(args, parser, _spec)
+    saved = _resume(args, parser) if args.resume else None
+    if saved is not None and saved.markets or saved is None and several_markets(args):
+        return walk_forward_markets(args, parser, _spec, saved)
     tune_trials, tune_space = args.tune_trials, None
-    if args.resume:
-        saved = _resume(args, parser)
+    if saved is not None:
         cfg, spec, run_dir = saved.cfg, saved.spec, saved.run_dir
         tune_trials, tune_space = saved.tune_trials, saved.tune_space
     else:

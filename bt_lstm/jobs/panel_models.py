@@ -34,8 +34,10 @@ def panel_key(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig, split: Ca
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _load_cached(model_dir: Path, markets: list[str], key: str,
-                 cfg: PipelineConfig) -> dict[str, Forecaster] | None:
+def load_saved_panel(model_dir: Path, markets: list[str], key: str,
+                     cfg: PipelineConfig) -> dict[str, Forecaster] | None:
+    """Every market's bundle under ``model_dir`` when all are complete, valid and made for
+    ``key``; else None."""
     out = {}
     for m in markets:
         manifest = read_manifest(model_dir / m)
@@ -50,8 +52,8 @@ def _load_cached(model_dir: Path, markets: list[str], key: str,
     return out
 
 
-def _save_fit(model_dir: Path, frames: Mapping[str, pd.DataFrame], fit: PanelFit, key: str,
-              cfg: PipelineConfig, split: CalendarSplit, mode: str) -> None:
+def save_panel(model_dir: Path, frames: Mapping[str, pd.DataFrame], fit: PanelFit, key: str,
+               cfg: PipelineConfig, split: CalendarSplit, mode: str) -> None:
     """Every market's bundle into one staged folder, moved into place whole."""
     staged = staging_dir(model_dir)
     for m, fc in fit.forecasters.items():
@@ -74,9 +76,9 @@ def obtain_panel(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig, split:
     (all markets' bundles replace the folder together). Returns (forecasters, reused)."""
     key = panel_key(frames, cfg, split, mode)
     if not retrain:
-        found = _load_cached(model_dir, list(frames), key, cfg)
+        found = load_saved_panel(model_dir, list(frames), key, cfg)
         if found is not None:
             return found, True
     fit = fit_panel(frames, cfg, split, mode, progress_factory)
-    _save_fit(model_dir, frames, fit, key, cfg, split, mode)
-    return _load_cached(model_dir, list(frames), key, cfg) or fit.forecasters, False
+    save_panel(model_dir, frames, fit, key, cfg, split, mode)
+    return load_saved_panel(model_dir, list(frames), key, cfg) or fit.forecasters, False
