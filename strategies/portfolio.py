@@ -67,7 +67,8 @@ class PortfolioStrategy(BaseStrategy):
                                       "(bt_lstm.backtest.portfolio.PortfolioData)")
         self.symbols = [d._name for d in self.datas]
         n = len(self.datas)
-        self._index = {d: k for k, d in enumerate(self.datas)}
+        # by id: a feed overloads == (a line operation), so it is no dictionary key
+        self._index = {id(d): k for k, d in enumerate(self.datas)}
         self._lens = [0] * n
         self._pendings: list[bt.Order | None] = [None] * n
         self._positions = [self.broker.getposition(d) for d in self.datas]
@@ -160,7 +161,7 @@ class PortfolioStrategy(BaseStrategy):
         if want and fraction <= 0:
             # No weight yet (inverse-vol warm-up: recorded in the bar's weight) or no room
             # left (counted): no entry, only close what is open.
-            self.no_room[k] += weight > 0
+            self.no_room[k] += int(weight > 0)
             want = 0
         return self._send(want, pos, value, close, data=self.datas[k],
                           fraction=max(fraction, 0.0))
@@ -169,10 +170,10 @@ class PortfolioStrategy(BaseStrategy):
 
     def _rounded(self, data: bt.feed.DataBase) -> None:
         super()._rounded(data)
-        self.rounded[self._index[data]] += 1
+        self.rounded[self._index[id(data)]] += 1
 
     def _order_done(self, order: bt.Order) -> None:
-        k = self._index[order.data]
+        k = self._index[id(order.data)]
         pending = self._pendings[k]
         if pending is not None and order.ref == pending.ref:
             self._pendings[k] = None
