@@ -26,7 +26,7 @@ _FLAGS: tuple[Flag, ...] = (
     Flag("--timeframe", "bar length: 1m, 15m, 1h, 4h, 1d ... (--symbol default: 4h; with --csv "
          "it is checked against the file's spacing)", metavar="T"),
     Flag("--csv", "a candle CSV: timestamp,open,high,low,close,volume (ISO-8601 or epoch s/ms) or "
-         "a Binance kline file", metavar="FILE"),
+         "a Binance kline file (skillmap: repeat it for several markets)", metavar="FILE"),
     Flag("--data-dir", "folder of <SYMBOL>_<timeframe>.csv files (default: $BT_LSTM_DATA_DIR or "
          "data)", metavar="DIR"),
     Flag("--start", "first date used, UTC (e.g. 2019-01-01); download: first day fetched for a "
@@ -158,8 +158,9 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          "wf_<DATASET>_<timeframe>/<UTC time>, with latest beside it); never overwritten",
          metavar="ID"),
     Flag("--resume", "finish an interrupted run (wf_<DATASET>_<tf>/<stamp>, or wf_<DATASET>_<tf> "
-         "for its newest): reuse its config and data, skip the folds already trained, tune as "
-         "it was tuned; other data/fold/pipeline/tuning flags are not allowed",
+         "for its newest; skillmap: skillmap_<NAME>/<stamp>): reuse its config and data, skip "
+         "the folds (skillmap: the cells) already done, tune as it was tuned; other "
+         "data/fold/pipeline/tuning flags are not allowed",
          metavar="RUN_ID"),
     Flag("--force", "a run folder of that --run-id exists: move it aside to "
          "<run_id>.replaced-<UTC time> (never deleted) and start again", kind=None,
@@ -169,6 +170,16 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          example="20"),
     Flag("--space", "JSON search space replacing the default (see docs/guides/tune.md)",
          metavar="FILE"),
+    # skillmap
+    Flag("--symbols", "several markets, comma separated, each read as --symbol reads one "
+         "(<data-dir>/<S>_<timeframe>.csv)", metavar="S,S,..", example="BTCUSDT,ETHUSDT"),
+    Flag("--grid-features", "the feature sets of the map: sets separated by ';', feature groups "
+         "inside a set by ',' (each set as --features takes it)", metavar="SETS",
+         default="price;price,calendar;price,htf:1d", example="'price;price,calendar'"),
+    Flag("--horizons", "the target horizons of the map, in bars, comma separated (the purge gap "
+         "is raised to each)", metavar="K,K,..", default="1,3,6", example="1,3,6"),
+    Flag("--targets", "the targets of the map, comma separated: logret, vol-scaled",
+         metavar="T,T,..", default="logret,vol-scaled", example="logret,vol-scaled"),
     # tune
     Flag("--trials", "trials per study (pooled, then one per regime), all workers together; a "
          "study that has them already runs none", I, "N", default=60, lo=1, example="60"),
