@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -16,6 +17,12 @@ FEATURE_NAMES = (
     "atr_pct",
     "volume_z",
 )
+# Feature groups (features.groups): the named ones, plus "htf:TF" (the price features on a
+# higher timeframe), "cross:SYMBOL" (another market's price features) and "FILE.py:FUNCTION"
+# (a user's plugin). "price" computes `names`.
+FEATURE_GROUPS = ("price", "calendar", "flow")
+GROUP_FORMS = "price, calendar, flow, htf:TF (e.g. htf:1d), cross:SYMBOL, FILE.py:FUNCTION"
+TARGETS = ("logret", "vol-scaled")
 REGIME_METHODS = ("rule", "gmm", "column")
 ORIGINS = ("run", "declared", "tuning")
 DEVICES = ("auto", "cpu", "cuda")
@@ -57,6 +64,80 @@ def _in_range(obj: Any, name: str, lo: float, hi: float, lo_open: bool = False,
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
         _fail(type(obj), name, value, f"a number in {left}{lo}, {hi}{right}")
+
+
+# Spellings checked here without the data (config imports nothing of ours): the timeframe as
+# trading.timeframe spells it, a market id, a plugin's file and function. Whether htf's bar is
+# longer than the data's, or the file exists, is checked where those are known.
+_TF_SPELLING = re.compile(r"^\d+(?:\.\d+)?(?:s|m|min|h|d|w)$", re.IGNORECASE)
+_SYMBOL_SPELLING = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PLUGIN_SPELLING = re.compile(r"^(.+\.py):([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def parse_group(group: str) -> tuple[str, str]:
+    """One feature group -> (kind, argument): ("price", ""), ("htf", "1d"), ("cross",
+    "ETHUSDT"), ("plugin", "path/file.py:function").
+
+    Raises
+    ------
+    ValueError
+        The group is none of the forms in ``GROUP_FORMS``; the message says which forms are.
+
+    Examples
+    --------
+    >>> parse_group("htf:1d"), parse_group("cross:ETHUSDT"), parse_group("calendar")
+    (('htf', '1d'), ('cross', 'ETHUSDT'), ('calendar', ''))
+    """
+    text = group if isinstance(group, str) else repr(group)
+    if text in FEATURE_GROUPS:
+        return text, ""
+    if _PLUGIN_SPELLING.match(text):
+        return "plugin", text
+    kind, _, arg = text.partition(":")
+    if kind == "htf" and _TF_SPELLING.match(arg):
+        return "htf", arg
+    if kind == "cross" and _SYMBOL_SPELLING.match(arg):
+        return "cross", arg
+    close = difflib.get_close_matches(text, FEATURE_GROUPS + FEATURE_NAMES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"feature group {text!r} is unknown{hint}; groups: {GROUP_FORMS}")
+
+
+def split_feature_spec(text: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """``--features`` text -> (price feature names or None, groups), in the order given.
+
+    Each comma-separated entry is a group (``GROUP_FORMS``) or one of the price features
+    (``FEATURE_NAMES``): names choose which price features the ``price`` group computes (and
+    ``htf``/``cross`` repeat), and put ``price`` among the groups where the first name stands.
+
+    Raises
+    ------
+    ValueError
+        An unknown entry, a repeat, or nothing at all.
+
+    Examples
+    --------
+    >>> split_feature_spec("price,calendar,htf:1d")
+    (None, ('price', 'calendar', 'htf:1d'))
+    >>> split_feature_spec("rsi,log_ret,calendar")
+    (('rsi', 'log_ret'), ('price', 'calendar'))
+    """
+    entries = [e.strip() for e in str(text).split(",") if e.strip()]
+    if not entries:
+        raise ValueError("no feature group given")
+    names: list[str] = []
+    groups: list[str] = []
+    for entry in entries:
+        if entry in names or entry in groups:
+            raise ValueError(f"{entry!r} is given twice")
+        if entry in FEATURE_NAMES:
+            names.append(entry)
+            entry = "price"
+            if entry in groups:
+                continue
+        parse_group(entry)
+        groups.append(entry)
+    return (tuple(names) if names else None), tuple(groups)
 
 
 class _Serialisable:
@@ -113,7 +194,9 @@ class _Serialisable:
 class FeatureConfig(_Serialisable):
     """Which causal features to compute and their periods (in bars)."""
 
-    names: tuple[str, ...] = FEATURE_NAMES  # features, in this order, form the model input
+    names: tuple[str, ...] = FEATURE_NAMES  # the price group's features, in this order
+    # groups whose columns, concatenated in this order, form the model input (GROUP_FORMS)
+    groups: tuple[str, ...] = ("price",)
     vol_bars: int = 20  # rolling window of the volatility feature
     rsi_bars: int = 14  # Wilder RSI period
     ema_bars: int = 50  # EMA whose distance from close is a feature
@@ -135,6 +218,16 @@ class FeatureConfig(_Serialisable):
                 _fail(type(self), "names", name, f"one of {FEATURE_NAMES}{hint}")
         if len(set(self.names)) != len(self.names):
             _fail(type(self), "names", self.names, "names without repeats")
+        if not isinstance(self.groups, tuple) or not self.groups:
+            _fail(type(self), "groups", self.groups, f"a non-empty list of groups: {GROUP_FORMS}")
+        for group in self.groups:
+            try:
+                parse_group(group)
+            except ValueError as exc:
+                _fail(type(self), "groups", group, str(exc).split("; ", 1)[-1]
+                      .replace("groups: ", "one of "))
+        if len(set(self.groups)) != len(self.groups):
+            _fail(type(self), "groups", self.groups, "groups without repeats")
         _positive_int(self, "vol_bars", "rsi_bars", "ema_bars", "macd_fast", "macd_slow",
                       "macd_signal", "atr_bars", "volume_bars")
         if self.macd_fast >= self.macd_slow:
@@ -171,11 +264,18 @@ class WindowConfig(_Serialisable):
     train_frac: float = 0.70
     val_frac: float = 0.15  # the test part is what remains (default 0.15)
     gap_bars: int = 1  # purge gap between parts; at least `horizon`
+    # logret: the log return over the horizon; vol-scaled: that return divided by the trailing
+    # volatility known at t (signals.windows.make_target), in the target's own units
+    target: str = "logret"
 
     def __post_init__(self) -> None:
         """Validate every field; a bad value raises ``ConfigError`` naming the field, the value
         and what is allowed."""
         _positive_int(self, "lookback", "horizon", "gap_bars")
+        if self.target not in TARGETS:
+            close = difflib.get_close_matches(str(self.target), TARGETS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(type(self), "target", self.target, f"one of {TARGETS}{hint}")
         _in_range(self, "train_frac", 0.0, 1.0, lo_open=True, hi_open=True)
         _in_range(self, "val_frac", 0.0, 1.0, lo_open=True, hi_open=True)
         if self.train_frac + self.val_frac >= 1.0:
@@ -381,6 +481,11 @@ class PipelineConfig(_Serialisable):
         out = {k: v for k, v in self.to_dict().items() if k not in ("strategy", "provenance")}
         if not self.overrides:  # configs from before per-network settings keep their key
             out.pop("overrides")
+        # configs from before feature groups and targets keep their key (and their models)
+        if self.features.groups == ("price",):
+            out["features"] = {k: v for k, v in out["features"].items() if k != "groups"}
+        if self.windows.target == "logret":
+            out["windows"] = {k: v for k, v in out["windows"].items() if k != "target"}
         if self.strategy.no_skill == "pooled":
             out["pooled_model"] = True
         return out

@@ -270,3 +270,16 @@ def test_bench_runs_library_code_never_a_runner_file():
     text = Path(bench.__file__).read_text()
     assert "runners/" not in text and "runners\\" not in text
     assert bench.RERUN[1:3] == ["-m", "bt_lstm.cli"]
+
+
+def test_features_target_and_horizon_flags_reach_the_config(tmp_path):
+    from bt_lstm.cli.args import build_config
+    from bt_lstm.cli.backtest import build_parser
+
+    plugin = tmp_path / "mine.py"
+    args = build_parser().parse_args(["--features", f"rsi,calendar,htf:1d,{plugin}:feats",
+                                      "--target", "vol-scaled", "--horizon", "3"])
+    cfg = build_config(args)
+    assert cfg.features.names == ("rsi",)
+    assert cfg.features.groups == ("price", "calendar", "htf:1d", f"{plugin.resolve()}:feats")
+    assert (cfg.windows.target, cfg.windows.horizon, cfg.windows.gap_bars) == ("vol-scaled", 3, 3)

@@ -63,3 +63,39 @@ def test_per_network_overrides_round_trip_and_resolve():
         PipelineConfig(overrides=(ModelOverride("bullish", dropout=1.5),))
     with pytest.raises(ValueError, match="one override per model"):
         PipelineConfig(overrides=(ModelOverride("pooled"), ModelOverride("pooled")))
+
+
+def test_feature_groups_and_target_round_trip_and_leave_old_cache_keys_alone():
+    cfg = PipelineConfig(features=FeatureConfig(groups=("price", "calendar", "htf:1d",
+                                                        "cross:ETHUSDT", "/x/f.py:feats")),
+                         windows=WindowConfig(target="vol-scaled", horizon=3, gap_bars=3))
+    assert PipelineConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.training_dict()["features"]["groups"] == ["price", "calendar", "htf:1d",
+                                                         "cross:ETHUSDT", "/x/f.py:feats"]
+    assert cfg.training_dict()["windows"]["target"] == "vol-scaled"
+    default = PipelineConfig().training_dict()  # the default key is the one before groups
+    assert "groups" not in default["features"] and "target" not in default["windows"]
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: FeatureConfig(groups=("prices",)), ["groups", "'prices'", "htf:TF"]),
+    (lambda: FeatureConfig(groups=("htf:1x",)), ["groups", "'htf:1x'"]),
+    (lambda: FeatureConfig(groups=("price", "price")), ["groups", "without repeats"]),
+    (lambda: FeatureConfig(groups=()), ["groups"]),
+    (lambda: WindowConfig(target="vol"), ["target", "vol-scaled"]),
+])
+def test_bad_groups_and_targets_name_the_field(make, words):
+    with pytest.raises(ValueError) as info:
+        make()
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_feature_spec_splits_price_names_from_groups():
+    from bt_lstm.config import split_feature_spec
+
+    assert split_feature_spec("price,calendar") == (None, ("price", "calendar"))
+    assert split_feature_spec("calendar,rsi,log_ret") == (("rsi", "log_ret"),
+                                                           ("calendar", "price"))
+    with pytest.raises(ValueError, match="twice"):
+        split_feature_spec("rsi,rsi")

@@ -14,7 +14,13 @@ from typing import Any
 
 from bt_lstm.cli.args_live import LIVE_FLAGS
 from bt_lstm.cli.flag import Flag
-from bt_lstm.config import DEVICES, FEATURE_NAMES, NO_SKILL_POLICIES, REGIME_METHODS
+from bt_lstm.config import (
+    DEVICES,
+    NO_SKILL_POLICIES,
+    REGIME_METHODS,
+    TARGETS,
+    split_feature_spec,
+)
 
 F, I = float, int  # noqa: E741 - short names keep the table below readable
 QUIET = "no progress bars; warnings and errors only"
@@ -50,8 +56,14 @@ _FLAGS: tuple[Flag, ...] = (
     # pipeline
     Flag("--config", "a config.json written by an earlier run (or edited by hand); pipeline flags "
          "given override it", metavar="JSON"),
-    Flag("--features", "comma-separated feature list", kind="list", metavar="A,B,..",
-         choices=FEATURE_NAMES, field="features.names", example="log_ret,rsi,macd_hist"),
+    Flag("--features", "what the networks see: feature groups, their columns concatenated in "
+         "order: price (the 7 price features), calendar (hour of day, day of week), flow "
+         "(taker-buy share, trade-count z-score: a file downloaded with --columns all), "
+         "htf:TF (the price features on completed TF candles, e.g. htf:1d), cross:SYMBOL "
+         "(another market's price features, e.g. cross:BTCUSDT), FILE.py:FUNCTION (your own, "
+         "checked for look-ahead; see docs/guides/features.md); price feature names "
+         "(log_ret, rsi ...) choose the price group's columns", kind="features",
+         metavar="G,G,..", field="features.groups", example="price,calendar,htf:1d"),
     Flag("--regimes", "regime classifier: rule (trailing volatility and trend), gmm (Gaussian "
          "mixture), column (the CSV's own `regime` column)", choices=REGIME_METHODS,
          field="regimes.method"),
@@ -59,6 +71,13 @@ _FLAGS: tuple[Flag, ...] = (
          field="regimes.trend_bars", lo=2, example="45"),
     Flag("--lookback", "bars per model window", I, "N", field="windows.lookback", lo=1,
          example="32"),
+    Flag("--target", "what the networks forecast over --horizon bars: logret (the log return) or "
+         "vol-scaled (that return divided by the trailing volatility known at t); "
+         "--threshold and the skill guard work in its units", choices=TARGETS,
+         field="windows.target"),
+    Flag("--horizon", "bars ahead the target looks (the purge gap between training, validation "
+         "and test is raised to at least this)", I, "K", field="windows.horizon", lo=1,
+         example="3"),
     Flag("--train-frac", "training share", F, "F", field="windows.train_frac", lo=0, hi=1,
          lo_open=True, hi_open=True, example="0.7"),
     Flag("--val-frac", "validation share; the test part is the rest", F, "F",
@@ -235,9 +254,10 @@ MARKET_SEED = Flag("--seed", "seed of the synthetic market (default 42: the SAMP
 # flag groups several commands list together
 DATA = ("symbol", "timeframe", "csv", "data_dir")
 DOWNLOAD = ("download", "base_url")
-PIPELINE = ("config", "features", "regimes", "trend_bars", "lookback", "train_frac", "val_frac",
-            "model", "model_file", "hidden_size", "layers", "dropout", "epochs", "batch_size",
-            "lr", "patience", "min_regime_windows", "seed", "device", "threads")
+PIPELINE = ("config", "features", "target", "horizon", "regimes", "trend_bars", "lookback",
+            "train_frac", "val_frac", "model", "model_file", "hidden_size", "layers", "dropout",
+            "epochs", "batch_size", "lr", "patience", "min_regime_windows", "seed", "device",
+            "threads")
 STRATEGY = ("threshold", "long_only", "fraction", "commission", "slippage", "cash", "no_skill",
             "skill_p")
 TRIALS = ("trials_tried", "trials_sharpe_var")
@@ -308,6 +328,10 @@ def field_changes(args: argparse.Namespace, section_prefix: str = "") -> dict[st
             if not value:
                 continue
             value = tuple(value.split(","))
+        if flag.kind == "features":  # groups, and the price group's names when some are given
+            names, value = split_feature_spec(value)
+            if names is not None:
+                changes.setdefault(section, {})["names"] = names
         changes.setdefault(section, {})[name] = value
     return changes
 
@@ -364,10 +388,30 @@ def build_config(args: argparse.Namespace) -> Any:
         changes["provenance"].update(origin="declared", study=None)
     if "model_file" in changes.get("model", {}):  # bundles must find it from any folder
         changes["model"]["model_file"] = str(Path(changes["model"]["model_file"]).resolve())
+    if "groups" in changes.get("features", {}):  # plugins, too, from any folder
+        changes["features"]["groups"] = resolve_plugin_paths(changes["features"]["groups"])
+    if "horizon" in changes.get("windows", {}):  # the purge gap follows a longer horizon
+        gap = changes["windows"].get("gap_bars", cfg.windows.gap_bars)
+        changes["windows"]["gap_bars"] = max(gap, changes["windows"]["horizon"])
     for section, values in changes.items():
         cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
     check_architecture(cfg)
     return cfg
+
+
+def resolve_plugin_paths(groups: tuple[str, ...]) -> tuple[str, ...]:
+    """Feature groups with each plugin's file made absolute (``FILE.py:FUNCTION``)."""
+    from pathlib import Path
+
+    from bt_lstm.config import parse_group
+
+    out = []
+    for group in groups:
+        if parse_group(group)[0] == "plugin":
+            path, _, func = group.rpartition(":")
+            group = f"{Path(path).resolve()}:{func}"
+        out.append(group)
+    return tuple(out)
 
 
 def check_architecture(cfg: Any) -> None:

@@ -20,7 +20,8 @@ class FlagError(Exception):
 class Flag:
     """One flag of the ``bt-lstm`` command.
 
-    ``kind`` is int, float, str, "list" (comma-separated names drawn from ``choices``) or None
+    ``kind`` is int, float, str, "list" (comma-separated names drawn from ``choices``),
+    "features" (feature groups and price feature names, ``config.split_feature_spec``) or None
     (a switch). ``lo`` / ``hi`` bound a number (``lo_open`` / ``hi_open``: the bound itself is
     refused); ``example`` is a good value shown with every refusal. ``field`` is the config
     field the flag sets ("strategy.position_fraction"; "dqn.window" for ``DQNConfig``), whose
@@ -50,6 +51,11 @@ class Flag:
         """What the flag accepts, in words ("a number in (0, 1]", "an integer >= 1")."""
         if self.kind == "list":
             return f"comma-separated names from {', '.join(self.choices or ())}"
+        if self.kind == "features":
+            from bt_lstm.config import FEATURE_NAMES, GROUP_FORMS
+
+            return (f"comma-separated groups ({GROUP_FORMS}) or price feature names "
+                    f"({', '.join(FEATURE_NAMES)})")
         if self.choices:
             return f"one of {', '.join(self.choices)}"
         noun = "an integer" if self.kind is int else "a number"
@@ -87,6 +93,15 @@ class Flag:
             if not names or len(set(names)) != len(names):
                 raise FlagError(self.refusal(text, "names without repeats "))
             return ",".join(names)
+        if self.kind == "features":
+            from bt_lstm.config import split_feature_spec
+
+            try:
+                split_feature_spec(text)
+            except ValueError as exc:
+                raise FlagError(self.refusal(text, f"{str(exc).split('; groups')[0]}; ")) \
+                    from None
+            return ",".join(e.strip() for e in text.split(",") if e.strip())
         try:
             value = self.kind(text)
         except ValueError:
