@@ -23,6 +23,7 @@ from bt_lstm.cli.args import (
     TRIALS,
     add_group,
     build_config,
+    resolve_plugin_paths,
     config_flags,
     given,
 )
@@ -43,7 +44,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
               "start", "end", csv={"many": True})
     add_group(parser, "download (with --symbols)", *DOWNLOAD)
     add_group(parser, "grid", *GRID)
-    add_group(parser, "folds (each cell's walk-forward)", *FOLDS)
+    add_group(parser, "folds (each cell's walk-forward)", *(f for f in FOLDS if f not in ("start", "end")))
     add_group(parser, "pipeline (flags override --config; the grid sets features, horizon and "
               "target)", *(n for n in PIPELINE if n not in CELL_SET))
     add_group(parser, "strategy and costs", *STRATEGY)
@@ -102,8 +103,8 @@ def _grid(args: argparse.Namespace):
     from bt_lstm.jobs.skillmap import SkillGrid
     from bt_lstm.research.skillmap import parse_feature_sets, parse_horizons, parse_targets
 
-    return SkillGrid(parse_feature_sets(args.grid_features), parse_horizons(args.horizons),
-                     parse_targets(args.targets))
+    sets = tuple(resolve_plugin_paths(s) for s in parse_feature_sets(args.grid_features))
+    return SkillGrid(sets, parse_horizons(args.horizons), parse_targets(args.targets))
 
 
 def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

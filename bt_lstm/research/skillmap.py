@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bt_lstm.config import ConfigError, PipelineConfig, replace
+from bt_lstm.config import ConfigError, PipelineConfig, replace, split_feature_spec
 from bt_lstm.research.scoring import diebold_mariano, forecast_scores
 from bt_lstm.research.stats import (
     bootstrap_interval,
@@ -69,7 +69,8 @@ def parse_feature_sets(text: str) -> tuple[tuple[str, ...], ...]:
     Raises
     ------
     ValueError
-        An empty set, a group repeated inside a set, or a set given twice.
+        An empty set, an entry ``--features`` would refuse (an unknown group, a repeat), or a
+        set given twice.
 
     Examples
     --------
@@ -82,8 +83,10 @@ def parse_feature_sets(text: str) -> tuple[tuple[str, ...], ...]:
         if not groups:
             raise ValueError(f"--grid-features {text!r}: an empty feature set; separate sets "
                              f"with ';' and groups with ',', e.g. \"price;price,calendar\"")
-        if len(set(groups)) != len(groups):
-            raise ValueError(f"--grid-features {text!r}: {','.join(groups)} repeats a group")
+        try:
+            split_feature_spec(",".join(groups))
+        except ValueError as exc:
+            raise ValueError(f"--grid-features {text!r}: {exc}") from None
         if groups in sets:
             raise ValueError(f"--grid-features {text!r}: the set {','.join(groups)} is given "
                              f"twice")
@@ -141,8 +144,9 @@ def cell_config(cfg: PipelineConfig, cell: Cell, n_trials: int) -> tuple[Pipelin
         A feature group or target the config refuses, named as the grid flag.
     """
     gap = max(cfg.windows.gap_bars, cell.horizon)
+    names, groups = split_feature_spec(cell.feature_label)  # price names pick its columns
     try:
-        features = replace(cfg.features, groups=cell.features)
+        features = replace(cfg.features, groups=groups, **({"names": names} if names else {}))
     except ConfigError as exc:
         raise ValueError(f"--grid-features {cell.feature_label}: {exc.value!r} is not a "
                          f"feature group: expected {exc.allowed}") from None
