@@ -164,7 +164,7 @@ def cell_row(cell: Cell, cfg: PipelineConfig, result: WalkForwardResult) -> dict
     daily = pd.read_csv(result.run_dir / "returns.csv", index_col=0)["strategy"]
     sk = result.metrics["skill"]
     models = sk["fold_regime_models"]
-    return clean_json({
+    return _numbers(clean_json({
         "market": cell.market, "features": cell.feature_label, "horizon": cell.horizon,
         "target": cell.target, "cell_id": cell.cell_id, "gap_bars": cfg.windows.gap_bars,
         "folds": len(result.folds),
@@ -173,7 +173,12 @@ def cell_row(cell: Cell, cfg: PipelineConfig, result: WalkForwardResult) -> dict
         "fold_models": models, "with_skill": sk["with_skill"], "traded_models": sk["traded"],
         "skill_share": sk["with_skill"] / models if models else float("nan"),
         "trades": result.metrics["strategy"].get("trades"),
-        **trading_figures(daily.to_numpy(), PERIODS_PER_YEAR)})
+        **trading_figures(daily.to_numpy(), PERIODS_PER_YEAR)}))
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON stores it (no NaN: None) back to numbers: None is NaN again."""
+    return {k: float("nan") if v is None else v for k, v in row.items()}
 
 
 def _run_cell(cell: Cell, cfg: PipelineConfig, market: MarketData, spec: WalkForwardSpec,
@@ -187,7 +192,7 @@ def _run_cell(cell: Cell, cfg: PipelineConfig, market: MarketData, spec: WalkFor
                               force=wf_dir.exists() and not started,
                               start_progress=start_progress, reports_root=run_dir / "cells")
     row = cell_row(cell, cfg, result)
-    atomic_write_json(run_dir / "rows" / f"{cell.cell_id}.json", row)
+    atomic_write_json(run_dir / "rows" / f"{cell.cell_id}.json", clean_json(row))
     return row
 
 
@@ -219,7 +224,7 @@ def run_skillmap(markets: list[MarketData], grid: SkillGrid, cfg: PipelineConfig
     for i, (cell, ccfg, raised) in enumerate(plans):
         saved = run_dir / "rows" / f"{cell.cell_id}.json"
         if saved.is_file():
-            rows.append(json.loads(saved.read_text()))
+            rows.append(_numbers(json.loads(saved.read_text())))
             _tell(on_cell, CellEvent(i, len(cells), cell, "kept", rows[-1]))
             continue
         note = (f"purge gap raised from {cfg.windows.gap_bars} to {ccfg.windows.gap_bars} bars "
