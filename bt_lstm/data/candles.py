@@ -26,6 +26,9 @@ BINANCE_COLUMNS = [
     "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
     "trades", "taker_buy_base", "taker_buy_quote", "ignore",
 ]
+# Binance's extra kline columns, kept when a file has them (`download --columns all`): the
+# `flow` feature group reads trades and taker_buy_base.
+EXTRA_COLUMNS = ("quote_volume", "trades", "taker_buy_base", "taker_buy_quote")
 REGIME_NAMES = {"bearish": 0, "sideways": 1, "bullish": 2}
 MAX_PRICE = 1e12  # no asset is quoted above this; 1e300 is a unit or parsing error
 MAX_VOLUME = 1e20
@@ -185,7 +188,8 @@ def load_ohlcv(path: str | os.PathLike) -> pd.DataFrame:
 
     Returns
     -------
-    Frame with lowercase ``open high low close volume`` (plus ``regime`` when the file has one),
+    Frame with lowercase ``open high low close volume`` (plus ``regime`` and the Binance columns
+    ``EXTRA_COLUMNS`` when the file has them),
     indexed by the candle's open time as a sorted, unique, tz-naive UTC DatetimeIndex.
 
     Raises
@@ -221,11 +225,24 @@ def load_ohlcv(path: str | os.PathLike) -> pd.DataFrame:
             raise DataError(f"{where}: row {i + 2} ({index[i]}): {col} {frame[col].iloc[i]!r} is "
                             f"not a number; fix or remove that row")
         out[col] = values.to_numpy(dtype=float)
+    for col in EXTRA_COLUMNS:
+        if col in frame.columns:
+            out[col] = _extra_column(frame[col], col, index, where)
     if "regime" in frame.columns:
         out["regime"] = _parse_regime_column(frame["regime"], where)
     validate_ohlcv(out, where)
     report_placeholders(out, where)
     return out
+
+
+def _extra_column(raw: pd.Series, col: str, index: pd.DatetimeIndex, where: str) -> np.ndarray:
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{where}: row {i + 2} ({index[i]}): {col} {raw.iloc[i]!r} is not a "
+                        f"number >= 0; fix or remove that row")
+    return values
 
 
 def _parse_regime_column(raw: pd.Series, where: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from bt_lstm.backtest.metrics import PERIODS_PER_YEAR, score_backtest
 from bt_lstm.backtest.reports import format_summary, write_tearsheet
 from bt_lstm.backtest.reports.tearsheet import Diagnostics
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
+from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar
 from bt_lstm.data.files import (
     atomic_write_json,
     atomic_write_text,
@@ -32,7 +32,7 @@ from bt_lstm.jobs.runs import finish_run, new_run_dir, run_id
 from bt_lstm.models.artifacts import ArtifactError, read_manifest
 from bt_lstm.models.forecast import Forecaster, load_forecaster
 from bt_lstm.models.skill import FLAT, describe_route, skill_verdict
-from bt_lstm.research.pipeline import FitResult, ProgressFactory, check_enough_bars
+from bt_lstm.research.pipeline import FitResult, ProgressFactory, check_enough_bars, target_of
 from bt_lstm.research.scoring import forecast_scores
 from bt_lstm.research.seeds import (
     ENSEMBLES,
@@ -43,7 +43,7 @@ from bt_lstm.research.seeds import (
 )
 from bt_lstm.research.stats import luck_statistics
 from bt_lstm.signals.regimes import REGIME_LABELS
-from bt_lstm.signals.windows import SplitBounds, make_target, split_bounds
+from bt_lstm.signals.windows import SplitBounds, split_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,11 @@ class JobResult:
 
 def model_key(frame: pd.DataFrame, cfg: PipelineConfig) -> str:
     """Cache key: the data fingerprint, the training config and the library version."""
-    from bt_lstm.research.pipeline import model_file_meta
+    from bt_lstm.research.pipeline import feature_key, model_file_meta
 
     blob = json.dumps({"data": fingerprint_frame(frame), "config": cfg.training_dict(),
-                       "version": __version__, **model_file_meta(cfg)}, sort_keys=True)
+                       "version": __version__, **model_file_meta(cfg),
+                       **feature_key(frame, cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -188,7 +189,7 @@ def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strateg
                        forecaster, reused, model_dir, gaps.describe(), cfg)
     metrics["statistics"] = luck_figures(strat_daily, bh_daily, cfg)
     if seeds > 1:
-        realised = make_target(frame["close"], cfg.windows.horizon, placeholder_mask(frame))
+        realised = target_of(frame, cfg)
         runs = [seed_figures(s, sig, test, realised, strategy_cls, cfg, bar)
                 for s, sig in zip(seed_list, per_seed)]
         metrics["seed_spread"] = clean_json(seed_spread(runs, ensemble))

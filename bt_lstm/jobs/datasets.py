@@ -76,7 +76,29 @@ def load_dataset(src: DataSource, cfg: PipelineConfig, check_split: bool = True,
                         f"{src.timeframe}; pass --timeframe {label}")
     if name.lower().endswith(f"_{label}"):  # BTCUSDT_4h.csv is dataset BTCUSDT, 4h bars
         name = name[: -len(label) - 1]
+    frame = attach_feature_inputs(frame, src, cfg, label, fetch, notify)
     return frame, name, label
+
+
+def attach_feature_inputs(frame: pd.DataFrame, src: DataSource, cfg: PipelineConfig, tf: str,
+                          fetch: Callable[[Any], Any] | None = None,
+                          notify: Callable[[str], None] = logger.info) -> pd.DataFrame:
+    """``frame`` with each ``cross:SYMBOL`` market's candles beside it (loaded as --symbol
+    loads, from the same data folder and timeframe), after every feature group was computed
+    once and every plugin passed its look-ahead check: a group that cannot be built fails
+    here, in one line, before any training."""
+    from bt_lstm.config import parse_group
+    from bt_lstm.models.plugins import check_feature_inputs
+    from bt_lstm.signals.groups import attach_cross
+
+    for group in cfg.features.groups:
+        kind, symbol = parse_group(group)
+        if kind == "cross":
+            other_src = DataSource(symbol=symbol, timeframe=tf, data_dir=src.data_dir,
+                                   download=src.download, base_url=src.base_url)
+            frame = attach_cross(frame, symbol, load_symbol(other_src, tf, fetch, notify))
+    check_feature_inputs(frame, cfg.features)
+    return frame
 
 
 def _check_source(src: DataSource) -> None:

@@ -57,8 +57,10 @@ def tuning_span(frame: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.DataFrame,
 def default_study_name(frame: pd.DataFrame, cfg: PipelineConfig, space: dict,
                        prune: bool) -> str:
     """Same data, config, space and seed -> same name, so running the command again resumes."""
+    from bt_lstm.research.pipeline import feature_key
+
     key = json.dumps({"data": fingerprint_frame(frame), "cfg": cfg.training_dict(),
-                      "space": space, "prune": prune}, sort_keys=True)
+                      "space": space, "prune": prune, **feature_key(frame, cfg)}, sort_keys=True)
     return "s" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 

@@ -25,13 +25,14 @@ from bt_lstm.backtest.reports import (
     write_tearsheet,
 )
 from bt_lstm.config import PipelineConfig, replace
-from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar, placeholder_mask
+from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.backtest import luck_figures, seed_figures, write_backtest_files
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.jobs.runs import mark_latest, write_index
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.skill import FLAT, skill_verdict
+from bt_lstm.research.pipeline import target_of
 from bt_lstm.research.scoring import forecast_scores
 from bt_lstm.research.seeds import ENSEMBLES, ensemble_forecasts, seed_configs, seed_spread
 from bt_lstm.research.walkforward import (
@@ -43,7 +44,6 @@ from bt_lstm.research.walkforward import (
     stitch_forecasts,
 )
 from bt_lstm.signals.regimes import REGIME_LABELS
-from bt_lstm.signals.windows import make_target
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def run_walk_forward(frame: pd.DataFrame, dataset: str, timeframe: str, cfg: Pip
     per_seed = [stitch_forecasts(frame, folds, fcs) for fcs, _ in fitted]
     forecasters, windows = fitted[0]  # the first seed's folds: the fold table and skill
     signals = ensemble_forecasts(per_seed) if ensemble == "mean" else per_seed[0]
-    realised = make_target(frame["close"], cfg.windows.horizon, placeholder_mask(frame))
+    realised = target_of(frame, cfg)
     forecasts = signals.assign(realised=realised.reindex(signals.index))
     forecasts.index.name = "timestamp"
     test = frame.iloc[folds[0].test[0]:]

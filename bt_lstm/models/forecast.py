@@ -25,14 +25,17 @@ from bt_lstm.models.artifacts import (
     read_model_meta,
     save_model,
 )
+from bt_lstm.models.plugins import check_plugin_files, feature_frame
 from bt_lstm.models.skill import FLAT, SKILL_FIELDS, route_regimes
 from bt_lstm.signals.features import compute_features, compute_features_many
+from bt_lstm.signals.groups import DEFAULT_GROUPS
 from bt_lstm.signals.regimes import RegimeParams, apply_regimes, apply_regimes_many
 from bt_lstm.signals.windows import ScalerParams, apply_scaler, gather_windows, valid_window_ends
 
 INFER_BATCH = 4096
 # Fields every model JSON of a bundle must agree on with the manifest.
-SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params", "arch")
+SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params", "arch",
+                 "feature_plugins")
 # Each network's hparams: the manifest's ``model_hparams[name]``, or (bundles from before
 # per-regime settings) its one ``hparams`` for all.
 
@@ -56,6 +59,14 @@ class Forecaster:
     skill: dict[str, dict[str, Any]] = field(default_factory=dict)  # model name -> skill record
     no_skill: str = "flat"  # policy for a regime whose model has no validated skill
     skill_p: float = DEFAULT_SKILL_P
+    columns: tuple[str, ...] = ()  # the feature columns, in order (default: feature_cfg.names)
+    plugins: dict[str, str] = field(default_factory=dict)  # plugin group -> its file's sha256
+
+    def raw_features(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The unscaled feature columns of ``frame`` (the groups' concatenated), causal."""
+        if tuple(self.feature_cfg.groups) == DEFAULT_GROUPS:  # today's path
+            return compute_features(frame, self.feature_cfg)
+        return feature_frame(frame, self.feature_cfg)
 
     def with_policy(self, no_skill: str, skill_p: float) -> Forecaster:
         """The same fitted models under another no-skill policy (networks are shared)."""
@@ -72,7 +83,7 @@ class Forecaster:
 
     def prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scaled features (T, F), regimes (T,) and the valid-window mask (T,), all causal."""
-        return self._prepared(compute_features(frame, self.feature_cfg).to_numpy(),
+        return self._prepared(self.raw_features(frame).to_numpy(),
                               apply_regimes(frame, self.regime_params).to_numpy())
 
     def _prepared(self, features: np.ndarray,
@@ -121,7 +132,10 @@ class Forecaster:
         out: list[tuple[int, float]] = [(-1, float("nan"))] * len(frames)
         todo: dict[str, list[tuple[int, int, np.ndarray]]] = {}  # model -> (frame, regime, window)
         # each frame's own compute_features / apply_regimes, equal-length frames together
-        features = compute_features_many(frames, self.feature_cfg)
+        if tuple(self.feature_cfg.groups) == DEFAULT_GROUPS:
+            features = compute_features_many(frames, self.feature_cfg)
+        else:
+            features = [self.raw_features(f).to_numpy() for f in frames]
         labels = apply_regimes_many(frames, self.regime_params)
         for i, frame in enumerate(frames):
             t = len(frame) - 1
@@ -143,9 +157,21 @@ class Forecaster:
         return out
 
     def shared_meta(self) -> dict[str, Any]:
-        return {"features": list(self.feature_cfg.names),
-                "feature_config": self.feature_cfg.to_dict(), "lookback": self.lookback,
-                "scaler": self.scaler.to_dict(), "regime_params": self.regime_params.to_dict()}
+        """The fields every model JSON of the bundle and the manifest hold alike."""
+        out = {"features": list(self.columns or self.feature_cfg.names),
+               "feature_config": self.feature_config_dict(), "lookback": self.lookback,
+               "scaler": self.scaler.to_dict(), "regime_params": self.regime_params.to_dict()}
+        if self.plugins:
+            out["feature_plugins"] = dict(self.plugins)
+        return out
+
+    def feature_config_dict(self) -> dict[str, Any]:
+        """The feature config as saved; without ``groups`` when they are the default, so
+        bundles of default configs stay byte for byte what they were."""
+        out = self.feature_cfg.to_dict()
+        if tuple(self.feature_cfg.groups) == DEFAULT_GROUPS:
+            out.pop("groups")
+        return out
 
     def save(self, folder: Path, model_meta: dict[str, dict[str, Any]]) -> None:
         """Write every model, then the manifest last: a folder with a manifest is complete."""
@@ -183,6 +209,10 @@ def load_forecaster(folder: str | Path, no_skill: str = "flat",
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{folder}: bundle schema {manifest.get('schema_version')} is not "
                             f"{SCHEMA_VERSION}; retrain with --retrain")
+    try:  # a plugin file changed since training: its features would not be the trained ones
+        check_plugin_files(manifest.get("feature_plugins") or {}, str(folder))
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
     regime_models = {int(k): v for k, v in manifest["regime_models"].items()}
     models: dict[str, nn.Module] = {}
     skill: dict[str, dict[str, Any]] = {}
@@ -205,7 +235,9 @@ def load_forecaster(folder: str | Path, no_skill: str = "flat",
                       scaler=ScalerParams.from_dict(manifest["scaler"]),
                       regime_params=RegimeParams.from_dict(manifest["regime_params"]),
                       models=models, regime_models=regime_models, info=info, skill=skill,
-                      no_skill=no_skill, skill_p=skill_p)
+                      no_skill=no_skill, skill_p=skill_p,
+                      columns=tuple(manifest.get("features") or ()),
+                      plugins=dict(manifest.get("feature_plugins") or {}))
 
 
 def _extra_models(manifest: dict[str, Any]) -> set[str]:

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bt_lstm.models import forecast as forecast_module
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.signals.windows import apply_scaler
 
@@ -34,7 +33,7 @@ def audit_columns(frame: pd.DataFrame, forecaster: Forecaster, threshold: float,
     Computed through the same module functions the forecaster uses, so whatever the pipeline
     computes is what is audited.
     """
-    raw = forecast_module.compute_features(frame, forecaster.feature_cfg)  # (T, F)
+    raw = forecaster.raw_features(frame)  # (T, F): every feature group, plugins included
     scaled = apply_scaler(raw.to_numpy(), forecaster.scaler)  # (T, F)
     fc = forecaster.forecast_frame(frame)
     f = fc["forecast"].to_numpy()

@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import PipelineConfig
-from bt_lstm.data.candles import placeholder_mask
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.nets import model_hparams
 from bt_lstm.models.training import predict_windows
-from bt_lstm.research.pipeline import PreparedWindows, prepare_windows, train_one
-from bt_lstm.signals.windows import SplitBounds, gather_windows, make_target, valid_window_ends
+from bt_lstm.research.pipeline import PreparedWindows, prepare_windows, target_of, train_one
+from bt_lstm.signals.windows import SplitBounds, gather_windows, valid_window_ends
 
 # regime_model: the forecasts that trade (skill guard applied); regime_model_raw: every regime's
 # own model, skill or not (--no-skill trade)
@@ -44,8 +43,7 @@ def segment_forecasts(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBou
     prep, _, scaler = prepare_windows(frame, cfg, bounds)
     ours = forecaster.forecast_frame(frame)
     raw = forecaster.with_policy("trade", forecaster.skill_p).forecast_frame(frame)
-    realised = make_target(frame["close"], cfg.windows.horizon,
-                           placeholder_mask(frame)).to_numpy()  # (T,)
+    realised = target_of(frame, cfg).to_numpy()  # (T,)
     valid = valid_window_ends(prep.scaled, prep.regimes, cfg.windows.lookback)
     t = np.arange(len(frame))
     test = (t >= bounds.test[0]) & (t < bounds.test[1]) & valid & np.isfinite(realised) \

@@ -15,9 +15,10 @@ from bt_lstm.config import PipelineConfig
 from bt_lstm.data.candles import placeholder_mask
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.nets import model_hparams
+from bt_lstm.models.plugins import feature_frame, plugin_meta
 from bt_lstm.models.training import ProgressFn, build_seeded, predict_windows, train_model
 from bt_lstm.research.scoring import skill_record
-from bt_lstm.signals.features import compute_features, warmup_bars
+from bt_lstm.signals.groups import group_warmup_bars, input_fingerprint
 from bt_lstm.signals.regimes import REGIME_LABELS, RegimeParams, apply_regimes, fit_regimes
 from bt_lstm.signals.windows import (
     ScalerParams,
@@ -47,7 +48,7 @@ class FitResult:
 
 def min_bars(cfg: PipelineConfig) -> int:
     """Fewest bars for which a split leaves every part some windows (a coarse floor)."""
-    history = max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
+    history = max(group_warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
     smallest = min(cfg.windows.val_frac, cfg.windows.test_frac)
     return int(np.ceil((history + 50 + 2 * cfg.windows.gap_bars) / smallest))
 
@@ -83,6 +84,7 @@ class PreparedWindows:
     y: np.ndarray  # (T,) float32 target in units of its training scale
     ends: dict[str, np.ndarray]  # part -> window end bars
     lookback: int
+    columns: tuple[str, ...] = ()  # the F feature columns, in order (the groups' concatenated)
 
     def windows(self, part: str, regime: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(X, y) of a part, all regimes or one: X (N, L, F), y (N,)."""
@@ -92,13 +94,21 @@ class PreparedWindows:
         return gather_windows(self.scaled, e, self.lookback), self.y[e]
 
 
+def target_of(frame: pd.DataFrame, cfg: PipelineConfig) -> pd.Series:
+    """The configured target (``windows.target`` over ``windows.horizon`` bars) of ``frame``,
+    NaN where it would start or end on a placeholder candle: the label every network trains
+    on and the realised value every forecast is scored against."""
+    return make_target(frame["close"], cfg.windows.horizon, placeholder_mask(frame),
+                       cfg.windows.target, cfg.features.vol_bars)
+
+
 def prepare_windows(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds
                     ) -> tuple[PreparedWindows, RegimeParams, ScalerParams]:
     """Fit regimes and scaler on ``bounds.train`` only; index the windows of train and val."""
     train_end = bounds.train[1]
-    features = compute_features(frame, cfg.features).to_numpy()  # (T, F)
-    target = make_target(frame["close"], cfg.windows.horizon,
-                         placeholder_mask(frame)).to_numpy()  # (T,)
+    raw = feature_frame(frame, cfg.features)  # the groups' columns, in order
+    features = raw.to_numpy()  # (T, F)
+    target = target_of(frame, cfg).to_numpy()  # (T,)
     regime_params = fit_regimes(frame.iloc[:train_end], cfg.regimes, cfg.train.seed)
     regimes = apply_regimes(frame, regime_params).to_numpy()
     scaler = fit_scaler(features[:train_end], target[:train_end - cfg.windows.horizon])
@@ -106,7 +116,9 @@ def prepare_windows(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBound
     valid = valid_window_ends(scaled, regimes, cfg.windows.lookback)
     ends = {part: _part_ends(valid, target, getattr(bounds, part)) for part in ("train", "val")}
     y = (target / scaler.target_scale).astype(np.float32)
-    return PreparedWindows(scaled, regimes, y, ends, cfg.windows.lookback), regime_params, scaler
+    prep = PreparedWindows(scaled, regimes, y, ends, cfg.windows.lookback,
+                           tuple(map(str, raw.columns)))
+    return prep, regime_params, scaler
 
 
 def plan_models(prep: PreparedWindows, cfg: PipelineConfig
@@ -144,7 +156,7 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
     cfg = cfg.for_model(name)  # this network's own settings (tuning per regime)
     xt, yt = prep.windows("train", regime)
     xv, yv = prep.windows("val", regime)
-    model = build_seeded(cfg.model.arch, len(cfg.features.names), model_hparams(cfg),
+    model = build_seeded(cfg.model.arch, prep.scaled.shape[1], model_hparams(cfg),
                          cfg.train.seed, cfg.model.model_file)
     result = train_model(model, xt, yt, xv, yv, cfg.train, progress)
     pred = predict_windows(cfg.model.arch, model_hparams(cfg), result.state_dict, xv,
@@ -153,7 +165,7 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
                          cfg.strategy.skill_p)
     meta = {**model_file_meta(cfg),
         "arch": cfg.model.arch, "hparams": model_hparams(cfg),
-        "n_features": len(cfg.features.names),
+        "n_features": prep.scaled.shape[1],
         "regime": "pooled" if regime is None else REGIME_LABELS[regime],
         "train_period": period, "n_train": len(xt), "n_val": len(xv),
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
@@ -166,13 +178,15 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
 def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params: RegimeParams,
                         plan: dict[str, int | None], fallbacks: dict[int, str],
                         states: dict[str, dict[str, Any]],
-                        metas: dict[str, dict[str, Any]]) -> Forecaster:
+                        metas: dict[str, dict[str, Any]],
+                        columns: tuple[str, ...] | None = None) -> Forecaster:
     """Rebuild the trained networks of a plan from their state_dicts into a Forecaster, with
     their skill records and the config's no-skill policy."""
     models = {}
+    columns = tuple(columns or cfg.features.names)
     for name, state in states.items():
         mine = cfg.for_model(name)
-        model = build_seeded(mine.model.arch, len(cfg.features.names), model_hparams(mine), 0,
+        model = build_seeded(mine.model.arch, len(columns), model_hparams(mine), 0,
                              mine.model.model_file)
         model.load_state_dict(state)
         models[name] = model.eval()
@@ -180,7 +194,9 @@ def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params
     regime_models.update({r: "pooled" for r in fallbacks})
     return Forecaster(cfg.features, cfg.windows.lookback, scaler, regime_params, models,
                       regime_models, skill={n: dict(metas[n]["skill"]) for n in states},
-                      no_skill=cfg.strategy.no_skill, skill_p=cfg.strategy.skill_p)
+                      no_skill=cfg.strategy.no_skill, skill_p=cfg.strategy.skill_p,
+                      columns=columns, plugins=plugin_meta(cfg.features).get(
+                          "feature_plugins", {}))
 
 
 def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds | None = None,
@@ -212,7 +228,8 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
             cb = progress_factory(name, n_tr, n_va)
         states[name], meta[name] = train_one(prep, cfg, name, regime, scaler.target_scale,
                                              period, cb)
-    forecaster = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks, states, meta)
+    forecaster = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks, states, meta,
+                                     prep.columns)
     return FitResult(forecaster, meta, fallbacks), bounds
 
 
@@ -224,3 +241,14 @@ def model_file_meta(cfg: PipelineConfig) -> dict[str, Any]:
 
     return {"model_file": cfg.model.model_file,
             "model_file_sha256": sha256_file(cfg.model.model_file)}
+
+
+def feature_key(frame: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """What the features depend on beside the OHLCV fingerprint and the config, for cache keys:
+    plugin files' hashes and the flow / cross columns' fingerprint; {} for price-only groups
+    (keys of such configs stay as they were)."""
+    out: dict[str, Any] = dict(plugin_meta(cfg.features))
+    inputs = input_fingerprint(frame, cfg.features)
+    if inputs is not None:
+        out["feature_inputs"] = inputs
+    return out

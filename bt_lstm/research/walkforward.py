@@ -26,12 +26,13 @@ from bt_lstm.models.training import one_torch_thread
 from bt_lstm.research.pipeline import (
     PreparedWindows,
     assemble_forecaster,
+    feature_key,
     model_file_meta,
     plan_models,
     prepare_windows,
     train_one,
 )
-from bt_lstm.signals.features import warmup_bars
+from bt_lstm.signals.groups import group_warmup_bars
 from bt_lstm.signals.regimes import REGIME_LABELS
 from bt_lstm.signals.windows import SplitBounds
 
@@ -131,7 +132,7 @@ def make_folds(n_bars: int, spec: WalkForwardSpec, cfg: PipelineConfig) -> list[
                          f"{spec.train_bars} training bars and a purge gap of {purge}; use "
                          f"more data or a shorter --train")
     n_val = int(spec.train_bars * cfg.windows.val_frac)
-    history = max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
+    history = max(group_warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
     n_fit = spec.train_bars - n_val - gap
     if n_val < 5 or n_fit - history < 20:
         raise ValueError(f"a training span of {spec.train_bars} bars is too short: it holds "
@@ -156,7 +157,7 @@ def _fold_key(frame: pd.DataFrame, fold: Fold, cfg: PipelineConfig) -> str:
     train = frame.iloc[fold.train[0]:fold.train[1]]
     blob = json.dumps({"train_data": fingerprint_frame(train), "fold": asdict(fold),
                        "config": cfg.training_dict(), "version": __version__,
-                       **model_file_meta(cfg)}, sort_keys=True)
+                       **model_file_meta(cfg), **feature_key(train, cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -210,7 +211,8 @@ def load_fold(fold_dir: Path, key: str, cfg: PipelineConfig) -> Forecaster | Non
 def _save_fold(job: FoldJob, cfg: PipelineConfig, states: dict, metas: dict,
                fold_dir: Path) -> Forecaster:
     regime_params, scaler = job.fit_info
-    fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states, metas)
+    fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states, metas,
+                             job.prep.columns)
     fc.info = {"fold_key": job.key, "fold": asdict(job.fold), "train_period": job.period,
                "fallbacks": {REGIME_LABELS[r]: why for r, why in job.fallbacks.items()},
                "library_version": __version__}

@@ -1,7 +1,8 @@
 """Target construction (the ONE place that looks forward), scaling, splits and (X, y) windows.
 
 Legend: T bars, F features, L lookback, N windows. X is (N, L, F) float32, y is (N,).
-A window "at t" covers bars t-L+1..t; its target is log(close[t+h] / close[t]).
+A window "at t" covers bars t-L+1..t; its target is log(close[t+h] / close[t]) (``logret``) or
+that return divided by the trailing volatility known at t (``vol-scaled``).
 """
 from __future__ import annotations
 
@@ -15,21 +16,33 @@ from bt_lstm.config import WindowConfig
 
 
 def make_target(close: pd.Series, horizon: int = 1,
-                exclude: np.ndarray | None = None) -> pd.Series:
-    """The log return over the next ``horizon`` bars: the only forward-looking value we build.
+                exclude: np.ndarray | None = None, kind: str = "logret",
+                vol_bars: int = 20) -> pd.Series:
+    """The target over the next ``horizon`` bars: the only forward-looking value we build.
 
     Parameters
     ----------
     exclude
         (T,) bool, bars whose price is no trade (exchange placeholder candles): the target is
         NaN where bar t or bar t + horizon is one.
+    kind
+        ``logret``: log(close[t+h] / close[t]). ``vol-scaled``: that return divided by
+        sigma_t * sqrt(h), sigma_t the standard deviation of the one-bar log returns of the
+        ``vol_bars`` bars up to t (the ``volatility`` feature, known at t): a z-score whose
+        units do not depend on the horizon or the market's calm or storm.
 
     Notes
     -----
-    NaN on the last ``horizon`` bars. Used only as a training label and as the realised return
-    in evaluation, never as an input.
+    NaN on the last ``horizon`` bars (and, vol-scaled, during the volatility's warm-up or
+    where it is 0). Used only as a training label and as the realised value in evaluation,
+    never as an input; nothing after t + horizon enters it.
     """
     target = np.log(close.shift(-horizon) / close).rename("target")
+    if kind == "vol-scaled":
+        sigma = np.log(close / close.shift(1)).rolling(vol_bars, min_periods=vol_bars).std()
+        target = (target / (sigma.where(sigma > 1e-12) * np.sqrt(horizon))).rename("target")
+    elif kind != "logret":
+        raise ValueError(f"target {kind!r}: use logret or vol-scaled")
     if exclude is not None and np.any(exclude):
         ex = np.asarray(exclude, dtype=bool)
         later = np.concatenate([ex[horizon:], np.zeros(horizon, dtype=bool)])
