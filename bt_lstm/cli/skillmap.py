@@ -76,12 +76,19 @@ def market_sources(args: argparse.Namespace) -> list[dict]:
                                                                       symbol=None)]
 
 
-def load_markets(sources: list[dict], cfg) -> list:
-    """The candles of every market, trimmed to --start/--end; all of one timeframe."""
+def load_markets(sources: list[dict], cfg, grid) -> list:
+    """The candles of every market, trimmed to --start/--end, all of one timeframe; with the
+    inputs of every feature group of the grid attached (cross markets) and checked (plugins'
+    look-ahead, flow's columns) before any cell trains."""
     from bt_lstm.cli.progress import fetch_with_progress
+    from bt_lstm.config import replace, split_feature_spec
     from bt_lstm.jobs.datasets import DataSource, load_dataset, trim_dates
     from bt_lstm.jobs.skillmap import MarketData
 
+    groups: list[str] = []
+    for fs in grid.feature_sets:
+        groups += [g for g in split_feature_spec(",".join(fs))[1] if g not in groups]
+    cfg = replace(cfg, features=replace(cfg.features, groups=tuple(groups)))
     markets = []
     for src in sources:
         ds = DataSource(csv=src["csv"], symbol=src["symbol"], timeframe=src["timeframe"],
@@ -122,10 +129,10 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         saved = load_saved_skillmap(Path(args.reports_dir) / args.resume)
         cfg, spec, grid, sources, run_dir = (saved.cfg, saved.spec, saved.grid, saved.sources,
                                              saved.run_dir)
-        markets = load_markets(sources, cfg)
+        markets = load_markets(sources, cfg, grid)
     else:
         grid, cfg = _grid(args), build_config(args)
-        markets = load_markets(market_sources(args), cfg)
+        markets = load_markets(market_sources(args), cfg, grid)
         spec = fold_spec(args, infer_bar(markets[0].frame.index))
         name = "+".join(m.name for m in markets)
         run_dir = (Path(args.reports_dir) / args.run_id if args.run_id else
