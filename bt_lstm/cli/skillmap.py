@@ -23,9 +23,9 @@ from bt_lstm.cli.args import (
     TRIALS,
     add_group,
     build_config,
-    resolve_plugin_paths,
     config_flags,
     given,
+    resolve_plugin_paths,
 )
 from bt_lstm.cli.common import make_parser, run_cli
 from bt_lstm.cli.walk_forward import FOLDS, fold_spec
@@ -44,7 +44,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
               "start", "end", csv={"many": True})
     add_group(parser, "download (with --symbols)", *DOWNLOAD)
     add_group(parser, "grid", *GRID)
-    add_group(parser, "folds (each cell's walk-forward)", *(f for f in FOLDS if f not in ("start", "end")))
+    add_group(parser, "folds (each cell's walk-forward)",
+              *(f for f in FOLDS if f not in ("start", "end")))
     add_group(parser, "pipeline (flags override --config; the grid sets features, horizon and "
               "target)", *(n for n in PIPELINE if n not in CELL_SET))
     add_group(parser, "strategy and costs", *STRATEGY)
