@@ -131,7 +131,8 @@ def test_dsr_takes_n_equal_to_the_number_of_cells(market_csv, tmp_path):
     frame[["open", "high", "low", "close"]] *= 2.0  # a second market, same shape
     frame.to_csv(other)
     assert run_map(tmp_path, "n", "--grid-features", "price", "--horizons", "1,2", "--targets",
-                   "logret", csvs=[market_csv, other]) == 0
+                   "logret", "--no-skill", "trade",  # every cell trades: four Sharpes
+                   csvs=[market_csv, other]) == 0
     run_dir = tmp_path / "reports" / "n"
     t = table(run_dir)
     n = 1 * 2 * 1 * 2  # feature sets x horizons x targets x markets
@@ -140,8 +141,9 @@ def test_dsr_takes_n_equal_to_the_number_of_cells(market_csv, tmp_path):
     for cell_id in t["cell_id"]:  # each cell's own walk-forward report deflates by N too
         m = json.loads((run_dir / "cells" / cell_id / "metrics.json").read_text())
         assert m["statistics"]["dsr"]["n_trials"] == n
-    var = float(np.var(t["sr_pp"].dropna(), ddof=1))
-    for _, r in t.dropna(subset=["sr_pp"]).iterrows():
+    assert t["sr_pp"].notna().sum() == n
+    var = float(np.var(t["sr_pp"], ddof=1))
+    for _, r in t.iterrows():
         want, _ = deflated_sharpe(r["sr_pp"], int(r["days"]), r["skew"], r["kurt"], n, var)
         assert r["dsr"] == pytest.approx(want)
         one, _ = deflated_sharpe(r["sr_pp"], int(r["days"]), r["skew"], r["kurt"], 1, var)
