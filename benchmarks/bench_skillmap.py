@@ -5,7 +5,8 @@
 
 Default grid: feature sets ``price;price,calendar`` x horizons ``1,3,6`` x target ``logret``
 x the markets (12 cells on two markets). Every pipeline and fold flag of ``bt-lstm skillmap``
-is accepted (a reduced config is written into the JSON with the figures). Reports the wall
+is accepted (a reduced config is written into the JSON with the figures); ``--run-id`` keeps
+the map's report under ``--reports-dir``, else it is thrown away. Reports the wall
 time of the whole map, of each cell, cells per hour, the machine's CPU count and its load
 average before and after. A benchmark, not a test: nothing here asserts on time.
 """
@@ -55,10 +56,12 @@ def main() -> int:
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
+        # --run-id keeps the map's report under --reports-dir; else it goes with the temp folder
+        root = Path(args.reports_dir) if args.run_id else Path(tmp)
         t0 = time.perf_counter()
-        result = run_skillmap(markets, grid, cfg, spec, RegimeLSTMStrategy, Path(tmp) / "map",
-                              jobs=args.jobs, scheduler=args.scheduler, on_cell=on_cell,
-                              reports_root=Path(tmp))
+        result = run_skillmap(markets, grid, cfg, spec, RegimeLSTMStrategy,
+                              root / (args.run_id or "map"), jobs=args.jobs,
+                              scheduler=args.scheduler, on_cell=on_cell, reports_root=root)
         wall = time.perf_counter() - t0
     out = {"markets": {m.name: {"bars": len(m.frame), "first": str(m.frame.index[0]),
                                 "last": str(m.frame.index[-1])} for m in markets},
@@ -70,6 +73,7 @@ def main() -> int:
            "wall_s": round(wall, 1), "cells_per_hour": round(len(cells) / wall * 3600, 2),
            "cells": cells, "keeps_skill": [r["cell_id"] for r in result.rows
                                            if r["keeps_skill"]],
+           "verdict": result.verdict, "report": str(result.run_dir) if args.run_id else None,
            "cpu_count": os.cpu_count(), "load_before": load_before,
            "load_after": os.getloadavg(), "argv": sys.argv[1:]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

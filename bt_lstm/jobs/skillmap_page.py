@@ -14,17 +14,17 @@ COLUMNS = ("market", "features", "horizon", "target", "cell_id", "gap_bars", "fo
            "days", "sharpe", "psr", "dsr", "dsr_n", "dsr_var_source", "sr_pp", "skew", "kurt",
            "keeps_skill")
 
-# column -> (heading, colour rule): ("div", centre, half-range, higher is better) or
-# ("p", level): green at or below the level, fading to white at 1
-HEAT: dict[str, tuple[str, tuple]] = {
-    "mse_ratio": ("MSE / zero", ("div", 1.0, 0.05, False)),
-    "dm_t": ("DM t", ("div", 0.0, 3.0, False)),
-    "dm_p_holm": ("DM p (Holm)", ("p", 0.05)),
-    "ic": ("IC", ("div", 0.0, 0.1, True)),
-    "skill_share": ("fold models with skill", ("div", 0.0, 1.0, True)),
-    "sharpe": ("Sharpe after costs", ("div", 0.0, 2.0, True)),
-    "psr": ("PSR", ("div", 0.5, 0.5, True)),
-    "dsr": ("DSR", ("div", 0.5, 0.5, True)),
+# column -> (heading, colour rule, number format); rules: ("div", centre, half-range, higher
+# is better) or ("p", level): green at or below the level, white above it
+HEAT: dict[str, tuple[str, tuple, str]] = {
+    "mse_ratio": ("MSE / zero", ("div", 1.0, 0.05, False), ".4f"),
+    "dm_t": ("DM t", ("div", 0.0, 3.0, False), ".2f"),
+    "dm_p_holm": ("DM p (Holm)", ("p", 0.05), ".3g"),
+    "ic": ("IC", ("div", 0.0, 0.1, True), ".3f"),
+    "skill_share": ("fold models with skill", ("div", 0.0, 1.0, True), ".2f"),
+    "sharpe": ("Sharpe after costs", ("div", 0.0, 2.0, True), ".2f"),
+    "psr": ("PSR", ("div", 0.5, 0.5, True), ".3f"),
+    "dsr": ("DSR", ("div", 0.5, 0.5, True), ".3f"),
 }
 
 
@@ -49,21 +49,21 @@ def _mix(strength: float, good: bool) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, spec: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    return f"{value:.3g}" if isinstance(value, float) else html.escape(str(value))
+    return format(value, spec) if isinstance(value, (int, float)) else html.escape(str(value))
 
 
 def heatmap_html(table: pd.DataFrame) -> str:
     """One market's cells (rows) x figures (columns), each square coloured by its rule."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in HEAT.values())
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in HEAT.values())
     body = []
     for _, r in table.iterrows():
         cell = html.escape(f"{r['features']} · h{r['horizon']} · {r['target']}")
         mark = " ✔" if r["keeps_skill"] else ""
-        squares = "".join(f"<td style='background:{_colour(r[k], rule)}'>{_fmt(r[k])}</td>"
-                          for k, (_, rule) in HEAT.items())
+        squares = "".join(f"<td style='background:{_colour(r[k], rule)}'>{_fmt(r[k], f)}</td>"
+                          for k, (_, rule, f) in HEAT.items())
         body.append(f"<tr><th class='cell'>{cell}{mark}</th>{squares}</tr>")
     return f"<table class='heat'><tr><th>cell</th>{head}</tr>{''.join(body)}</table>"
 
