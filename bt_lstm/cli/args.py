@@ -32,7 +32,11 @@ _FLAGS: tuple[Flag, ...] = (
     Flag("--timeframe", "bar length: 1m, 15m, 1h, 4h, 1d ... (--symbol default: 4h; with --csv "
          "it is checked against the file's spacing)", metavar="T"),
     Flag("--csv", "a candle CSV: timestamp,open,high,low,close,volume (ISO-8601 or epoch s/ms) or "
-         "a Binance kline file (skillmap: repeat it for several markets)", metavar="FILE"),
+         "a Binance kline file (backtest, walk-forward: repeat it for several markets, one "
+         "portfolio)", metavar="FILE"),
+    Flag("--symbols", "several markets in one run, comma separated, each read as --symbol is: "
+         "one panel of models and one portfolio backtest (see docs/guides/portfolio.md)",
+         metavar="A,B,..", example="BTCUSDT,ETHUSDT"),
     Flag("--data-dir", "folder of <SYMBOL>_<timeframe>.csv files (default: $BT_LSTM_DATA_DIR or "
          "data)", metavar="DIR"),
     Flag("--start", "first date used, UTC (e.g. 2019-01-01); download: first day fetched for a "
@@ -190,8 +194,6 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
     Flag("--space", "JSON search space replacing the default (see docs/guides/tune.md)",
          metavar="FILE"),
     # skillmap
-    Flag("--symbols", "several markets, comma separated, each read as --symbol reads one "
-         "(<data-dir>/<S>_<timeframe>.csv)", metavar="S,S,..", example="BTCUSDT,ETHUSDT"),
     Flag("--grid-features", "the feature sets of the map: sets separated by ';', feature groups "
          "inside a set by ',' (each set as --features takes it)", metavar="SETS",
          default="price;price,calendar;price,htf:1d", example="'price;price,calendar'"),

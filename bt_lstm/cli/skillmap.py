@@ -41,7 +41,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of ``bt-lstm skillmap`` (``prog``: the name its usage lines show)."""
     parser = make_parser(__doc__, prog)
     add_group(parser, "markets (default: the bundled synthetic SAMPLE market)", *MARKETS,
-              "start", "end", csv={"many": True})
+              "start", "end", csv={"append": True})
     add_group(parser, "download (with --symbols)", *DOWNLOAD)
     add_group(parser, "grid", *GRID)
     add_group(parser, "folds (each cell's walk-forward)",
