@@ -385,3 +385,47 @@ def test_a_file_in_another_layout_is_extended(mirror, tmp_path, capsys):
     assert path.read_bytes() == expected_bytes(ROWS)
     zips = [r for r in mirror.requests if r.endswith(".zip")]
     assert sorted(z.rsplit("-4h-", 1)[1] for z in zips)[0] == "2024-05.zip" and len(zips) == 10
+
+
+def test_columns_all_keeps_the_flow_columns_and_the_flow_group_reads_them(mirror, tmp_path,
+                                                                           capsys):
+    from conftest import TINY_FLAGS
+
+    from bt_lstm.config import FeatureConfig
+    from bt_lstm.signals.groups import compute_groups
+    from runners import backtest
+
+    rc, out, err = run(archive_args(mirror, tmp_path, "--columns", "all"), capsys)
+    assert rc == 0, err
+    path = tmp_path / f"{SYM}_4h.csv"
+    assert path.read_text().splitlines()[0] == ("timestamp,open,high,low,close,volume,"
+                                               "quote_volume,trades,taker_buy_base,"
+                                               "taker_buy_quote")
+    frame = load_ohlcv(path)
+    assert len(frame) == len(ROWS) and {"trades", "taker_buy_base"} <= set(frame.columns)
+    k = frame.index.as_unit("ms").asi8 // BAR  # the mirror's trade counts and taker shares
+    assert (frame["trades"].to_numpy() == 100 + k % 37).all()
+    flow = compute_groups(frame, FeatureConfig(groups=("flow",)))
+    np.testing.assert_allclose(flow["taker_buy_share"], 0.3 + 0.4 * (k % 11) / 10)
+    assert flow["trades_z"].iloc[60:].notna().all() and flow["trades_z"].std() > 0.5
+    # an incremental rerun keeps the layout; asking for OHLCV only on it is one clear line
+    assert run(archive_args(mirror, tmp_path, "--columns", "all"), capsys)[0] == 0
+    rc, out, err = run(archive_args(mirror, tmp_path), capsys)
+    assert rc == 2 and "move it away" in err and len(err.strip().splitlines()) == 1
+    rc = backtest.main(["--csv", str(path), *TINY_FLAGS, "--features", "price,flow",
+                        "--models-dir", str(tmp_path / "m"), "--reports-dir",
+                        str(tmp_path / "r"), "--no-tearsheet"])
+    assert rc == 0, capsys.readouterr().err
+
+
+def test_flow_on_a_download_without_columns_all_is_one_line(mirror, tmp_path, capsys):
+    from runners import backtest
+
+    assert run(archive_args(mirror, tmp_path), capsys)[0] == 0
+    rc = backtest.main(["--csv", str(tmp_path / f"{SYM}_4h.csv"), "--features", "price,flow",
+                        "--quiet", "--models-dir", str(tmp_path / "m"),
+                        "--reports-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--columns all" in err and len(err.strip().splitlines()) == 1
+    rc, out, err = run(ccxt_args(mirror, tmp_path / "c", "--columns", "all"), capsys)
+    assert rc == 2 and "--source binance-archive" in err

@@ -38,14 +38,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def main_run(tmp_path_factory, market):
     """A main-job run on the synthetic market: its bars.csv, fills.csv, bundle and candles."""
-    root = tmp_path_factory.mktemp("mainjob")
+    return make_run(tmp_path_factory.mktemp("mainjob"), market)
+
+
+def make_run(root: Path, market, *flags: str) -> dict:
     csv = root / "candles.csv"
     frame = market.frame.copy()
     frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
     frame.to_csv(csv, index_label="timestamp")
     rc = backtest_runner.main(["--csv", str(csv), *TINY_FLAGS, "--models-dir",
                                str(root / "models"), "--reports-dir", str(root / "reports"),
-                               "--no-skill", "trade", "--no-tearsheet"])
+                               "--no-skill", "trade", "--no-tearsheet", *flags])
     assert rc == 0
     report = next((root / "reports").glob("backtest_*/latest"))  # the run folder
     bundle = next(p.parent for p in (root / "models").rglob("manifest.json"))
@@ -138,6 +141,33 @@ def test_live_replay_matches_the_backtest(main_run, tmp_path):
     finally:
         replay.close()
     assert_parity(main_run, tmp_path / "state")
+
+
+def test_live_replay_matches_the_backtest_with_calendar_and_daily_features(market, tmp_path):
+    """A non-default feature set: the live engine rebuilds calendar and completed-1d-candle
+    features from its bounded history (its warm-up counted in days) as the backtest did."""
+    (tmp_path / "run").mkdir()
+    run = make_run(tmp_path / "run", market, "--features", "price,calendar,htf:1d",
+                   "--threshold", "0.003")  # its tiny models forecast about 0.003 throughout
+    fc = load_forecaster(run["bundle"])
+    assert fc.feature_cfg.groups == ("price", "calendar", "htf:1d") and fc.bar_ms == 14_400_000
+    assert len(fc.columns) == 18 and fc.columns[-1] == "htf:1d:volume_z"
+    replay = Replay(run)
+    try:
+        assert live_runner.main([*live_args(run, tmp_path / "state", replay),
+                                 "--threshold", "0.003"]) == 0
+    finally:
+        replay.close()
+    assert_parity(run, tmp_path / "state")
+
+
+def test_live_refuses_a_cross_market_bundle_in_one_line(main_run, tmp_path, capsys):
+    from bt_lstm.live.klines import bundle_warmup
+
+    fc = load_forecaster(main_run["bundle"])
+    fc.feature_cfg = fc.feature_cfg.__class__(groups=("price", "cross:ETHUSDT"))
+    with pytest.raises(ValueError, match="cross:ETHUSDT needs another market's candles"):
+        bundle_warmup(fc)
 
 
 def test_every_fault_on_gives_the_same_decisions(main_run, tmp_path):

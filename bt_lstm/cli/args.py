@@ -55,6 +55,9 @@ _FLAGS: tuple[Flag, ...] = (
          "--exchange)", choices=("binance-archive", "ccxt")),
     Flag("--exchange", "ccxt exchange id: binance, bybit, kraken, okx ...", metavar="NAME",
          default="binance"),
+    Flag("--columns", "ohlcv: timestamp,open,high,low,close,volume; all: also Binance's "
+         "quote_volume, trades, taker_buy_base, taker_buy_quote (the `flow` feature group "
+         "reads them; archive source only)", choices=("ohlcv", "all"), default="ohlcv"),
     Flag("--api-url", "with --source ccxt: send the exchange's API requests to this scheme and "
          "host instead (a proxy, a mirror, a local server in tests)", metavar="URL"),
     # pipeline

@@ -27,7 +27,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of ``bt-lstm download`` (``prog``: the name its usage lines show;
     default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
-    add_group(parser, "what", "symbol", "timeframe", "start", "end", "data_dir",
+    add_group(parser, "what", "symbol", "timeframe", "start", "end", "data_dir", "columns",
               symbol={"required": True}, timeframe={"default": "4h"})
     add_group(parser, "source", "source", "exchange", "base_url", "api_url")
     add_group(parser, "output", "quiet")
@@ -56,7 +56,7 @@ def job(args: argparse.Namespace) -> int:
         symbol=args.symbol, timeframe=args.timeframe, source=source,
         exchange=args.exchange, data_dir=args.data_dir or default_data_dir(),
         start=args.start, end=args.end, base_url=args.base_url or DEFAULT_BASE_URL,
-        api_url=args.api_url)
+        api_url=args.api_url, columns=args.columns)
     try:
         result = fetch_with_progress(req, quiet=args.quiet)
     except KeyboardInterrupt:

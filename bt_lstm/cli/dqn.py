@@ -68,6 +68,10 @@ def job(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     dcfg = dqn_config(args, cfg.train.seed)
+    if dcfg.features == "pipeline" and cfg.features.groups != ("price",):
+        raise ValueError(f"--observation pipeline reads the price features only; --features "
+                         f"{','.join(cfg.features.groups)} applies to the regime LSTM's "
+                         f"comparison, not to the agent (use --features price or none)")
     frame, dataset, timeframe = load_data(args, cfg)
     regime = None
     if not args.no_regime_lstm:

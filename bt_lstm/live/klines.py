@@ -165,21 +165,62 @@ class Warmup:
     history: int
 
 
+# Feature groups the live engine cannot rebuild from one market's kline messages.
+NOT_LIVE = {"cross": "another market's candles, and the live engine follows one market",
+            "flow": "the trade count and taker-buy volume, which live candles do not carry"}
+
+
+def check_live_groups(forecaster: Any) -> None:
+    """Refuse, in one line, a bundle whose feature groups live trading cannot rebuild."""
+    from bt_lstm.config import parse_group
+
+    for group in forecaster.feature_cfg.groups:
+        why = NOT_LIVE.get(parse_group(group)[0])
+        if why is not None:
+            raise ValueError(f"this bundle's feature group {group} needs {why}; live trading "
+                             f"supports price, calendar, htf:TF and plugin groups (see "
+                             f"docs/guides/features.md)")
+
+
 def bundle_warmup(forecaster: Any) -> Warmup:
     """Computed from the bundle: the first bar with a complete window on a synthetic walk, plus
-    the bars its recursive averages need to forget their start to ``FORGET``."""
+    the bars its recursive averages need to forget their start to ``FORGET`` (in higher
+    candles for an ``htf`` group, which the walk is long enough to hold).
+
+    Raises
+    ------
+    ValueError
+        A feature group live trading cannot rebuild (``check_live_groups``).
+    """
+    check_live_groups(forecaster)
     cfg = forecaster.feature_cfg
+    ratio = htf_ratio(forecaster)  # bars per higher candle (1: no htf group)
     span = max(cfg.vol_bars, cfg.rsi_bars, cfg.ema_bars, cfg.macd_slow + cfg.macd_signal,
                cfg.atr_bars, cfg.volume_bars, forecaster.regime_params.trend_bars)
-    n = 3 * (span + forecaster.lookback) + 10
-    rng = np.random.default_rng(0)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    frame = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
-                          "close": close, "volume": 1.0 + rng.random(n)},
-                         index=pd.date_range("2000-01-01", periods=n, freq="h"))
-    valid = forecaster.prepare(frame)[2]
-    first_ready = int(np.argmax(valid)) + 1 if valid.any() else n
     alphas = [2 / (b + 1) for b in (cfg.ema_bars, cfg.macd_fast, cfg.macd_slow)]
     alphas += [2 / (cfg.macd_signal + 1), 1 / cfg.rsi_bars, 1 / cfg.atr_bars]
     forget = max(math.ceil(math.log(FORGET) / math.log(1 - a)) for a in alphas)
-    return Warmup(first_ready=first_ready, history=first_ready + forget)
+    n = 3 * (span + forecaster.lookback) + 10
+    if ratio > 1:
+        n = (span + 3) * ratio + 3 * (span + forecaster.lookback) + 10
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    freq = pd.Timedelta(milliseconds=forecaster.bar_ms) if forecaster.bar_ms else "h"
+    frame = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
+                          "close": close, "volume": 1.0 + rng.random(n)},
+                         index=pd.date_range("2000-01-01", periods=n, freq=freq))
+    valid = forecaster.prepare(frame)[2]
+    first_ready = int(np.argmax(valid)) + 1 if valid.any() else n
+    return Warmup(first_ready=first_ready, history=first_ready + forget * ratio)
+
+
+def htf_ratio(forecaster: Any) -> int:
+    """The most data bars per candle of the bundle's ``htf`` groups (1 without one)."""
+    from bt_lstm.config import parse_group
+
+    ratio = 1
+    for group in forecaster.feature_cfg.groups:
+        kind, tf = parse_group(group)
+        if kind == "htf" and forecaster.bar_ms:
+            ratio = max(ratio, Timeframe.parse(tf).ms // forecaster.bar_ms)
+    return ratio

@@ -35,7 +35,7 @@ from bt_lstm.signals.windows import ScalerParams, apply_scaler, gather_windows, 
 INFER_BATCH = 4096
 # Fields every model JSON of a bundle must agree on with the manifest.
 SHARED_FIELDS = ("features", "feature_config", "lookback", "scaler", "regime_params", "arch",
-                 "feature_plugins")
+                 "feature_plugins", "bar_ms")
 # Each network's hparams: the manifest's ``model_hparams[name]``, or (bundles from before
 # per-regime settings) its one ``hparams`` for all.
 
@@ -61,6 +61,8 @@ class Forecaster:
     skill_p: float = DEFAULT_SKILL_P
     columns: tuple[str, ...] = ()  # the feature columns, in order (default: feature_cfg.names)
     plugins: dict[str, str] = field(default_factory=dict)  # plugin group -> its file's sha256
+    # the training data's bar (ms), recorded for non-default groups: the live warm-up of htf
+    bar_ms: int | None = None
 
     def raw_features(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The unscaled feature columns of ``frame`` (the groups' concatenated), causal."""
@@ -163,6 +165,8 @@ class Forecaster:
                "scaler": self.scaler.to_dict(), "regime_params": self.regime_params.to_dict()}
         if self.plugins:
             out["feature_plugins"] = dict(self.plugins)
+        if self.bar_ms:
+            out["bar_ms"] = self.bar_ms
         return out
 
     def feature_config_dict(self) -> dict[str, Any]:
@@ -237,7 +241,8 @@ def load_forecaster(folder: str | Path, no_skill: str = "flat",
                       models=models, regime_models=regime_models, info=info, skill=skill,
                       no_skill=no_skill, skill_p=skill_p,
                       columns=tuple(manifest.get("features") or ()),
-                      plugins=dict(manifest.get("feature_plugins") or {}))
+                      plugins=dict(manifest.get("feature_plugins") or {}),
+                      bar_ms=manifest.get("bar_ms"))
 
 
 def _extra_models(manifest: dict[str, Any]) -> set[str]:

@@ -18,7 +18,7 @@ from bt_lstm.models.nets import model_hparams
 from bt_lstm.models.plugins import feature_frame, plugin_meta
 from bt_lstm.models.training import ProgressFn, build_seeded, predict_windows, train_model
 from bt_lstm.research.scoring import skill_record
-from bt_lstm.signals.groups import group_warmup_bars, input_fingerprint
+from bt_lstm.signals.groups import data_bar, group_warmup_bars, input_fingerprint
 from bt_lstm.signals.regimes import REGIME_LABELS, RegimeParams, apply_regimes, fit_regimes
 from bt_lstm.signals.windows import (
     ScalerParams,
@@ -85,6 +85,7 @@ class PreparedWindows:
     ends: dict[str, np.ndarray]  # part -> window end bars
     lookback: int
     columns: tuple[str, ...] = ()  # the F feature columns, in order (the groups' concatenated)
+    bar_ms: int | None = None  # the data's bar, kept for non-default groups (live warm-up)
 
     def windows(self, part: str, regime: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(X, y) of a part, all regimes or one: X (N, L, F), y (N,)."""
@@ -116,8 +117,10 @@ def prepare_windows(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBound
     valid = valid_window_ends(scaled, regimes, cfg.windows.lookback)
     ends = {part: _part_ends(valid, target, getattr(bounds, part)) for part in ("train", "val")}
     y = (target / scaler.target_scale).astype(np.float32)
+    bar_ms = None if tuple(cfg.features.groups) == ("price",) else int(
+        data_bar(frame.index) / pd.Timedelta("1ms"))
     prep = PreparedWindows(scaled, regimes, y, ends, cfg.windows.lookback,
-                           tuple(map(str, raw.columns)))
+                           tuple(map(str, raw.columns)), bar_ms)
     return prep, regime_params, scaler
 
 
@@ -179,7 +182,8 @@ def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params
                         plan: dict[str, int | None], fallbacks: dict[int, str],
                         states: dict[str, dict[str, Any]],
                         metas: dict[str, dict[str, Any]],
-                        columns: tuple[str, ...] | None = None) -> Forecaster:
+                        columns: tuple[str, ...] | None = None,
+                        bar_ms: int | None = None) -> Forecaster:
     """Rebuild the trained networks of a plan from their state_dicts into a Forecaster, with
     their skill records and the config's no-skill policy."""
     models = {}
@@ -196,7 +200,7 @@ def assemble_forecaster(cfg: PipelineConfig, scaler: ScalerParams, regime_params
                       regime_models, skill={n: dict(metas[n]["skill"]) for n in states},
                       no_skill=cfg.strategy.no_skill, skill_p=cfg.strategy.skill_p,
                       columns=columns, plugins=plugin_meta(cfg.features).get(
-                          "feature_plugins", {}))
+                          "feature_plugins", {}), bar_ms=bar_ms)
 
 
 def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds | None = None,
@@ -229,7 +233,7 @@ def fit_pipeline(frame: pd.DataFrame, cfg: PipelineConfig, bounds: SplitBounds |
         states[name], meta[name] = train_one(prep, cfg, name, regime, scaler.target_scale,
                                              period, cb)
     forecaster = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks, states, meta,
-                                     prep.columns)
+                                     prep.columns, prep.bar_ms)
     return FitResult(forecaster, meta, fallbacks), bounds
 
 

@@ -212,7 +212,7 @@ def _save_fold(job: FoldJob, cfg: PipelineConfig, states: dict, metas: dict,
                fold_dir: Path) -> Forecaster:
     regime_params, scaler = job.fit_info
     fc = assemble_forecaster(cfg, scaler, regime_params, job.plan, job.fallbacks, states, metas,
-                             job.prep.columns)
+                             job.prep.columns, job.prep.bar_ms)
     fc.info = {"fold_key": job.key, "fold": asdict(job.fold), "train_period": job.period,
                "fallbacks": {REGIME_LABELS[r]: why for r, why in job.fallbacks.items()},
                "library_version": __version__}

@@ -116,7 +116,7 @@ def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
     [1.0, 0.0, 0.0, 1.0]
     """
     hour = (index.hour + index.minute / 60.0).to_numpy(dtype=np.float64)
-    dow = index.dayofweek.to_numpy(dtype=np.float64)
+    dow = index.day_of_week.to_numpy(dtype=np.float64)
     values = np.column_stack([np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24),
                               np.sin(2 * np.pi * dow / 7), np.cos(2 * np.pi * dow / 7)])
     return pd.DataFrame(values, index=index, columns=list(CALENDAR_COLUMNS))

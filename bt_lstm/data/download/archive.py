@@ -79,8 +79,9 @@ def _daily_tasks(root: str, symbol: str, tf: str, ym: tuple[int, int], end_ms: i
     return out
 
 
-def parse_kline_csv(text: str, where: str) -> list[Row]:
-    """Rows of a kline CSV: header or none, open time in ms or µs (spot files from 2025)."""
+def parse_kline_csv(text: str, where: str, extra: bool = False) -> list[Row]:
+    """Rows of a kline CSV: header or none, open time in ms or µs (spot files from 2025);
+    ``extra``: with quote volume, trade count and taker-buy base and quote volumes."""
     rows: list[Row] = []
     for i, line in enumerate(text.splitlines()):
         if not line.strip():
@@ -90,6 +91,8 @@ def parse_kline_csv(text: str, where: str) -> list[Row]:
             t = int(f[0])
             row = (t // 1000 if t >= 10**14 else t, float(f[1]), float(f[2]), float(f[3]),
                    float(f[4]), float(f[5]))
+            if extra:  # close_time is f[6]; f[11] is Binance's unused "ignore"
+                row += (float(f[7]), float(f[8]), float(f[9]), float(f[10]))
         except (ValueError, IndexError):
             if i == 0:  # a header row (futures files, some mirrors)
                 continue
@@ -122,27 +125,28 @@ def verify_zip(data: bytes, checksum: bytes | None, name: str) -> str:
                             f"was written") from None
 
 
-def fetch_file(url: str) -> list[Row] | None:
+def fetch_file(url: str, extra: bool = False) -> list[Row] | None:
     """Verified rows of one archive file; None when the server has no such file (404)."""
     data = http_get(url)
     if data is None:
         return None
     name = url.rsplit("/", 1)[-1]
-    return parse_kline_csv(verify_zip(data, http_get(url + ".CHECKSUM"), name), name)
+    return parse_kline_csv(verify_zip(data, http_get(url + ".CHECKSUM"), name), name, extra)
 
 
-def _run_task(task: Task, cache: PartCache) -> list[Row] | None:
+def _run_task(task: Task, cache: PartCache, extra: bool = False) -> list[Row] | None:
     """Rows of one file (None: not on the server), from the cache if a previous run got it."""
     cached = cache.get(task.key)
     if cached is not None:
         return cached
-    rows = fetch_file(task.url)
+    rows = fetch_file(task.url, extra)
     if rows is not None:
         cache.put(task.key, rows)
     return rows
 
 
-def _run_all(tasks: list[Task], cache: PartCache, progress) -> list[list[Row] | None]:
+def _run_all(tasks: list[Task], cache: PartCache, progress,
+             extra: bool = False) -> list[list[Row] | None]:
     """Every task's rows, fetched in parallel; the first failure stops the rest."""
     if not tasks:
         return []
@@ -150,7 +154,7 @@ def _run_all(tasks: list[Task], cache: PartCache, progress) -> list[list[Row] | 
     results: list = [None] * len(tasks)
     pool = ThreadPoolExecutor(max_workers=WORKERS)
     try:
-        futures = {pool.submit(_run_task, t, cache): i for i, t in enumerate(tasks)}
+        futures = {pool.submit(_run_task, t, cache, extra): i for i, t in enumerate(tasks)}
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()
             if step is not None:
@@ -162,7 +166,8 @@ def _run_all(tasks: list[Task], cache: PartCache, progress) -> list[list[Row] | 
 
 def fetch_archive(symbol: str, tf: str, start_ms: int, end_ms: int, now_ms: int,
                   cache: PartCache, base_url: str = DEFAULT_BASE_URL, progress=None,
-                  require_rows: bool = True) -> tuple[list[Row], list[str]]:
+                  require_rows: bool = True, extra: bool = False
+                  ) -> tuple[list[Row], list[str]]:
     """All archive rows in [start_ms, end_ms) and the periods the server does not have
     (after the first one it has: earlier ones predate the listing). With ``require_rows``, no
     file at all means an unknown symbol or timeframe (DownloadError)."""
@@ -170,10 +175,10 @@ def fetch_archive(symbol: str, tf: str, start_ms: int, end_ms: int, now_ms: int,
         raise DownloadError(f"timeframe {tf!r} is not in Binance's archive; use one of "
                             f"{', '.join(TIMEFRAMES)}")
     tasks = plan_tasks(base_url, symbol, tf, start_ms, end_ms, now_ms)
-    got = _run_all(tasks, cache, progress)
+    got = _run_all(tasks, cache, progress, extra)
     # a recent month whose monthly zip is not published yet: its daily files, in parallel too
     days = [d for t, g in zip(tasks, got) if g is None for d in t.daily_fallback]
-    by_key = dict(zip((d.key for d in days), _run_all(days, cache, progress)))
+    by_key = dict(zip((d.key for d in days), _run_all(days, cache, progress, extra)))
     rows: list[Row] = []
     missing: list[str] = []
     for task, month in zip(tasks, got):

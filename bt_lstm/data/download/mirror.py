@@ -41,9 +41,13 @@ class MirrorFaults:
 
 
 def _kline(row: Row, bar_ms: int, us: bool) -> list:
-    t, o, h, lo, c, v = row
+    t, o, h, lo, c, v = row[:6]
     scale = 1000 if us else 1
-    return [t * scale, o, h, lo, c, v, (t + bar_ms) * scale - 1, o * v, 100, v / 2, o * v / 2, 0]
+    # trade count and taker-buy share vary from bar to bar (the `flow` features need spread)
+    k = t // bar_ms
+    trades, taker = 100 + k % 37, v * (0.3 + 0.4 * (k % 11) / 10)
+    return [t * scale, o, h, lo, c, v, (t + bar_ms) * scale - 1, o * v, trades, taker,
+            o * taker, 0]
 
 
 def _csv(rows: list[Row], bar_ms: int, header: bool) -> bytes:

@@ -1,9 +1,10 @@
 """Candle rows in memory and on disk: the canonical CSV the loader reads, merging new candles
 after the stored ones, the resume cache of complete months or pages, gaps and the summary line.
 
-A row is ``(open_ms, open, high, low, close, volume)``; files are
-``timestamp,open,high,low,close,volume`` with ISO-8601 UTC open times and Python's shortest
-float text, so the same candles always give the same bytes.
+A row is ``(open_ms, open, high, low, close, volume)``, or with ``--columns all`` also
+``quote_volume, trades, taker_buy_base, taker_buy_quote`` (Binance's extra kline columns);
+files are ``timestamp,open,high,low,close,volume[,...]`` with ISO-8601 UTC open times and
+Python's shortest float text, so the same candles always give the same bytes.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from bt_lstm.trading.timeframe import Timeframe
 
 Row = tuple  # (open_ms: int, open, high, low, close, volume: float)
 HEADER = "timestamp,open,high,low,close,volume"
+EXTRA = ("quote_volume", "trades", "taker_buy_base", "taker_buy_quote")
+HEADER_ALL = ",".join([HEADER, *EXTRA])
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
@@ -54,12 +57,17 @@ def parse_iso(text: str) -> int:
 
 def format_line(r: Row) -> str:
     """One row as a canonical CSV line (no newline)."""
-    return f"{iso_ms(r[0])},{r[1]!r},{r[2]!r},{r[3]!r},{r[4]!r},{r[5]!r}"
+    return ",".join([iso_ms(r[0]), *(repr(x) for x in r[1:])])
+
+
+def header_of(rows: list[Row]) -> str:
+    """The header of rows with (``HEADER_ALL``) or without the extra kline columns."""
+    return HEADER_ALL if rows and len(rows[0]) > 6 else HEADER
 
 
 def format_rows(rows: list[Row]) -> bytes:
     """Rows -> the canonical CSV bytes (header included)."""
-    return ("\n".join([HEADER, *map(format_line, rows)]) + "\n").encode()
+    return ("\n".join([header_of(rows), *map(format_line, rows)]) + "\n").encode()
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -70,14 +78,15 @@ def parse_canonical_lines(data: bytes) -> list[tuple[int, str]] | None:
     """(open ms, line) of each row of a canonical CSV, or None when ``data`` is in another
     layout. Values are kept as text: a stored row is written back byte for byte."""
     lines = data.decode("utf-8", errors="replace").splitlines()
-    if not lines or lines[0].strip().lower() != HEADER:
+    if not lines or lines[0].strip().lower() not in (HEADER, HEADER_ALL):
         return None
+    commas = lines[0].count(",")
     out = []
     try:
         for line in lines[1:]:
             if not line:
                 continue
-            if line.count(",") != 5 or line[19:21] != "Z,":
+            if line.count(",") != commas or line[19:21] != "Z,":
                 return None
             out.append(((datetime.fromisoformat(line[:19]) - _EPOCH) // _MS, line))
     except ValueError:
@@ -196,9 +205,10 @@ class PartCache:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def write_lines(path: Path, lines: list[tuple[int, str]], old_bytes: bytes) -> bool:
+def write_lines(path: Path, lines: list[tuple[int, str]], old_bytes: bytes,
+                header: str = HEADER) -> bool:
     """Write the rows atomically unless the file already holds exactly these bytes."""
-    data = ("\n".join([HEADER, *(line for _, line in lines)]) + "\n").encode()
+    data = ("\n".join([header, *(line for _, line in lines)]) + "\n").encode()
     if data == old_bytes:
         return False
     atomic_write_bytes(path, data)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from bt_lstm.data.download.archive import DEFAULT_BASE_URL, fetch_archive
 from bt_lstm.data.download.store import (
+    HEADER,
+    HEADER_ALL,
     DownloadError,
     DownloadResult,
     PartCache,
@@ -25,6 +27,7 @@ from bt_lstm.data.download.store import (
 logger = logging.getLogger(__name__)
 
 SOURCES = ("binance-archive", "ccxt")
+COLUMNS = ("ohlcv", "all")
 DEFAULT_START = "2017-01-01"  # before any Binance listing: "all history"
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}(/[A-Z0-9]{2,20}(:[A-Z0-9]{2,20})?)?$")
 
@@ -42,6 +45,7 @@ class DownloadRequest:
     end: str | None = None
     base_url: str = DEFAULT_BASE_URL
     api_url: str | None = None
+    columns: str = "ohlcv"  # ohlcv | all: also Binance's extra kline columns (archive only)
 
     @property
     def file_symbol(self) -> str:
@@ -77,6 +81,11 @@ def check_request(req: DownloadRequest) -> int:
     if req.source == "binance-archive" and "/" in req.symbol:
         raise DownloadError(f"--symbol {req.symbol}: Binance archive files are named by the id "
                             f"without a slash, e.g. {req.file_symbol}")
+    if req.columns not in COLUMNS:
+        raise DownloadError(f"--columns {req.columns!r}: use one of {', '.join(COLUMNS)}")
+    if req.columns == "all" and req.source != "binance-archive":
+        raise DownloadError("--columns all keeps Binance's archive kline columns (trades, "
+                            "taker-buy volume); use --source binance-archive")
     if req.source == "binance-archive" and req.exchange != "binance":
         raise DownloadError(f"--exchange {req.exchange}: the archive source is Binance's; use "
                             f"--source ccxt for other exchanges")
@@ -108,19 +117,27 @@ def download_candles(req: DownloadRequest, progress=None, now_ms: int | None = N
     if end_ms <= start_ms:
         raise DownloadError(f"--end {req.end} is not after --start {req.start or DEFAULT_START}")
     old, old_bytes = read_existing(req.path)
+    header = HEADER_ALL if req.columns == "all" else HEADER
+    has_all = old_bytes.split(b"\n", 1)[0].strip().decode(errors="replace") == HEADER_ALL
+    if old and has_all != (req.columns == "all"):
+        raise DownloadError(f"{req.path} holds {'other' if req.columns == 'all' else 'more'} "
+                            f"columns than --columns {req.columns} asks for; move it away to "
+                            f"download it again with --columns {req.columns}")
     if old:  # continue after the stored candles, re-fetching the last one
         if req.start and start_ms < old[0][0] - bar_ms:
             logger.warning("%s starts at %s; --start %s is earlier, but a stored file is only "
                            "extended at its end (move it away to download another range)",
                            req.path, short_ms(old[0][0]), req.start)
         start_ms = old[-1][0]
-    cache = PartCache(req.path, req.source if req.source != "ccxt" else req.exchange)
+    cache = PartCache(req.path, (req.source if req.source != "ccxt" else req.exchange)
+                      + ("-all" if req.columns == "all" else ""))
     missing: list[str] = []
     if start_ms >= end_ms:
         new = []
     elif req.source == "binance-archive":
         new, missing = fetch_archive(req.file_symbol, req.timeframe, start_ms, end_ms, now_ms,
-                                     cache, req.base_url, progress, require_rows=not old)
+                                     cache, req.base_url, progress, require_rows=not old,
+                                     extra=req.columns == "all")
         new = [r for r in new if start_ms <= r[0] < end_ms and r[0] + bar_ms <= now_ms]
     else:
         from bt_lstm.data.download.ccxt_source import fetch_ccxt, market_symbol, open_exchange
@@ -132,7 +149,7 @@ def download_candles(req: DownloadRequest, progress=None, now_ms: int | None = N
             raise DownloadError(f"{req.exchange} returned no candles for {req.symbol} "
                                 f"{req.timeframe} from {short_ms(start_ms)}; nothing written")
     lines = merge_lines(old, new)
-    written = write_lines(req.path, lines, old_bytes) if lines else False
+    written = write_lines(req.path, lines, old_bytes, header) if lines else False
     cache.clear()
     times = [t for t, _ in lines]
     n_new = len({r[0] for r in new} - {t for t, _ in old})
