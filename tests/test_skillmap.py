@@ -216,3 +216,4 @@ def test_a_calendar_effect_is_found_by_the_calendar_cell_only(tmp_path, capsys):
     page = (run_dir / "index.html").read_text()
     assert html.escape(metrics["verdict"]) in page and "price,calendar · h1 · logret ✔" in page
     assert "price,calendar h1 logret on calendar" in capsys.readouterr().out
+    assert "1 of 2 cells keep skill" in (tmp_path / "reports" / "index.html").read_text()

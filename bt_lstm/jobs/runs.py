@@ -117,6 +117,8 @@ def _sharpe(value: Any) -> str:
 
 def _skill_text(metrics: dict[str, Any]) -> str:
     skill = metrics.get("skill") or {}
+    if "n_cells" in metrics:  # a skill map: its corrected verdict
+        return f"{len(metrics.get('keeps_skill') or [])} of {metrics['n_cells']} cells keep skill"
     if "traded" in skill:  # walk-forward: fold x regime models
         return f"{skill['traded']} of {skill.get('fold_regime_models')} fold models traded"
     order = ("bearish", "sideways", "bullish")
