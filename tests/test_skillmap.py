@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_FLAGS
 
 from bt_lstm.research import walkforward as wf
-from bt_lstm.research.scoring import diebold_mariano
+from bt_lstm.research.scoring import diebold_mariano, skill_record
 from bt_lstm.research.skillmap import (
     Cell,
     correct_rows,
@@ -171,6 +171,10 @@ def test_dm_with_overlapping_targets_widens_the_variance():
     one = diebold_mariano(forecast - realised, realised, "less", horizon=1)
     six = diebold_mariano(forecast - realised, realised, "less", horizon=6)
     assert abs(six["dm"]) < abs(one["dm"])
+    # the skill guard judges a K-bar model's validation windows the same way
+    guard = [skill_record(forecast, realised, 0.0, 1, horizon=k)["dm_p"] for k in (1, 6)]
+    assert guard == pytest.approx([one["p_value"], six["p_value"]])
+    assert guard[1] > guard[0]
 
 
 # --- a market with a calendar effect only ---------------------------------------------------

@@ -88,13 +88,16 @@ def _long_run_variance(d: np.ndarray, lags: int) -> float:
 
 
 def skill_record(pred: np.ndarray, y_val: np.ndarray, train_mean: float, best_epoch: int,
-                 scale: float = 1.0, skill_p: float | None = None) -> dict[str, Any]:
+                 scale: float = 1.0, skill_p: float | None = None,
+                 horizon: int = 1) -> dict[str, Any]:
     """A model's skill on its validation windows, beside the zero and training-mean forecasts.
 
     ``pred`` and ``y_val`` (N,) are forecasts and targets of the validation windows and
     ``train_mean`` the mean training target, all in units that ``scale`` turns into log
     returns. ``dm_p``: one-sided Diebold–Mariano p-value of "the model's squared error is
-    smaller than zero's". The verdict is ``models.skill.skill_verdict`` at ``skill_p``.
+    smaller than zero's", its variance the long-run one over ``horizon`` - 1 lags (targets
+    of K bars overlap, so consecutive losses are correlated: a lag-0 variance would
+    overstate the evidence). The verdict is ``models.skill.skill_verdict`` at ``skill_p``.
     """
     from bt_lstm.config import DEFAULT_SKILL_P
     from bt_lstm.models.skill import skill_verdict
@@ -104,7 +107,7 @@ def skill_record(pred: np.ndarray, y_val: np.ndarray, train_mean: float, best_ep
     mse = float(np.mean((p - y) ** 2)) if len(y) else float("nan")
     zero = float(np.mean(y ** 2)) if len(y) else float("nan")
     mean = float(np.mean((y - train_mean * scale) ** 2)) if len(y) else float("nan")
-    dm = diebold_mariano(p - y, y, alternative="less")
+    dm = diebold_mariano(p - y, y, alternative="less", horizon=horizon)
     skill_p = DEFAULT_SKILL_P if skill_p is None else skill_p
     record = {"val_mse": mse, "zero_mse": zero, "mean_mse": mean,
               "ratio": mse / zero if zero > 0 else float("nan"), "dm_p": dm["p_value"],
