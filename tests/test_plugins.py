@@ -60,6 +60,7 @@ def test_a_plugin_reading_the_next_close_is_refused_naming_column_and_bar(market
      ["column 'a' is NaN on every bar"]),
     ('def f(candles):\n    return candles["close"]\n', ["returned Series, not a pandas"]),
     ('def g(candles):\n    return candles\n', ["has no function 'f'"]),
+    ('def f(candles):\n    return candles[["trades"]]\n', ["failed: KeyError", "trades"]),
 ])
 def test_malformed_plugins_are_one_line_each(market, tmp_path, body, words):
     spec = f"{plugin_file(tmp_path, body)}:f"

@@ -113,7 +113,8 @@ _FLAGS: tuple[Flag, ...] = (
     Flag("--threads", "torch CPU threads (0 leaves torch's choice)", I, "N", field="train.threads",
          lo=0, example="1"),
     # strategy and costs
-    Flag("--threshold", "|forecast| (next-bar log return) needed to hold a position", F, "X",
+    Flag("--threshold", "|forecast| needed to hold a position, in the target's units (log "
+         "return; a z-score with --target vol-scaled)", F, "X",
          field="strategy.threshold", lo=0, hi=1, example="0.002"),
     Flag("--long-only", "never go short", kind=None, field="strategy.long_only"),
     Flag("--fraction", "fraction of equity per position", F, "F",

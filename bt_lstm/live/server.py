@@ -106,9 +106,10 @@ def load_bundle(folder: str, no_skill: str, skill_p: float | None,
     fc = load_forecaster(folder, no_skill=no_skill, **kw)
     if like is not None:
         old = like.forecaster
-        if list(old.feature_cfg.names) != list(fc.feature_cfg.names):
-            raise ValueError(f"{folder}: features {list(fc.feature_cfg.names)} differ from the "
-                             f"serving bundle's {list(old.feature_cfg.names)}")
+        mine, theirs = fc.shared_meta()["features"], old.shared_meta()["features"]
+        if mine != theirs:
+            raise ValueError(f"{folder}: features {mine} differ from the serving bundle's "
+                             f"{theirs}")
     warm = bundle_warmup(fc)  # also runs the pipeline once: the warm-up of the new bundle
     rng = np.random.default_rng(1)
     n = warm.first_ready + 5
@@ -218,7 +219,7 @@ def create_app(models: str, no_skill: str = "flat", skill_p: float | None = None
         return {"bundle_id": ld.bundle_id, "folder": ld.folder,
                 "regimes": {str(k): {"label": REGIME_LABELS[k] if 0 <= k < 3 else "unknown",
                                      "model": v} for k, v in sorted(fc.routes().items())},
-                "features": list(fc.feature_cfg.names), "lookback": fc.lookback,
+                "features": fc.shared_meta()["features"], "lookback": fc.lookback,
                 "warmup": {"first_ready": ld.warmup.first_ready, "history": ld.warmup.history},
                 "data_fingerprint": fc.info.get("data_fingerprint"),
                 "no_skill": fc.no_skill, "skill_p": fc.skill_p}

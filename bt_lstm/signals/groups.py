@@ -250,7 +250,12 @@ def cross_features(frame: pd.DataFrame, cfg: FeatureConfig, symbol: str) -> pd.D
 def call_plugin(func: Plugin, frame: pd.DataFrame, group: str) -> pd.DataFrame:
     """A plugin's columns on a copy of ``frame``, as float64; ValueError (one line) for an
     output that is not a numeric frame on the same index."""
-    out = func(frame.copy())
+    try:
+        out = func(frame.copy())
+    except Exception as exc:  # the user's code: one line naming the plugin, not a traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"feature plugin {group} failed: {type(exc).__name__}: {first}") \
+            from exc
     if not isinstance(out, pd.DataFrame):
         raise ValueError(f"feature plugin {group} returned {type(out).__name__}, not a "
                          f"pandas DataFrame")
