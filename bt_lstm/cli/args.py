@@ -43,6 +43,13 @@ _FLAGS: tuple[Flag, ...] = (
          "new file (a stored file is always continued from its last candle)", metavar="DATE"),
     Flag("--end", "last date used, inclusive, UTC (download default: up to the last closed "
          "candle)", metavar="DATE"),
+    # several markets
+    Flag("--panel", "several markets: pooled trains each regime's network on all markets' "
+         "windows (scaler and regimes per market); per-market trains one bundle per market",
+         choices=("pooled", "per-market"), default="pooled"),
+    Flag("--allocation", "several markets: each market's target share of --fraction; equal, "
+         "or inverse-vol (inverse of trailing volatility, causal)",
+         choices=("equal", "inverse-vol"), default="equal"),
     # download
     Flag("--download", "first download <data-dir>/<SYMBOL>_<timeframe>.csv from Binance's public "
          "archive when it is missing, or extend it when its last candle is more than a day old "
@@ -250,6 +257,10 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
     Flag("--dqn-steps", "DQN training steps timed per Q-network (LSTM, Dense) with DQNConfig's "
          "default training settings, after its random warm-up; 0 skips the DQN figures", I, "N",
          default=2000, lo=0, example="2000"),
+    Flag("--markets", "bench only the portfolio backtest: 1, 4, 16 ... up to N copies of real "
+         "markets (BTCUSDT, ETHUSDT 4h) in one run against the one-market backtest, time ratio "
+         "(target <= markets x 1.2) and peak memory (default --out reports/bench_markets.json)",
+         I, "N", lo=1, example="16"),
     Flag("--bars", "bars of the synthetic market (default 6570: the SAMPLE market)", I, "N",
          default=6570, lo=1, example="10000"),
 )
@@ -259,6 +270,7 @@ MARKET_SEED = Flag("--seed", "seed of the synthetic market (default 42: the SAMP
                    "N", default=42, lo=0, example="7")
 # flag groups several commands list together
 DATA = ("symbol", "timeframe", "csv", "data_dir")
+MARKETS = ("symbols", "panel", "allocation")
 DOWNLOAD = ("download", "base_url")
 PIPELINE = ("config", "features", "target", "horizon", "regimes", "trend_bars", "lookback",
             "train_frac", "val_frac", "model", "model_file", "hidden_size", "layers", "dropout",
