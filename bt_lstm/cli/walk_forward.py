@@ -100,7 +100,7 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     saved = _resume(args, parser) if args.resume else None
     if saved is not None and saved.markets or saved is None and several_markets(args):
-        return walk_forward_markets(args, parser, _spec, saved)
+        return walk_forward_markets(args, parser, fold_spec, saved)
     tune_trials, tune_space = args.tune_trials, None
     if saved is not None:
         cfg, spec, run_dir = saved.cfg, saved.spec, saved.run_dir
