@@ -31,7 +31,7 @@ from bt_lstm.jobs.runs import claim_run_dir, mark_latest, write_index, written_f
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.skill import FLAT
 from bt_lstm.research.panel import PANEL_MODES, panel_bounds
-from bt_lstm.research.pipeline import ProgressFactory
+from bt_lstm.research.pipeline import ProgressFactory, feature_key
 from bt_lstm.research.walkforward import Fold, WalkForwardSpec, make_folds
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,13 @@ class PanelRunSpec:
     source: Mapping[str, Any] | None = None  # the data flags, for --resume
 
 
+def feature_inputs(aligned: Panel, cfg: PipelineConfig) -> dict[str, Any]:
+    """Per market, what its features read beside its OHLCV (``research.pipeline.feature_key``:
+    plugin files' sha256, flow / cross columns); {} with none (price, calendar, htf only)."""
+    out = {m: feature_key(f, cfg) for m, f in aligned.frames.items()}
+    return out if any(out.values()) else {}
+
+
 def start_panel_run(run_dir: Path, aligned: Panel, cfg: PipelineConfig, spec: WalkForwardSpec,
                     run: PanelRunSpec, resume: bool, force: bool) -> None:
     """Create the run folder with its config.json and manifest.json, or check them on resume.
@@ -70,13 +77,19 @@ def start_panel_run(run_dir: Path, aligned: Panel, cfg: PipelineConfig, spec: Wa
         one whose markets' data changed since it started.
     """
     fingerprint = {m: fingerprint_frame(f) for m, f in aligned.frames.items()}
+    inputs = feature_inputs(aligned, cfg)
     manifest = run_dir / "manifest.json"
     if resume:
         if not manifest.is_file():
             raise ValueError(f"{run_dir}: no walk-forward run to resume (manifest.json missing)")
-        if json.loads(manifest.read_text()).get("data_fingerprint") != fingerprint:
+        saved = json.loads(manifest.read_text())
+        if saved.get("data_fingerprint") != fingerprint:
             raise ValueError(f"{run_dir}: the data changed since this run started (fingerprint "
                              f"differs); start a new run instead of --resume")
+        if saved.get("feature_inputs", {}) != inputs:
+            raise ValueError(f"{run_dir}: what the feature groups read changed since this run "
+                             f"started (a cross market's candles, flow columns or a plugin "
+                             f"file); start a new run instead of --resume")
         return
     claim_run_dir(run_dir, force)
     atomic_write_json(run_dir / "config.json", clean_json({
@@ -86,6 +99,7 @@ def start_panel_run(run_dir: Path, aligned: Panel, cfg: PipelineConfig, spec: Wa
                     "allocation": run.allocation}}))
     write_manifest(run_dir, job=JOB, run_id=run_dir.name, dataset=aligned.name,
                    timeframe=run.timeframe, data_fingerprint=fingerprint,
+                   **({"feature_inputs": inputs} if inputs else {}),
                    bars={m: len(f) for m, f in aligned.frames.items()},
                    seeds={"train": cfg.train.seed, "regimes": cfg.train.seed,
                           "bootstrap": cfg.train.seed})

@@ -73,6 +73,26 @@ def merge_prepared(preps: list[PreparedWindows]) -> PreparedWindows:
                            np.concatenate([p.y for p in preps]), ends, preps[0].lookback)
 
 
+def check_same_columns(columns: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse a pooled panel whose markets' feature columns differ (a plugin that returns
+    other columns for another market): one network cannot read both.
+
+    Raises
+    ------
+    ValueError
+        One line naming the two markets and the first column that differs.
+    """
+    first, cols = next(iter(columns.items()))
+    for m, mine in columns.items():
+        if mine != cols:
+            diff = next((a for a, b in zip(mine, cols) if a != b), None) or (
+                f"{len(mine)} vs {len(cols)} columns")
+            raise ValueError(f"--panel pooled: {m}'s feature columns differ from {first}'s "
+                             f"({diff}); one pooled network needs the same columns for every "
+                             f"market (use --panel per-market, or make the plugin return the "
+                             f"same columns)")
+
+
 def market_skill(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int | None,
                  state: dict[str, Any], train_mean: float, best_epoch: int,
                  target_scale: float) -> dict[str, Any]:
@@ -102,6 +122,7 @@ def fit_pooled(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
     scaled returns and each market's forecaster turns them back with its own scale.
     """
     prepped = {m: prepare_windows(frames[m], cfg, bounds[m]) for m in frames}
+    check_same_columns({m: p.columns for m, (p, _, _) in prepped.items()})
     merged = merge_prepared([p for p, _, _ in prepped.values()])
     plan, fallbacks = plan_models(merged, cfg)
     for regime, why in fallbacks.items():
@@ -129,7 +150,7 @@ def fit_pooled(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
                                                             "markets": list(frames)},
                                n_train_pooled=pooled_meta[name]["n_train"])
         fit.forecasters[m] = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks,
-                                                 states, metas)
+                                                 states, metas, prep.columns, prep.bar_ms)
         fit.metas[m] = metas
         fit.fallbacks[m] = dict(fallbacks)
     return fit
