@@ -28,6 +28,13 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
               "inference latency and throughput of every architecture, training throughput "
               "against a bare PyTorch loop, peak memory, and the DQN's training env steps/s "
               "(goal >= 500 on 2 cores). See the [bench guide](guides/bench.md)."),
+    "portfolio": ("The portfolio backtest of several markets",
+                  "python runners/bench.py --markets 16",
+                  "The portfolio backtest of 1, 4 and 16 copies of BTCUSDT and ETHUSDT 4h in one "
+                  "Backtrader run against the one-market backtest: wall and CPU time, their "
+                  "ratios (target: N markets <= N x 1.2 the one-market time) and the peak "
+                  "memory of a fresh process. See the "
+                  "[portfolio backtest guide](guides/portfolio-backtest.md)."),
     "truth": ("Known truth: the synthetic market",
               "python runners/bench_truth.py",
               "Regime classifiers' balanced accuracy against the true regimes, and each "

@@ -60,12 +60,15 @@ class BaseStrategy(bt.Strategy):
     )
     RECORD_COLUMNS: tuple[str, ...] = ("bar", "regime", "forecast", "signal", "position",
                                        "value")
+    FILL_COLUMNS: tuple[str, ...] = ("datetime", "bar", "size", "price", "commission")
+    TRADE_COLUMNS: tuple[str, ...] = ("opened", "closed", "pnl", "pnl_net")
 
     def __init__(self) -> None:
         self.records: list[tuple] = []
         self.fills: list[tuple] = []
         self.closed_trades: list[tuple] = []
         self.rejected: list[dict] = []
+        self._partial: set[int] = set()  # refs of orders with a Partial fill recorded
         self.rounded_to_zero = 0
         self.n_orders = 0  # orders sent
         self._pending: bt.Order | None = None  # an order not filled yet (placeholder bar)
@@ -114,52 +117,74 @@ class BaseStrategy(bt.Strategy):
         value = self.broker.getcash() + pos * close
         self.records.append((self._bar, regime, forecast, want, pos, value) + extra)
         if self._pending is None:
-            self._send(want, pos, value, close)
+            self._pending = self._send(want, pos, value, close)
 
-    def _send(self, want: int, pos: float, value: float, close: float) -> None:
+    def _send(self, want: int, pos: float, value: float, close: float,
+              data: bt.feed.DataBase | None = None,
+              fraction: float | None = None) -> bt.Order | None:
+        """Send the order that moves ``pos`` to ``want`` (``order_size`` at ``fraction`` of
+        ``value``, the ``position_fraction`` param when None) on ``data`` (the first feed when
+        None); the order, or None when none was sent (a size rounding to zero is counted)."""
         step = self.p.size_step
-        size = order_size(want, pos, value, close, self.p.position_fraction, step)
+        size = order_size(want, pos, value, close,
+                          self.p.position_fraction if fraction is None else fraction, step)
         if size is None:
-            return  # already on the wanted side
+            return None  # already on the wanted side
+        d = self.data if data is None else data
         if size == 0:
-            self.rounded_to_zero += 1
+            self._rounded(d)
             logger.warning("%s: order size rounds to zero at step %g; no order sent",
-                           self.data.datetime.datetime(0), step or 0.0)
-            return
-        self._pending = (self.buy if size > 0 else self.sell)(size=abs(size))
+                           d.datetime.datetime(0), step or 0.0)
+            return None
         self.n_orders += 1
+        return (self.buy if size > 0 else self.sell)(data=d, size=abs(size))
+
+    def _rounded(self, data: bt.feed.DataBase) -> None:
+        """Count an order of ``data`` whose size rounded to zero."""
+        self.rounded_to_zero += 1
 
     def candles_so_far(self) -> pd.DataFrame:
         """OHLCV of every bar up to the current one, after the ``history`` candles: what a
         per-bar model reads (the current bar is the last row). Call it once per bar."""
-        d = self.data
-        self._rows.append({"open": d.open[0], "high": d.high[0], "low": d.low[0],
-                           "close": d.close[0], "volume": d.volume[0]})
-        index = nums_to_index(np.asarray(d.datetime.get(size=len(self._rows))))
-        frame = pd.DataFrame(self._rows, index=index)
-        history = self.p.history
-        if history is not None and len(history):
-            frame = pd.concat([history[frame.columns], frame])
-        return frame
+        return candles_until(self.data, self._rows, self.p.history)
 
     # ------------------------------------------------------------------ broker notifications
 
     def notify_order(self, order: bt.Order) -> None:
         status = order.status
         if status == order.Completed:
-            ex = order.executed
-            self.fills.append((ex.dt, len(self) - 1, ex.size, ex.price, ex.comm))
+            if order.ref in self._partial:
+                self._partial.discard(order.ref)
+                self._record_bits(order)  # only the part not recorded at a Partial
+            else:
+                ex = order.executed
+                self._record_fill(order, ex.dt, ex.size, ex.price, ex.comm)
         elif status == order.Partial:
             # A reversal whose new side the cash cannot cover (a gap against the position)
             # fills its closing part before the broker refuses the rest (Margin): keep it.
-            if order.executed.exbits:
-                bit = order.executed.exbits[-1]
-                self.fills.append((bit.dt, len(self) - 1, bit.size, bit.price, bit.comm))
+            # A reversal's two parts can also sum a float hair short of the order's size: the
+            # hair then fills at the next bar, and only that bit is recorded there.
+            self._partial.add(order.ref)
+            self._record_bits(order)
             return
         elif status in _NOT_FILLED:
             self._refused(order)
         else:
             return  # Submitted, Accepted: nothing happened yet
+        self._order_done(order)
+
+    def _record_bits(self, order: bt.Order) -> None:
+        """Record the execution bits of ``order`` new since its last notification."""
+        for bit in order.executed.iterpending():
+            self._record_fill(order, bit.dt, bit.size, bit.price, bit.comm)
+
+    def _record_fill(self, order: bt.Order, dt: float, size: float, price: float,
+                     comm: float) -> None:
+        """Append one fill (``FILL_COLUMNS``); a portfolio strategy adds the market."""
+        self.fills.append((dt, len(self) - 1, size, price, comm))
+
+    def _order_done(self, order: bt.Order) -> None:
+        """``order`` filled or was refused: the next order may go."""
         if self._pending is not None and order.ref == self._pending.ref:
             self._pending = None
 
@@ -184,17 +209,32 @@ class BaseStrategy(bt.Strategy):
 
     def fills_frame(self) -> pd.DataFrame:
         """Every fill: datetime, bar (index in the feed), size (signed), price, commission."""
-        frame = pd.DataFrame(self.fills, columns=["datetime", "bar", "size", "price",
-                                                  "commission"])
+        frame = pd.DataFrame(self.fills, columns=list(self.FILL_COLUMNS))
         frame["datetime"] = nums_to_index(frame["datetime"].to_numpy(dtype=float))
         return frame
 
     def trades_frame(self) -> pd.DataFrame:
         """Closed trades: opened, closed, pnl (before commission), pnl_net (after)."""
-        frame = pd.DataFrame(self.closed_trades, columns=["opened", "closed", "pnl", "pnl_net"])
+        frame = pd.DataFrame(self.closed_trades, columns=list(self.TRADE_COLUMNS))
         for col in ("opened", "closed"):
             frame[col] = nums_to_index(frame[col].to_numpy(dtype=float))
         return frame
+
+
+def candles_until(data: bt.feed.DataBase, rows: list[dict],
+                  history: pd.DataFrame | None) -> pd.DataFrame:
+    """OHLCV of ``data``'s bars up to its current one, after the ``history`` candles.
+
+    ``rows`` is the caller's list of the bars seen so far; the current bar is appended to it,
+    so call this once per bar of ``data``.
+    """
+    rows.append({"open": data.open[0], "high": data.high[0], "low": data.low[0],
+                 "close": data.close[0], "volume": data.volume[0]})
+    index = nums_to_index(np.asarray(data.datetime.get(size=len(rows))))
+    frame = pd.DataFrame(rows, index=index)
+    if history is not None and len(history):
+        frame = pd.concat([history[frame.columns], frame])
+    return frame
 
 
 def check_inference(strategy: Any, feed_line: str, how: str) -> bool:

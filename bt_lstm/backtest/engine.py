@@ -272,9 +272,18 @@ def make_cerebro(feed_frame: pd.DataFrame, cfg: StrategyConfig, bar: pd.Timedelt
     Every backtest goes through here, the no-model benchmark strategy included, so the two sides
     of a comparison run on the same feed class and the same broker.
     """
-    cerebro = bt.Cerebro(stdstats=False, runonce=runonce, preload=preload)
-    cerebro.broker = TradableBarBroker()
+    cerebro = cerebro_with_broker(cfg, runonce=runonce, preload=preload)
     cerebro.adddata(make_feed(feed_frame, bar, feed_cls))
+    return cerebro
+
+
+def cerebro_with_broker(cfg: StrategyConfig, runonce: bool = True, preload: bool = True,
+                broker_cls: type = TradableBarBroker) -> bt.Cerebro:
+    """Cerebro without feeds, with ``broker_cls`` set up from ``cfg``: cash, commission on
+    notional with float sizes, slippage against the trader at the open (the one broker set-up
+    of every backtest, one market or a portfolio)."""
+    cerebro = bt.Cerebro(stdstats=False, runonce=runonce, preload=preload)
+    cerebro.broker = broker_cls()
     cerebro.broker.setcash(cfg.cash)
     cerebro.broker.addcommissioninfo(FractionalCommission(commission=cfg.commission))
     if cfg.slippage > 0:

@@ -32,13 +32,24 @@ _FLAGS: tuple[Flag, ...] = (
     Flag("--timeframe", "bar length: 1m, 15m, 1h, 4h, 1d ... (--symbol default: 4h; with --csv "
          "it is checked against the file's spacing)", metavar="T"),
     Flag("--csv", "a candle CSV: timestamp,open,high,low,close,volume (ISO-8601 or epoch s/ms) or "
-         "a Binance kline file", metavar="FILE"),
+         "a Binance kline file (backtest, walk-forward: repeat it for several markets, one "
+         "portfolio)", metavar="FILE"),
+    Flag("--symbols", "several markets in one run, comma separated, each read as --symbol is: "
+         "one panel of models and one portfolio backtest (see docs/guides/portfolio.md)",
+         metavar="A,B,..", example="BTCUSDT,ETHUSDT"),
     Flag("--data-dir", "folder of <SYMBOL>_<timeframe>.csv files (default: $BT_LSTM_DATA_DIR or "
          "data)", metavar="DIR"),
     Flag("--start", "first date used, UTC (e.g. 2019-01-01); download: first day fetched for a "
          "new file (a stored file is always continued from its last candle)", metavar="DATE"),
     Flag("--end", "last date used, inclusive, UTC (download default: up to the last closed "
          "candle)", metavar="DATE"),
+    # several markets
+    Flag("--panel", "several markets: pooled trains each regime's network on all markets' "
+         "windows (scaler and regimes per market); per-market trains one bundle per market",
+         choices=("pooled", "per-market"), default="pooled"),
+    Flag("--allocation", "several markets: each market's target share of --fraction; equal, "
+         "or inverse-vol (inverse of trailing volatility, causal)",
+         choices=("equal", "inverse-vol"), default="equal"),
     # download
     Flag("--download", "first download <data-dir>/<SYMBOL>_<timeframe>.csv from Binance's public "
          "archive when it is missing, or extend it when its last candle is more than a day old "
@@ -181,8 +192,9 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          "wf_<DATASET>_<timeframe>/<UTC time>, with latest beside it); never overwritten",
          metavar="ID"),
     Flag("--resume", "finish an interrupted run (wf_<DATASET>_<tf>/<stamp>, or wf_<DATASET>_<tf> "
-         "for its newest): reuse its config and data, skip the folds already trained, tune as "
-         "it was tuned; other data/fold/pipeline/tuning flags are not allowed",
+         "for its newest; skillmap: skillmap_<NAME>/<stamp>): reuse its config and data, skip "
+         "the folds (skillmap: the cells) already done, tune as it was tuned; other "
+         "data/fold/pipeline/tuning flags are not allowed",
          metavar="RUN_ID"),
     Flag("--force", "a run folder of that --run-id exists: move it aside to "
          "<run_id>.replaced-<UTC time> (never deleted) and start again", kind=None,
@@ -192,6 +204,14 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          example="20"),
     Flag("--space", "JSON search space replacing the default (see docs/guides/tune.md)",
          metavar="FILE"),
+    # skillmap
+    Flag("--grid-features", "the feature sets of the map: sets separated by ';', feature groups "
+         "inside a set by ',' (each set as --features takes it)", metavar="SETS",
+         default="price;price,calendar;price,htf:1d", example="'price;price,calendar'"),
+    Flag("--horizons", "the target horizons of the map, in bars, comma separated (the purge gap "
+         "is raised to each)", metavar="K,K,..", default="1,3,6", example="1,3,6"),
+    Flag("--targets", "the targets of the map, comma separated: logret, vol-scaled",
+         metavar="T,T,..", default="logret,vol-scaled", example="logret,vol-scaled"),
     # tune
     Flag("--trials", "trials per study (pooled, then one per regime), all workers together; a "
          "study that has them already runs none", I, "N", default=60, lo=1, example="60"),
@@ -237,6 +257,10 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
     Flag("--dqn-steps", "DQN training steps timed per Q-network (LSTM, Dense) with DQNConfig's "
          "default training settings, after its random warm-up; 0 skips the DQN figures", I, "N",
          default=2000, lo=0, example="2000"),
+    Flag("--markets", "bench only the portfolio backtest: 1, 4, 16 ... up to N copies of real "
+         "markets (BTCUSDT, ETHUSDT 4h) in one run against the one-market backtest, time ratio "
+         "(target <= markets x 1.2) and peak memory (default --out reports/bench_markets.json)",
+         I, "N", lo=1, example="16"),
     Flag("--bars", "bars of the synthetic market (default 6570: the SAMPLE market)", I, "N",
          default=6570, lo=1, example="10000"),
 )
@@ -246,6 +270,7 @@ MARKET_SEED = Flag("--seed", "seed of the synthetic market (default 42: the SAMP
                    "N", default=42, lo=0, example="7")
 # flag groups several commands list together
 DATA = ("symbol", "timeframe", "csv", "data_dir")
+MARKETS = ("symbols", "panel", "allocation")
 DOWNLOAD = ("download", "base_url")
 PIPELINE = ("config", "features", "target", "horizon", "regimes", "trend_bars", "lookback",
             "train_frac", "val_frac", "model", "model_file", "hidden_size", "layers", "dropout",

@@ -5,6 +5,7 @@ Examples
     python runners/backtest.py                          # bundled SAMPLE market, offline
     python runners/backtest.py --symbol BTCUSDT         # reads data/BTCUSDT_4h.csv
     python runners/backtest.py --csv candles.csv --timeframe 1h --threshold 0.002
+    python runners/backtest.py --symbols BTCUSDT,ETHUSDT --panel pooled   # one portfolio
 """
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from bt_lstm.cli.args import DATA, DOWNLOAD, SEEDS, add_group, add_pipeline_groups, build_config
+from bt_lstm.cli.args import (
+    DATA,
+    DOWNLOAD,
+    MARKETS,
+    SEEDS,
+    add_group,
+    add_pipeline_groups,
+    build_config,
+)
 from bt_lstm.cli.common import load_data, make_parser, print_luck, run_cli
 
 
@@ -20,7 +29,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of ``bt-lstm backtest`` (``prog``: the name its usage lines show;
     default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
-    add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
+    add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA,
+              csv={"append": True})
+    add_group(parser, "several markets (--csv repeated or --symbols; one market runs alone)",
+              *MARKETS)
     add_group(parser, "download (with --symbol)", *DOWNLOAD)
     add_pipeline_groups(parser)
     add_group(parser, "run", "retrain", "inference", *SEEDS, "jobs", "models_dir", "reports_dir",
@@ -38,11 +50,14 @@ def job(args: argparse.Namespace) -> int:
     """Run the main job on the parsed flags: load candles, train or reuse the regime models,
     backtest the test part, write the report folder; print the summary, skill guard and luck
     lines and every file written."""
+    from bt_lstm.cli.markets import backtest_markets, several_markets
     from bt_lstm.cli.progress import TrainProgress
     from bt_lstm.jobs.backtest import run_main_job
     from strategies.lstm_strategy import RegimeLSTMStrategy
 
     cfg = build_config(args)
+    if several_markets(args):
+        return backtest_markets(args, cfg)
     frame, dataset, timeframe = load_data(args, cfg)
     name = f"{dataset}_{timeframe}"
     progress = TrainProgress(cfg.train.epochs, disable=args.quiet)

@@ -9,12 +9,16 @@ the same length where absent):
   - peak memory (RSS) of a process running the backtest;
   - the DQN trader's training env steps/s with DQNConfig's default settings (goal >= 500);
   - a cached rerun of `bt-lstm backtest` end to end (target <= 8 s).
+With --markets N it measures only the portfolio backtest: 1, 4, 16 ... N copies of real markets
+in one Backtrader run against the one-market backtest (target <= N x 1.2 its time), with the
+peak memory of a fresh process for each size.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from bt_lstm.cli.args import add_flags, read_config
 from bt_lstm.cli.common import make_parser, run_cli
@@ -25,7 +29,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_flags(parser, "csv", "config", "reps", "train_epochs", "out", "skip_rerun", "dqn_steps",
-              "label", out={"default": "reports/bench.json"})
+              "label", "markets", out={"default": None})
     return parser
 
 
@@ -43,14 +47,33 @@ def job(args: argparse.Namespace) -> int:
     from strategies.sma_cross import SmaCross
 
     cfg = read_config(args.config)
+    if args.markets is not None:
+        return markets_job(args, cfg)
+    out = args.out or "reports/bench.json"
     frame, source = load_bench_data(args.csv)
     print(f"benchmarking on {source} ({len(frame)} bars), {args.reps} reps ...",
           file=sys.stderr)
     res = run_bench(frame, source, cfg, RegimeLSTMStrategy, SmaCross, args.reps,
-                    args.train_epochs, Path(args.out), args.label, not args.skip_rerun,
+                    args.train_epochs, Path(out), args.label, not args.skip_rerun,
                     dqn_steps=args.dqn_steps)
     print(format_bench(res))
-    print(f"\nwritten: {args.out}")
+    print(f"\nwritten: {out}")
+    return 0
+
+
+def markets_job(args: argparse.Namespace, cfg: Any) -> int:
+    """``--markets N``: the portfolio benchmark alone, its table, its JSON (``--out``)."""
+    from bt_lstm.jobs.bench_portfolio import format_portfolio_bench, run_portfolio_bench
+    from strategies.lstm_strategy import RegimeLSTMStrategy
+    from strategies.portfolio import PortfolioStrategy
+
+    out = args.out or "reports/bench_markets.json"
+    print(f"benchmarking the portfolio backtest of up to {args.markets} markets, {args.reps} "
+          f"reps ...", file=sys.stderr)
+    res = run_portfolio_bench(args.markets, RegimeLSTMStrategy, PortfolioStrategy,
+                              cfg.strategy, args.reps, Path(out), args.label)
+    print(format_portfolio_bench(res))
+    print(f"\nwritten: {out}")
     return 0
 
 

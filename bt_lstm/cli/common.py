@@ -99,9 +99,33 @@ def data_source(args: argparse.Namespace) -> DataSource:
     """The data flags of a command as a ``DataSource``."""
     from bt_lstm.jobs.datasets import DataSource
 
-    return DataSource(csv=args.csv, symbol=args.symbol, timeframe=args.timeframe,
+    csv = args.csv[0] if isinstance(args.csv, list) and len(args.csv) == 1 else args.csv
+    return DataSource(csv=csv, symbol=args.symbol, timeframe=args.timeframe,
                       data_dir=args.data_dir, download=getattr(args, "download", False),
                       base_url=getattr(args, "base_url", None))
+
+
+def market_sources(args: argparse.Namespace) -> list[DataSource]:
+    """One source per market of the command's data flags (``--csv`` repeated, ``--symbols``)."""
+    from dataclasses import replace
+
+    from bt_lstm.jobs.datasets import market_sources as sources
+
+    csvs = args.csv if isinstance(args.csv, list) else None
+    src = replace(data_source(args), csv=None) if csvs is not None else data_source(args)
+    return sources(src, csvs, getattr(args, "symbols", None))
+
+
+def load_markets(args: argparse.Namespace, cfg: PipelineConfig
+                 ) -> tuple[dict[str, pd.DataFrame], str]:
+    """(market -> candles, timeframe) of several markets' data flags, as ``load_data``."""
+    from bt_lstm.cli.progress import fetch_with_progress
+    from bt_lstm.jobs.datasets import load_markets as load
+
+    quiet = getattr(args, "quiet", False)
+    return load(market_sources(args), cfg,
+                fetch=lambda req: fetch_with_progress(req, quiet=quiet),
+                notify=lambda line: print(line, file=sys.stderr))
 
 
 def load_data(args: argparse.Namespace, cfg: PipelineConfig, check_split: bool = True

@@ -111,7 +111,8 @@ class Flag:
         return value
 
     def add_to(self, group: Any, help_default: Any = None, **override: Any) -> None:
-        """Add this flag to an argparse parser or group (``override``: required, default)."""
+        """Add this flag to an argparse parser or group (``override``: required, default, and
+        append: the flag may be given more than once, its values collected in a list)."""
         if "default" in override:
             help_default = override["default"]
         kw: dict[str, Any] = {"help": self.help_text(help_default), "dest": self.dest,
@@ -127,6 +128,8 @@ class Flag:
             else:
                 kw["type"] = self.convert
             kw["required"] = override.get("required", self.required)
+            if override.get("append"):  # repeatable where a command takes several (--csv)
+                kw["action"] = "append"
         group.add_argument(self.option, **kw)
 
     def help_text(self, default: Any) -> str:

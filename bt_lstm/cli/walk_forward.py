@@ -10,6 +10,7 @@ Examples
     python runners/walk_forward.py --csv path.csv --train-bars 2190 --test-bars 540 \\
         --start 2019-01-01
     python runners/walk_forward.py --resume wf_BTCUSDT_4h/20261123-150000
+    python runners/walk_forward.py --symbols BTCUSDT,ETHUSDT --train 365d --test 90d
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from bt_lstm.cli.args import (
     DATA,
     DOWNLOAD,
+    MARKETS,
     SEEDS,
     add_group,
     add_pipeline_groups,
@@ -31,14 +33,17 @@ from bt_lstm.cli.common import load_data, make_parser, print_luck, run_cli
 
 FOLDS = ("train", "test", "step", "train_bars", "test_bars", "mode", "embargo", "start", "end")
 # a resumed run takes all of these from its config.json
-RESUME_FIXED = (*DATA, *DOWNLOAD, *FOLDS, *SEEDS, "config", "tune_trials", "space")
+RESUME_FIXED = (*DATA, *MARKETS, *DOWNLOAD, *FOLDS, *SEEDS, "config", "tune_trials", "space")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of ``bt-lstm walk-forward`` (``prog``: the name its usage lines show;
     default the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
-    add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA)
+    add_group(parser, "data (default: the bundled synthetic SAMPLE market)", *DATA,
+              csv={"append": True})
+    add_group(parser, "several markets (--csv repeated or --symbols; one market runs alone)",
+              *MARKETS)
     add_group(parser, "download (with --symbol)", *DOWNLOAD)
     add_group(parser, "folds", *FOLDS)
     add_pipeline_groups(parser)
@@ -68,7 +73,8 @@ def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser):
     return saved
 
 
-def _spec(args: argparse.Namespace, bar):
+def fold_spec(args: argparse.Namespace, bar):
+    """The fold plan of the --train/--test/--step/--embargo/--mode flags (spans in bars)."""
     from bt_lstm.research.walkforward import WalkForwardSpec, parse_span
 
     if args.train and args.train_bars or args.test and args.test_bars:
@@ -84,6 +90,7 @@ def _spec(args: argparse.Namespace, bar):
 def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Plan the folds, train each fold's models (in parallel, resumable) and backtest the
     stitched out-of-sample span; ``parser`` tells which flags were given, for ``--resume``."""
+    from bt_lstm.cli.markets import several_markets, walk_forward_markets
     from bt_lstm.data.candles import infer_bar
     from bt_lstm.jobs.datasets import trim_dates
     from bt_lstm.jobs.runs import new_run_dir, run_id
@@ -91,9 +98,11 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from bt_lstm.research.search_space import load_space
     from strategies.lstm_strategy import RegimeLSTMStrategy
 
+    saved = _resume(args, parser) if args.resume else None
+    if saved is not None and saved.markets or saved is None and several_markets(args):
+        return walk_forward_markets(args, parser, fold_spec, saved)
     tune_trials, tune_space = args.tune_trials, None
-    if args.resume:
-        saved = _resume(args, parser)
+    if saved is not None:
         cfg, spec, run_dir = saved.cfg, saved.spec, saved.run_dir
         tune_trials, tune_space = saved.tune_trials, saved.tune_space
     else:
@@ -102,10 +111,11 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     frame, dataset, timeframe = load_data(args, cfg, check_split=False)
     frame = trim_dates(frame, args.start, args.end)
     if not args.resume:
-        spec = _spec(args, infer_bar(frame.index))
+        spec = fold_spec(args, infer_bar(frame.index))
         run_dir = (Path(args.reports_dir) / args.run_id if args.run_id else
                    new_run_dir(Path(args.reports_dir) / f"wf_{dataset}_{timeframe}"))
-    source = {"symbol": args.symbol, "csv": str(Path(args.csv).resolve()) if args.csv
+    csv = args.csv[0] if isinstance(args.csv, list) else args.csv
+    source = {"symbol": args.symbol, "csv": str(Path(csv).resolve()) if csv
               else None, "data_dir": args.data_dir, "timeframe": args.timeframe,
               "start": args.start, "end": args.end}
     from bt_lstm.cli.progress import FoldProgress

@@ -145,3 +145,53 @@ def trim_dates(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.Da
         raise ValueError(f"no candles between --start {start} and --end {end} "
                          f"(the data covers {frame.index[0]} to {frame.index[-1]})")
     return out
+
+
+def market_sources(src: DataSource, csvs: list[str] | None, symbols: str | None
+                   ) -> list[DataSource]:
+    """One ``DataSource`` per market of a command's data flags: every ``--csv`` given, or each
+    of ``--symbols`` read as ``--symbol`` is; one source (``src``) when neither names several.
+
+    Raises
+    ------
+    DataError
+        ``--symbols`` beside ``--symbol`` or ``--csv``.
+    """
+    from dataclasses import replace
+
+    if symbols:
+        if src.symbol or csvs:
+            raise DataError("give --symbols, or --csv (repeated), or --symbol: not together")
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        return [replace(src, symbol=s, csv=None) for s in names]
+    if csvs and len(csvs) > 1:
+        if src.symbol:
+            raise DataError("give either --csv or --symbol, not both")
+        return [replace(src, csv=c) for c in csvs]
+    return [replace(src, csv=csvs[0] if csvs else src.csv)]
+
+
+def load_markets(sources: list[DataSource], cfg: PipelineConfig,
+                 fetch: Callable[[Any], Any] | None = None,
+                 notify: Callable[[str], None] = logger.info
+                 ) -> tuple[dict[str, pd.DataFrame], str]:
+    """(market -> candles, timeframe label) of several sources, each loaded as ``load_dataset``
+    loads one.
+
+    Raises
+    ------
+    DataError
+        The same market twice, or markets of different timeframes (one line each).
+    """
+    loaded = [load_dataset(src, cfg, False, fetch, notify) for src in sources]
+    labels = {lab for _, _, lab in loaded}
+    if len(labels) > 1:
+        listed = ", ".join(f"{name} {lab}" for _, name, lab in loaded)
+        raise DataError(f"markets of different timeframes ({listed}); give markets of one bar "
+                        f"length (--timeframe)")
+    frames: dict[str, pd.DataFrame] = {}
+    for frame, name, _ in loaded:
+        if name in frames:
+            raise DataError(f"market {name} is given twice; give each market once")
+        frames[name] = frame
+    return frames, labels.pop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import Any
 
 from bt_lstm.data.files import atomic_write_text
 
+logger = logging.getLogger(__name__)
+
 STAMP = "%Y%m%d-%H%M%S"
 LATEST = "latest"
 INDEX = "index.html"
 PAGES = ("tearsheet.html", "index.html")  # the page a run's row links to, first found
+STITCHED = "stitched"  # where a portfolio walk-forward writes its out-of-sample report
 
 
 def new_run_dir(group: Path) -> Path:
@@ -27,6 +31,26 @@ def new_run_dir(group: Path) -> Path:
     while run_dir.exists():
         run_dir, n = group / f"{stamp}-{n}", n + 1
     return run_dir
+
+
+def claim_run_dir(run_dir: Path, force: bool) -> None:
+    """Create a new run's folder; an existing one is refused, or moved aside with ``force``.
+
+    Raises
+    ------
+    ValueError
+        ``run_dir`` exists and ``force`` is off (runs are never overwritten).
+    """
+    if run_dir.exists() and not force:
+        raise ValueError(f"{run_dir} already exists; runs are never overwritten: pass another "
+                         f"--run-id, --resume {run_dir.name} to finish it, or --force to move "
+                         f"it aside and start again")
+    if run_dir.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+        run_dir.rename(aside)  # moved, never deleted: the user decides what to keep
+        logger.warning("--force: the existing run was moved to %s", aside)
+    run_dir.mkdir(parents=True)
 
 
 def mark_latest(run_dir: Path) -> None:
@@ -115,8 +139,25 @@ def _sharpe(value: Any) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _markets_skill(skill: dict[str, Any]) -> str:
+    """A portfolio's skill cell: per market, its networks traded (backtest) or its fold x regime
+    models traded (walk-forward)."""
+    parts = []
+    for sym, v in skill.items():
+        if isinstance(v, dict):
+            parts.append(f"{sym}: {v.get('traded')} of {v.get('fold_regime_models')} fold "
+                         f"models traded")
+        else:
+            parts.append(f"{sym}: {', '.join(v) if v else 'flat'}")
+    return "; ".join(parts)
+
+
 def _skill_text(metrics: dict[str, Any]) -> str:
+    if isinstance(metrics.get("portfolio"), dict):
+        return _markets_skill(metrics["portfolio"].get("skill") or {})
     skill = metrics.get("skill") or {}
+    if "n_cells" in metrics:  # a skill map: its corrected verdict
+        return f"{len(metrics.get('keeps_skill') or [])} of {metrics['n_cells']} cells keep skill"
     if "traded" in skill:  # walk-forward: fold x regime models
         return f"{skill['traded']} of {skill.get('fold_regime_models')} fold models traded"
     order = ("bearish", "sideways", "bullish")
@@ -133,11 +174,15 @@ def _skill_text(metrics: dict[str, Any]) -> str:
 def index_row(folder: Path, root: Path) -> dict[str, Any]:
     """What the index shows of one run folder (from its manifest.json and metrics.json)."""
     manifest = _load(folder / "manifest.json")
-    metrics = _load(folder / "metrics.json")
-    strat, bh = metrics.get("strategy") or {}, metrics.get("buy_and_hold") or {}
-    period = metrics.get("period") or {}
+    # a portfolio walk-forward keeps its out-of-sample report in stitched/
+    stitched = folder / STITCHED
+    shown = stitched if not (folder / "metrics.json").is_file() and stitched.is_dir() else folder
+    metrics = _load(shown / "metrics.json")
+    book = metrics.get("portfolio") if isinstance(metrics.get("portfolio"), dict) else metrics
+    strat, bh = book.get("strategy") or {}, book.get("buy_and_hold") or {}
+    period = metrics.get("period") or book.get("period") or {}
     rid = run_id(folder, root)
-    page = next((p for p in PAGES if (folder / p).is_file()), None)
+    page = next((shown.relative_to(folder) / p for p in PAGES if (shown / p).is_file()), None)
     return {"run": rid, "job": manifest.get("job") or rid.split("_")[0],
             "data": f"{manifest.get('dataset', '')} {manifest.get('timeframe') or ''}".strip(),
             "created": str(manifest.get("created", ""))[:19].replace("T", " "),
@@ -146,7 +191,7 @@ def index_row(folder: Path, root: Path) -> dict[str, Any]:
             "sharpe": _sharpe(strat.get("sharpe")) if metrics else "",
             "bh_sharpe": _sharpe(bh.get("sharpe")) if metrics else "",
             "trades": strat.get("trades", ""), "skill": _skill_text(metrics),
-            "link": f"{rid}/{page}" if page else f"{rid}/"}
+            "link": f"{rid}/{page.as_posix()}" if page else f"{rid}/"}
 
 
 def write_index(root: Path) -> Path:

@@ -8,7 +8,6 @@ import html
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +28,7 @@ from bt_lstm.data.candles import find_gaps, fingerprint_frame, infer_bar
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.backtest import luck_figures, seed_figures, write_backtest_files
 from bt_lstm.jobs.provenance import write_manifest
-from bt_lstm.jobs.runs import mark_latest, write_index
+from bt_lstm.jobs.runs import claim_run_dir, mark_latest, write_index
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.skill import FLAT, skill_verdict
 from bt_lstm.research.pipeline import target_of
@@ -72,6 +71,7 @@ class SavedRun:
     ensemble: str
     tune_trials: int
     tune_space: Any
+    markets: dict[str, Any] | None = None  # several markets: {"panel", "allocation", "symbols"}
 
 
 def load_saved_run(run_dir: Path) -> SavedRun:
@@ -94,7 +94,8 @@ def load_saved_run(run_dir: Path) -> SavedRun:
     tuning = saved.get("tuning", {"trials": 0, "space": None})  # runs before tuning: none
     return SavedRun(Path(run_dir), PipelineConfig.from_dict(saved["pipeline"]),
                     WalkForwardSpec(**saved["walk_forward"]), dict(saved["source"]),
-                    seeds["n"], seeds["ensemble"], tuning["trials"], tuning["space"])
+                    seeds["n"], seeds["ensemble"], tuning["trials"], tuning["space"],
+                    saved.get("markets"))
 
 
 def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: WalkForwardSpec,
@@ -122,16 +123,7 @@ def start_run(run_dir: Path, frame: pd.DataFrame, cfg: PipelineConfig, spec: Wal
             raise ValueError(f"{run_dir}: the data changed since this run started (fingerprint "
                              f"differs); start a new run instead of --resume")
         return
-    if run_dir.exists() and not force:
-        raise ValueError(f"{run_dir} already exists; runs are never overwritten: pass another "
-                         f"--run-id, --resume {run_dir.name} to finish it, or --force to move "
-                         f"it aside and start again")
-    if run_dir.exists():
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        aside = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
-        run_dir.rename(aside)  # moved, never deleted: the user decides what to keep
-        logger.warning("--force: the existing run was moved to %s", aside)
-    run_dir.mkdir(parents=True)
+    claim_run_dir(run_dir, force)
     atomic_write_json(run_dir / "config.json", {"pipeline": cfg.to_dict(),
                                                 "walk_forward": spec.to_dict(),
                                                 "source": source,

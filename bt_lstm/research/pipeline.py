@@ -193,7 +193,7 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
     pred = predict_windows(cfg.model.arch, model_hparams(cfg), result.state_dict, xv,
                            cfg.model.model_file)  # (N,) validation forecasts, scaled units
     skill = skill_record(pred, yv, float(np.mean(yt)), result.best_epoch, target_scale,
-                         cfg.strategy.skill_p)
+                         cfg.strategy.skill_p, cfg.windows.horizon)
     meta = {**model_file_meta(cfg),
         "arch": cfg.model.arch, "hparams": model_hparams(cfg),
         "n_features": prep.scaled.shape[1],

@@ -299,7 +299,7 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
 
     with contextlib.ExitStack() as stack:
         if scheduler:
-            stack.enter_context(_dask_client(scheduler))
+            stack.enter_context(dask_client(scheduler))
             stack.enter_context(parallel_config(backend="dask"))  # needs the client first
         runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
         results = runner(delayed(_train_task)(job.prep, cfg_of[(s, job.fold.index)], name, regime,
@@ -319,8 +319,29 @@ def fit_folds_seeds(frame: pd.DataFrame, folds: list[Fold], cfgs: list[PipelineC
     return list(zip(done, windows))
 
 
+def parallel_map(fn: Callable[..., Any], calls: list[tuple], jobs: int = 1,
+                 scheduler: str | None = None) -> Iterator[Any]:
+    """``fn(*args)`` for each ``args`` of ``calls``, yielded in order as each is done: in this
+    process with ``jobs`` 1 and no scheduler, else in ``jobs`` joblib worker processes or on the
+    Dask scheduler at ``scheduler`` (joblib's dask backend, as the fold tasks above)."""
+    if jobs == 1 and not scheduler:
+        for args in calls:
+            yield fn(*args)
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            stack.enter_context(dask_client(scheduler))
+            stack.enter_context(parallel_config(backend="dask"))  # needs the client first
+        runner = Parallel(n_jobs=-1 if scheduler else jobs, return_as="generator")
+        yield from runner(delayed(fn)(*args) for args in calls)
+
+
 @contextlib.contextmanager
-def _dask_client(address: str | None) -> Iterator[None]:
+def dask_client(address: str | None) -> Iterator[None]:
+    """A Dask distributed client on ``address`` for the block (joblib's dask backend needs
+    it); nothing when ``address`` is None. An unreachable scheduler is a one-line ValueError."""
     if address is None:
         yield
         return
