@@ -26,7 +26,7 @@ from bt_lstm.models.skill import FLAT
 from bt_lstm.research.panel import PANEL_MODES, panel_bounds
 from bt_lstm.research.pipeline import ProgressFactory, check_enough_bars
 from bt_lstm.signals.calendar import CalendarSplit, calendar_split, check_market_parts
-from bt_lstm.signals.groups import group_warmup_bars
+from bt_lstm.signals.groups import data_bar, group_warmup_bars
 from bt_lstm.signals.windows import SplitBounds
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def plan_panel(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig) -> Panel
     """
     panel = align_markets(frames)
     timeline = panel.timeline()
-    check_enough_bars(len(timeline), cfg, panel.name)
+    check_enough_bars(len(timeline), cfg, panel.name, data_bar(timeline))
     split = calendar_split(timeline, cfg.windows)
     bounds = panel_bounds(panel.frames, split, cfg)
     for sym, b in bounds.items():
