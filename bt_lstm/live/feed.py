@@ -146,7 +146,8 @@ class KlineFeed:
         self.pending = None  # a candle held over a dropped connection comes back over REST
         candles = self.rest.closed_since(start)
         # the other markets asked after ours: they hold every candle closed by then
-        self._sync_cross(eng.history[0][0] if eng.history else start)
+        if self.others:  # (the bus ingest publisher has neither others nor a history)
+            self._sync_cross(eng.history[0][0] if eng.history else start)
         self._take_in_order(candles, start)
 
     def _sync_cross(self, start: int) -> None:
