@@ -245,11 +245,20 @@ def two_markets(tmp_path):
 
 
 def test_pooled_cells_run_one_panel_walk_forward_and_score_each_market_on_its_own(
-        two_markets, tmp_path):
+        two_markets, tmp_path, monkeypatch):
     from bt_lstm.backtest.metrics import PERIODS_PER_YEAR
+    from bt_lstm.research import panel
     from bt_lstm.research.skillmap import forecast_figures, trading_figures
 
+    real, horizons = panel.skill_record, set()
+
+    def spy(*args, **kwargs):
+        horizons.add(args[6] if len(args) > 6 else kwargs.get("horizon", 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(panel, "skill_record", spy)
     assert run_map(tmp_path, "pool", *POOLED_GRID, csvs=two_markets) == 0
+    assert horizons == {1, 2}  # the pooled skill guard's DM: long-run variance for K bars
     run_dir = tmp_path / "reports" / "pool"
     assert json.loads((run_dir / "config.json").read_text())["panel"] == "pooled"
     assert json.loads((run_dir / "metrics.json").read_text())["panel"] == "pooled"
