@@ -284,7 +284,8 @@ def test_pooled_cells_run_one_panel_walk_forward_and_score_each_market_on_its_ow
         assert r["mse_ratio"] == pytest.approx(figures["mse_ratio"])
         assert r["dm_p"] == pytest.approx(figures["dm_p"])
         daily = pd.read_csv(stitched / "returns.csv", index_col=0)[r["market"]].dropna()
-        assert r["sharpe"] == pytest.approx(trading_figures(daily.to_numpy(), PERIODS_PER_YEAR)["sharpe"])
+        sharpe = trading_figures(daily.to_numpy(), PERIODS_PER_YEAR)["sharpe"]
+        assert r["sharpe"] == pytest.approx(sharpe)
         m = json.loads((stitched / "metrics.json").read_text())["markets"][r["market"]]
         assert r["fold_models"] == m["skill"]["fold_regime_models"] > 0
         assert r["trades"] == m["strategy"]["trades"]
