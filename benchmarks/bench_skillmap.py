@@ -27,7 +27,9 @@ from bt_lstm.cli.common import setup_logging  # noqa: E402
 from bt_lstm.cli.walk_forward import fold_spec  # noqa: E402
 from bt_lstm.data.candles import infer_bar  # noqa: E402
 from bt_lstm.jobs.skillmap import run_skillmap  # noqa: E402
+from bt_lstm.jobs.skillmap_cells import CellRun  # noqa: E402
 from strategies.lstm_strategy import RegimeLSTMStrategy  # noqa: E402
+from strategies.portfolio import PortfolioStrategy  # noqa: E402
 
 
 def main() -> int:
@@ -59,14 +61,16 @@ def main() -> int:
         # --run-id keeps the map's report under --reports-dir; else it goes with the temp folder
         root = Path(args.reports_dir) if args.run_id else Path(tmp)
         t0 = time.perf_counter()
-        result = run_skillmap(markets, grid, cfg, spec, RegimeLSTMStrategy,
-                              root / (args.run_id or "map"), jobs=args.jobs,
-                              scheduler=args.scheduler, on_cell=on_cell, reports_root=root)
+        run = CellRun(RegimeLSTMStrategy, PortfolioStrategy, jobs=args.jobs,
+                      scheduler=args.scheduler)
+        result = run_skillmap(markets, grid, cfg, spec, run, root / (args.run_id or "map"),
+                              panel=args.panel, on_cell=on_cell, reports_root=root)
         wall = time.perf_counter() - t0
     out = {"markets": {m.name: {"bars": len(m.frame), "first": str(m.frame.index[0]),
                                 "last": str(m.frame.index[-1])} for m in markets},
            "timeframe": markets[0].timeframe, "grid": grid.to_dict(), "n_cells": len(cells),
            "walk_forward": spec.to_dict(), "jobs": args.jobs,
+           "panel": args.panel if len(markets) > 1 else "per-market",
            "config": {"lookback": cfg.windows.lookback, "hidden_size": cfg.model.hidden_size,
                       "epochs": cfg.train.epochs, "patience": cfg.train.patience,
                       "batch_size": cfg.train.batch_size, "arch": cfg.model.arch},

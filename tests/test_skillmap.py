@@ -132,6 +132,7 @@ def test_dsr_takes_n_equal_to_the_number_of_cells(market_csv, tmp_path):
     frame.to_csv(other)
     assert run_map(tmp_path, "n", "--grid-features", "price", "--horizons", "1,2", "--targets",
                    "logret", "--no-skill", "trade",  # every cell trades: four Sharpes
+                   "--panel", "per-market",  # each market its own walk-forward
                    csvs=[market_csv, other]) == 0
     run_dir = tmp_path / "reports" / "n"
     t = table(run_dir)
@@ -221,3 +222,105 @@ def test_a_calendar_effect_is_found_by_the_calendar_cell_only(tmp_path, capsys):
     assert html.escape(metrics["verdict"]) in page and "price,calendar · h1 · logret ✔" in page
     assert "price,calendar h1 logret on calendar" in capsys.readouterr().out
     assert "1 of 2 cells keep skill" in (tmp_path / "reports" / "index.html").read_text()
+
+
+# --- several markets: the pooled panel ------------------------------------------------------
+
+POOLED_GRID = ["--grid-features", "price", "--horizons", "1,2", "--targets", "logret",
+               "--no-skill", "trade"]  # every market trades: a Sharpe and a DM p per row
+
+
+@pytest.fixture
+def two_markets(tmp_path):
+    """Two synthetic markets on one calendar with different paths (their rows must differ)."""
+    from bt_lstm.data.synthetic import make_market
+
+    paths = []
+    for name, seed in (("alpha", 3), ("beta", 4)):
+        frame = make_market(n_bars=1200, seed=seed).frame.copy()
+        frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
+        paths.append(tmp_path / f"{name}.csv")
+        frame.to_csv(paths[-1], index_label="timestamp")
+    return paths
+
+
+def test_pooled_cells_run_one_panel_walk_forward_and_score_each_market_on_its_own(
+        two_markets, tmp_path, monkeypatch):
+    from bt_lstm.backtest.metrics import PERIODS_PER_YEAR
+    from bt_lstm.research import panel
+    from bt_lstm.research.skillmap import forecast_figures, trading_figures
+
+    real, horizons = panel.skill_record, set()
+
+    def spy(*args, **kwargs):
+        horizons.add(args[6] if len(args) > 6 else kwargs.get("horizon", 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(panel, "skill_record", spy)
+    assert run_map(tmp_path, "pool", *POOLED_GRID, csvs=two_markets) == 0
+    assert horizons == {1, 2}  # the pooled skill guard's DM: long-run variance for K bars
+    run_dir = tmp_path / "reports" / "pool"
+    assert json.loads((run_dir / "config.json").read_text())["panel"] == "pooled"
+    assert json.loads((run_dir / "metrics.json").read_text())["panel"] == "pooled"
+    # one panel walk-forward per setting, one row per market and setting
+    assert sorted(p.name for p in (run_dir / "cells").iterdir() if p.is_dir()) == [
+        "price_h1_logret_panel", "price_h2_logret_panel"]
+    t = table(run_dir)
+    assert sorted(zip(t["market"], t["horizon"])) == [("alpha", 1), ("alpha", 2), ("beta", 1),
+                                                      ("beta", 2)]
+    assert (t["dsr_n"] == 4).all()
+    for _, r in t.iterrows():
+        stitched = run_dir / "cells" / f"price_h{r['horizon']}_logret_panel" / "stitched"
+        fc = pd.read_csv(stitched / "forecasts.csv", index_col=0, parse_dates=True)
+        fc = fc[fc["symbol"] == r["market"]]
+        # the realised target is this market's own K-bar log return
+        close = pd.read_csv(tmp_path / f"{r['market']}.csv", index_col=0,
+                            parse_dates=True)["close"]
+        close.index = close.index.tz_localize(None)
+        want = np.log(close.shift(-int(r["horizon"])) / close).reindex(fc.index)
+        np.testing.assert_allclose(fc["realised"], want)
+        figures = forecast_figures(fc["forecast"].to_numpy(), fc["realised"].to_numpy(),
+                                   int(r["horizon"]), 0)
+        assert r["mse_ratio"] == pytest.approx(figures["mse_ratio"])
+        assert r["dm_p"] == pytest.approx(figures["dm_p"])
+        daily = pd.read_csv(stitched / "returns.csv", index_col=0)[r["market"]].dropna()
+        sharpe = trading_figures(daily.to_numpy(), PERIODS_PER_YEAR)["sharpe"]
+        assert r["sharpe"] == pytest.approx(sharpe)
+        m = json.loads((stitched / "metrics.json").read_text())["markets"][r["market"]]
+        assert r["fold_models"] == m["skill"]["fold_regime_models"] > 0
+        assert r["trades"] == m["strategy"]["trades"]
+        assert m["statistics"]["dsr"]["n_trials"] == 4  # the panel run deflates by N too
+    a, b = t[t["market"] == "alpha"], t[t["market"] == "beta"]
+    assert not np.allclose(a["mse_ratio"], b["mse_ratio"])  # each market its own forecasts
+
+
+def test_a_killed_pooled_map_resumes_from_the_panel_folds_and_equals_a_whole_run(
+        two_markets, tmp_path, monkeypatch, capsys):
+    from bt_lstm.jobs import portfolio_folds
+
+    assert run_map(tmp_path, "whole", *POOLED_GRID, csvs=two_markets) == 0
+    real, calls = portfolio_folds._fit_task, {"n": 0, "die_at": None}
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["die_at"]:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(portfolio_folds, "_fit_task", counted)
+    per_cell = len(list((tmp_path / "reports" / "whole" / "cells" / "price_h1_logret_panel"
+                         / "folds").glob("fold_*")))  # pooled: one task per fold
+    calls.update(n=0, die_at=per_cell + 2)  # one fold of the second setting is saved
+    capsys.readouterr()
+    assert run_map(tmp_path, "cut", *POOLED_GRID, csvs=two_markets) == 130
+    cut = tmp_path / "reports" / "cut"
+    assert "2 finished cells are kept" in capsys.readouterr().err
+    rows = sorted((cut / "rows").glob("*.json"))
+    assert [p.stem for p in rows] == ["price_h1_logret_alpha", "price_h1_logret_beta"]
+    stamps = [p.stat().st_mtime_ns for p in rows]
+    calls.update(n=0, die_at=None)
+    rc = runner.main(["--resume", "cut", "--reports-dir", str(tmp_path / "reports"), "--quiet"])
+    assert rc == 0
+    assert [p.stat().st_mtime_ns for p in rows] == stamps  # finished cells never rewritten
+    assert calls["n"] == per_cell - 1  # only the second setting's unfinished folds trained
+    pd.testing.assert_frame_equal(table(tmp_path / "reports" / "whole"), table(cut))

@@ -33,9 +33,10 @@ _FLAGS: tuple[Flag, ...] = (
          "it is checked against the file's spacing)", metavar="T"),
     Flag("--csv", "a candle CSV: timestamp,open,high,low,close,volume (ISO-8601 or epoch s/ms) or "
          "a Binance kline file (backtest, walk-forward: repeat it for several markets, one "
-         "portfolio)", metavar="FILE"),
+         "portfolio; skillmap: repeat it, one row per market)", metavar="FILE"),
     Flag("--symbols", "several markets in one run, comma separated, each read as --symbol is: "
-         "one panel of models and one portfolio backtest (see docs/guides/portfolio.md)",
+         "one panel of models and one portfolio backtest (see docs/guides/portfolio.md); "
+         "skillmap: the markets axis of the map, one row per market (docs/guides/skillmap.md)",
          metavar="A,B,..", example="BTCUSDT,ETHUSDT"),
     Flag("--data-dir", "folder of <SYMBOL>_<timeframe>.csv files (default: $BT_LSTM_DATA_DIR or "
          "data)", metavar="DIR"),
@@ -45,7 +46,9 @@ _FLAGS: tuple[Flag, ...] = (
          "candle)", metavar="DATE"),
     # several markets
     Flag("--panel", "several markets: pooled trains each regime's network on all markets' "
-         "windows (scaler and regimes per market); per-market trains one bundle per market",
+         "windows (scaler and regimes per market); per-market trains one bundle per market "
+         "(skillmap: pooled runs one panel walk-forward per setting over all markets, "
+         "per-market each market's own walk-forward)",
          choices=("pooled", "per-market"), default="pooled"),
     Flag("--allocation", "several markets: each market's target share of --fraction; equal, "
          "or inverse-vol (inverse of trailing volatility, causal)",

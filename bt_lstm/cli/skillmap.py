@@ -1,13 +1,16 @@
 """Skill map: is there out-of-sample skill in these features, at these horizons, with these
-targets, on these markets? One walk-forward per cell, resumable cell by cell; the table and a
-heatmap per market name the cells that keep skill after correcting for every cell tried.
+targets, on these markets? One walk-forward per cell, resumable cell by cell (several markets:
+one pooled panel walk-forward per setting with --panel pooled, the default, or each market its
+own with --panel per-market); the table and a heatmap per market name the cells that keep skill
+after correcting for every cell tried.
 
 Examples
 --------
     python runners/skillmap.py --symbols BTCUSDT,ETHUSDT --data-dir ../shared/data \\
         --grid-features "price;price,calendar" --horizons 1,3,6 --targets logret,vol-scaled \\
         --train 365d --test 90d --jobs 2
-    python runners/skillmap.py --csv a.csv --csv b.csv --horizons 1 --targets logret
+    python runners/skillmap.py --csv a.csv --csv b.csv --horizons 1 --targets logret \\
+        --panel per-market
     python runners/skillmap.py --resume skillmap_BTCUSDT+ETHUSDT_4h
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ from bt_lstm.cli.common import make_parser, run_cli
 from bt_lstm.cli.walk_forward import FOLDS, fold_spec
 
 GRID = ("grid_features", "horizons", "targets")
-MARKETS = ("csv", "symbols", "timeframe", "data_dir")
+MARKETS = ("csv", "symbols", "timeframe", "data_dir", "panel")
 # the grid sets these per cell; trials: N is the number of cells
 CELL_SET = ("features", "target", "horizon", *TRIALS)
 RESUME_FIXED = (*MARKETS, "start", "end", *DOWNLOAD, *FOLDS, *GRID, "config")
@@ -121,7 +124,9 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from bt_lstm.data.candles import infer_bar
     from bt_lstm.jobs.runs import new_run_dir, run_id
     from bt_lstm.jobs.skillmap import load_saved_skillmap, run_skillmap
+    from bt_lstm.jobs.skillmap_cells import CellRun
     from strategies.lstm_strategy import RegimeLSTMStrategy
+    from strategies.portfolio import PortfolioStrategy
 
     if args.resume:
         extra = given(args, parser, (*RESUME_FIXED, *config_flags()))
@@ -130,9 +135,10 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         saved = load_saved_skillmap(Path(args.reports_dir) / args.resume)
         cfg, spec, grid, sources, run_dir = (saved.cfg, saved.spec, saved.grid, saved.sources,
                                              saved.run_dir)
+        panel = saved.panel
         markets = load_markets(sources, cfg, grid)
     else:
-        grid, cfg = _grid(args), build_config(args)
+        grid, cfg, panel = _grid(args), build_config(args), args.panel
         markets = load_markets(market_sources(args), cfg, grid)
         spec = fold_spec(args, infer_bar(markets[0].frame.index))
         name = "+".join(m.name for m in markets)
@@ -140,11 +146,11 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                    new_run_dir(Path(args.reports_dir) / f"skillmap_{name}_{markets[0].timeframe}"))
     progress = FoldProgress(True)  # per-cell lines below; fold bars would interleave them
     try:
-        result = run_skillmap(markets, grid, cfg, spec, RegimeLSTMStrategy, run_dir,
-                              jobs=args.jobs, scheduler=args.scheduler,
+        run = CellRun(RegimeLSTMStrategy, PortfolioStrategy, jobs=args.jobs,
+                      scheduler=args.scheduler, start_progress=progress.start)
+        result = run_skillmap(markets, grid, cfg, spec, run, run_dir, panel=panel,
                               resume=bool(args.resume), force=args.force,
                               on_cell=None if args.quiet else print_cell,
-                              start_progress=progress.start,
                               reports_root=Path(args.reports_dir))
     except KeyboardInterrupt:
         kept = len(list((run_dir / "rows").glob("*.json")))

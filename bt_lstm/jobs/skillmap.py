@@ -1,10 +1,15 @@
-"""The skill-map job: one walk-forward per cell (feature set x horizon x target x market),
+"""The skill-map job: the walk-forward of every cell (feature set x horizon x target x market),
 resumable cell by cell, then the corrected table, its page and the run folder.
 
+With ``panel`` per-market each market of a cell runs its own walk-forward; with pooled (the
+default with several markets) the cells of one setting run as one panel walk-forward over all
+the markets (``bt_lstm.jobs.skillmap_cells``), one row per market either way.
+
 Layout of a run (``reports/skillmap_<NAME>/<stamp>/``): ``config.json`` (the grid, the
-pipeline, the fold plan, the markets), ``manifest.json``, ``cells/<cell_id>/`` (each cell's
-walk-forward run folder, resumed fold by fold), ``rows/<cell_id>.json`` (each finished cell's
-figures, written atomically: a cell with a row is never run again), and at the end
+pipeline, the fold plan, the markets, the panel), ``manifest.json``, ``cells/<cell_id>/``
+(each cell's walk-forward run folder, resumed fold by fold; pooled:
+``cells/<setting>_panel/``, one per setting), ``rows/<cell_id>.json`` (each finished market
+cell's figures, written atomically: a cell with a row is never run again), and at the end
 ``skillmap.csv``, ``metrics.json`` and ``index.html``.
 """
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -20,30 +25,33 @@ from typing import Any, Callable
 import pandas as pd
 
 from bt_lstm import __version__
-from bt_lstm.backtest.metrics import PERIODS_PER_YEAR
 from bt_lstm.config import PipelineConfig
 from bt_lstm.data.candles import fingerprint_frame
 from bt_lstm.data.files import atomic_write_json, atomic_write_text, clean_json
 from bt_lstm.jobs.provenance import write_manifest
 from bt_lstm.jobs.runs import mark_latest, resolve_run, write_index
+from bt_lstm.jobs.skillmap_cells import (
+    CellRun,
+    MarketData,
+    read_row,
+    run_market_cell,
+    run_panel_cell,
+)
 from bt_lstm.jobs.skillmap_page import COLUMNS, skillmap_html
-from bt_lstm.jobs.walk_forward import WalkForwardResult, run_walk_forward
+from bt_lstm.research.panel import PANEL_MODES
 from bt_lstm.research.skillmap import (
     ALPHA,
     DSR_LEVEL,
     Cell,
     cell_config,
     correct_rows,
-    forecast_figures,
     make_grid,
-    trading_figures,
     verdict,
 )
-from bt_lstm.research.walkforward import TaskProgress, WalkForwardSpec
+from bt_lstm.research.walkforward import WalkForwardSpec
 
 logger = logging.getLogger(__name__)
 
-PANEL = "per-market"  # each market its own walk-forward (the pooled panel: issue 25)
 
 
 @dataclass(frozen=True)
@@ -64,16 +72,6 @@ class SkillGrid:
         """The grid saved by :meth:`to_dict`."""
         return cls(tuple(tuple(f) for f in data["feature_sets"]), tuple(data["horizons"]),
                    tuple(data["targets"]))
-
-
-@dataclass
-class MarketData:
-    """One market of the map: its candles, names and where they came from (for --resume)."""
-
-    name: str
-    timeframe: str
-    frame: pd.DataFrame
-    source: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +106,7 @@ class SavedSkillMap:
     spec: WalkForwardSpec
     grid: SkillGrid
     sources: list[dict[str, Any]]
+    panel: str = "per-market"  # maps from before the pooled panel ran per market
 
 
 def load_saved_skillmap(run_dir: Path) -> SavedSkillMap:
@@ -126,11 +125,26 @@ def load_saved_skillmap(run_dir: Path) -> SavedSkillMap:
                          f"missing or not a skill map's)")
     return SavedSkillMap(run_dir, PipelineConfig.from_dict(saved["pipeline"]),
                          WalkForwardSpec(**saved["walk_forward"]),
-                         SkillGrid.from_dict(saved["grid"]), list(saved["markets"]))
+                         SkillGrid.from_dict(saved["grid"]), list(saved["markets"]),
+                         saved.get("panel", "per-market"))
+
+
+def map_panel(panel: str, n_markets: int) -> str:
+    """The panel a map runs: ``panel`` with several markets; one market runs alone
+    (per-market: a panel of one is its own walk-forward).
+
+    Raises
+    ------
+    ValueError
+        ``panel`` is not a panel mode.
+    """
+    if panel not in PANEL_MODES:
+        raise ValueError(f"--panel {panel!r}: use one of {', '.join(PANEL_MODES)}")
+    return panel if n_markets > 1 else "per-market"
 
 
 def _start(run_dir: Path, markets: list[MarketData], grid: SkillGrid, cfg: PipelineConfig,
-           spec: WalkForwardSpec, resume: bool, force: bool, n_cells: int) -> None:
+           spec: WalkForwardSpec, resume: bool, force: bool, n_cells: int, panel: str) -> None:
     prints = {m.name: fingerprint_frame(m.frame) for m in markets}
     if resume:
         manifest = run_dir / "manifest.json"
@@ -150,57 +164,29 @@ def _start(run_dir: Path, markets: list[MarketData], grid: SkillGrid, cfg: Pipel
     run_dir.mkdir(parents=True)
     atomic_write_json(run_dir / "config.json", {
         "pipeline": cfg.to_dict(), "walk_forward": spec.to_dict(), "grid": grid.to_dict(),
-        "markets": [m.source for m in markets], "panel": PANEL})
+        "markets": [m.source for m in markets], "panel": panel})
     write_manifest(run_dir, job="skillmap", run_id=run_dir.name, data_fingerprints=prints,
                    markets={m.name: {"bars": len(m.frame), "first_bar": str(m.frame.index[0]),
                                      "last_bar": str(m.frame.index[-1]),
                                      "timeframe": m.timeframe} for m in markets},
-                   n_cells=n_cells, panel=PANEL, seeds={"train": cfg.train.seed})
+                   n_cells=n_cells, panel=panel, seeds={"train": cfg.train.seed})
 
 
-def cell_row(cell: Cell, cfg: PipelineConfig, result: WalkForwardResult) -> dict[str, Any]:
-    """The figures of one finished cell (before the correction over cells)."""
-    fc = result.forecasts
-    daily = pd.read_csv(result.run_dir / "returns.csv", index_col=0)["strategy"]
-    sk = result.metrics["skill"]
-    models = sk["fold_regime_models"]
-    return _numbers(clean_json({
-        "market": cell.market, "features": cell.feature_label, "horizon": cell.horizon,
-        "target": cell.target, "cell_id": cell.cell_id, "gap_bars": cfg.windows.gap_bars,
-        "folds": len(result.folds),
-        **forecast_figures(fc["forecast"].to_numpy(), fc["realised"].to_numpy(), cell.horizon,
-                           cfg.train.seed),
-        "fold_models": models, "with_skill": sk["with_skill"], "traded_models": sk["traded"],
-        "skill_share": sk["with_skill"] / models if models else float("nan"),
-        "trades": result.metrics["strategy"].get("trades"),
-        **trading_figures(daily.to_numpy(), PERIODS_PER_YEAR)}))
-
-
-def _numbers(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as JSON stores it (no NaN: None) back to numbers: None is NaN again."""
-    return {k: float("nan") if v is None else v for k, v in row.items()}
-
-
-def _run_cell(cell: Cell, cfg: PipelineConfig, market: MarketData, spec: WalkForwardSpec,
-              strategy_cls: type, run_dir: Path, jobs: int, scheduler: str | None,
-              start_progress: Callable[[int, int], TaskProgress] | None) -> dict[str, Any]:
-    wf_dir = run_dir / "cells" / cell.cell_id
-    started = (wf_dir / "manifest.json").is_file()  # killed mid-cell: its folds are kept
-    result = run_walk_forward(market.frame, market.name, market.timeframe, cfg, spec,
-                              strategy_cls, wf_dir, market.source, jobs=jobs,
-                              scheduler=scheduler, resume=started, tearsheet=False,
-                              force=wf_dir.exists() and not started,
-                              start_progress=start_progress, reports_root=run_dir / "cells")
-    row = cell_row(cell, cfg, result)
-    atomic_write_json(run_dir / "rows" / f"{cell.cell_id}.json", clean_json(row))
-    return row
+def run_units(cells: list[Cell], panel: str) -> list[list[Cell]]:
+    """The cells that run together: each alone (per-market), or per setting every market's
+    cell of it (pooled: one panel walk-forward), settings in the order of the map."""
+    if panel != "pooled":
+        return [[c] for c in cells]
+    units: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        units.setdefault((c.features, c.horizon, c.target), []).append(c)
+    return list(units.values())
 
 
 def run_skillmap(markets: list[MarketData], grid: SkillGrid, cfg: PipelineConfig,
-                 spec: WalkForwardSpec, strategy_cls: type, run_dir: Path, jobs: int = 1,
-                 scheduler: str | None = None, resume: bool = False, force: bool = False,
+                 spec: WalkForwardSpec, run: CellRun, run_dir: Path, panel: str = "pooled",
+                 resume: bool = False, force: bool = False,
                  on_cell: Callable[[CellEvent], None] | None = None,
-                 start_progress: Callable[[int, int], TaskProgress] | None = None,
                  reports_root: Path | None = None) -> SkillMapResult:
     """Run (or finish) the walk-forward of every cell, then score and correct the map.
 
@@ -209,40 +195,66 @@ def run_skillmap(markets: list[MarketData], grid: SkillGrid, cfg: PipelineConfig
     Every cell is planned and its config checked before the first cell trains. A cell runs
     exactly as ``bt-lstm walk-forward`` with the run's fold plan and the cell's features,
     horizon and target (``dataclasses.replace``; the purge gap raised to the horizon where
-    shorter, logged); its row is written atomically as soon as it is done, so a killed map
-    resumes with every finished cell and the folds of the cell it was in. The deflated
-    Sharpe's N and Holm's family are every cell of the grid, all markets included.
+    shorter, logged): one market alone, or with ``panel`` pooled and several markets the
+    setting's panel walk-forward over all of them. Each market's row is written atomically as
+    soon as its cell is done, so a killed map resumes with every finished cell and the folds
+    of the cell it was in. The deflated Sharpe's N and Holm's family are every cell of the
+    grid, all markets included.
     """
+    panel = map_panel(panel, len(markets))
     cells = make_grid(grid.feature_sets, grid.horizons, grid.targets, [m.name for m in markets])
     by_name = {m.name: m for m in markets}
-    plans = [(c, *cell_config(cfg, c, len(cells))) for c in cells]  # bad cells fail here
-    _start(run_dir, markets, grid, cfg, spec, resume, force, len(cells))
+    plans = {c.cell_id: cell_config(cfg, c, len(cells)) for c in cells}  # bad cells fail here
+    _start(run_dir, markets, grid, cfg, spec, resume, force, len(cells), panel)
     root = Path(reports_root) if reports_root is not None else run_dir.parent
     if not resume and run_dir.parent.resolve() != root.resolve():
         mark_latest(run_dir)
-    rows, ran = [], 0
-    for i, (cell, ccfg, raised) in enumerate(plans):
-        saved = run_dir / "rows" / f"{cell.cell_id}.json"
-        if saved.is_file():
-            rows.append(_numbers(json.loads(saved.read_text())))
-            _tell(on_cell, CellEvent(i, len(cells), cell, "kept", rows[-1]))
+    order = {c.cell_id: i for i, c in enumerate(cells)}
+    rows: dict[str, dict[str, Any]] = {}
+    ran = 0
+    for unit in run_units(cells, panel):
+        kept = {c.cell_id: read_row(run_dir, c) for c in unit}
+        if all(r is not None for r in kept.values()):
+            for c in unit:
+                rows[c.cell_id] = kept[c.cell_id]
+                _tell(on_cell, CellEvent(order[c.cell_id], len(cells), c, "kept",
+                                         rows[c.cell_id]))
             continue
-        note = (f"purge gap raised from {cfg.windows.gap_bars} to {ccfg.windows.gap_bars} bars "
-                f"(>= horizon {cell.horizon})" if raised else "")
-        if note:
-            logger.info("%s on %s: %s", cell.label, cell.market, note)
-        _tell(on_cell, CellEvent(i, len(cells), cell, "start", note=note))
+        ccfg, raised = plans[unit[0].cell_id]
+        note = _note(unit, cfg, ccfg, raised)
+        _tell(on_cell, CellEvent(order[unit[0].cell_id], len(cells), unit[0], "start",
+                                 note=note))
         t0 = time.perf_counter()
-        rows.append(_run_cell(cell, ccfg, by_name[cell.market], spec, strategy_cls, run_dir,
-                              jobs, scheduler, start_progress))
-        ran += 1
-        _tell(on_cell, CellEvent(i, len(cells), cell, "done", rows[-1],
-                                 time.perf_counter() - t0, note))
-    rows = correct_rows(rows)
-    text = verdict(rows)
-    _write_outputs(run_dir, rows, text, cfg, spec, grid, markets)
+        if len(unit) > 1:
+            done = run_panel_cell(unit, ccfg, markets, spec, run, run_dir)
+        else:
+            done = {unit[0].cell_id: run_market_cell(unit[0], ccfg, by_name[unit[0].market],
+                                                     spec, run, run_dir)}
+        took = time.perf_counter() - t0
+        for c in unit:
+            rows[c.cell_id] = done[c.cell_id]
+            ran += kept[c.cell_id] is None
+            _tell(on_cell, CellEvent(order[c.cell_id], len(cells), c, "done", rows[c.cell_id],
+                                     took, note))
+    table = correct_rows([rows[c.cell_id] for c in cells])
+    text = verdict(table)
+    _write_outputs(run_dir, table, text, cfg, spec, grid, markets, panel)
     write_index(root)
-    return SkillMapResult(run_dir, rows, text, ran)
+    return SkillMapResult(run_dir, table, text, ran)
+
+
+def _note(unit: list[Cell], cfg: PipelineConfig, ccfg: PipelineConfig, raised: bool) -> str:
+    """The words a cell's start line adds: the raised purge gap, the pooled panel."""
+    parts = []
+    if raised:
+        parts.append(f"purge gap raised from {cfg.windows.gap_bars} to "
+                     f"{ccfg.windows.gap_bars} bars (>= horizon {unit[0].horizon})")
+    if len(unit) > 1:
+        parts.append("one pooled panel walk-forward over " + ", ".join(c.market for c in unit))
+    note = "; ".join(parts)
+    if note:
+        logger.info("%s: %s", unit[0].label, note)
+    return note
 
 
 def _tell(on_cell: Callable[[CellEvent], None] | None, event: CellEvent) -> None:
@@ -251,13 +263,14 @@ def _tell(on_cell: Callable[[CellEvent], None] | None, event: CellEvent) -> None
 
 
 def _write_outputs(run_dir: Path, rows: list[dict[str, Any]], text: str, cfg: PipelineConfig,
-                   spec: WalkForwardSpec, grid: SkillGrid, markets: list[MarketData]) -> None:
+                   spec: WalkForwardSpec, grid: SkillGrid, markets: list[MarketData],
+                   panel: str) -> None:
     table = pd.DataFrame(rows)[list(COLUMNS)]
     atomic_write_text(run_dir / "skillmap.csv", table.to_csv(index=False))
     keep = [r["cell_id"] for r in rows if r["keeps_skill"]]
     metrics = clean_json({
         "dataset": "+".join(m.name for m in markets), "timeframe": markets[0].timeframe,
-        "run_id": run_dir.name, "library_version": __version__, "panel": PANEL,
+        "run_id": run_dir.name, "library_version": __version__, "panel": panel,
         "grid": grid.to_dict(), "walk_forward": asdict(spec), "n_cells": len(rows),
         "rule": {"alpha": ALPHA, "correction": "Holm over every cell",
                  "dsr_level": DSR_LEVEL, "dsr_n_trials": len(rows)},

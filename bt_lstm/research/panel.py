@@ -101,7 +101,8 @@ def market_skill(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: 
     xv, yv = prep.windows("val", regime)  # (N, L, F), (N,)
     pred = predict_windows(mine.model.arch, model_hparams(mine), state, xv,
                            mine.model.model_file)  # (N,)
-    return skill_record(pred, yv, train_mean, best_epoch, target_scale, cfg.strategy.skill_p)
+    return skill_record(pred, yv, train_mean, best_epoch, target_scale, cfg.strategy.skill_p,
+                        cfg.windows.horizon)  # K-bar targets overlap: the long-run variance
 
 
 def _train_mean(prep: PreparedWindows, regime: int | None) -> float:
