@@ -59,6 +59,11 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
             "python benchmarks/bench_bus.py",
             "Latency from a candle's XADD to its committed decision, 10 markets, 1 and 2 "
             "engines, in bursts and one candle at a time. Goal: p99 <= 50 ms on 2 cores."),
+    "skillmap": ("The skill map",
+                 "python benchmarks/bench_skillmap.py --symbols BTCUSDT,ETHUSDT --data-dir "
+                 "../shared/data --start 2019-01-01 --jobs 2",
+                 "Wall time of a whole skill map, of each cell, and cells per hour, on real "
+                 "markets; the verdict of the map. See the [skill map guide](guides/skillmap.md)."),
 }
 SKIP = {"config", "space", "rss_samples_mb", "all_runs", "notes", "argv"}
 
@@ -107,9 +112,11 @@ def measured(name: str) -> list[str]:
            f"(commit `{rec['git_commit']}`), {rec['wall_s']} s wall; machine: {m['cores']} "
            f"cores, {m['cpu'] or 'CPU model unknown'}, {m['platform']}, Python {m['python']}; "
            f"load average (1 / 5 / 15 min) {' / '.join(map(str, before))} before, "
-           f"{' / '.join(map(str, after))} after. A small size, to show the benchmark's "
-           f"output: the [JSON]({path.relative_to(DIR.parent).as_posix()}) holds every "
-           "figure.", "", "| figure | value |", "|---|---|"]
+           f"{' / '.join(map(str, after))} after. "
+           + ("At full size" if rec.get("size") == "full" else
+              "A small size, to show the benchmark's output")
+           + f": the [JSON]({path.relative_to(DIR.parent).as_posix()}) holds every figure.",
+           "", "| figure | value |", "|---|---|"]
     out += [f"| `{_cell(k)}` | {_cell(v)} |" for k, v in flatten(rec["result"])]
     return out + [""]
 

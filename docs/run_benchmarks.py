@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "speed": ("python runners/bench.py --reps 1 --train-epochs 1 --skip-rerun "
               "--dqn-steps 500 --out {out}",
               "backtest, inference, training, memory and DQN speed (runners/bench.py)"),
-    "portfolio": ("python runners/bench.py --markets 16 --reps 1 --out {out}",
+    "portfolio": ("python runners/bench.py --markets 16 --reps 3 --out {out}",
                   "the portfolio backtest of 1, 4, 16 markets against the one-market backtest"),
     "live": ("python benchmarks/bench_live.py --candles 200 --memory-candles 400 --tiny "
              "--wrk-seconds 5 --out {out}",

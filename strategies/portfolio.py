@@ -67,13 +67,18 @@ class PortfolioStrategy(BaseStrategy):
                                       "(bt_lstm.backtest.portfolio.PortfolioData)")
         self.symbols = [d._name for d in self.datas]
         n = len(self.datas)
-        self._index = {d: k for k, d in enumerate(self.datas)}
+        # by id: a feed overloads == (a line operation), so it is no dictionary key
+        self._index = {id(d): k for k, d in enumerate(self.datas)}
         self._lens = [0] * n
         self._pendings: list[bt.Order | None] = [None] * n
         self._positions = [self.broker.getposition(d) for d in self.datas]
         self._sizes = [0.0] * n
         self._closes = [d.lines.close for d in self.datas]
         self._times = [d.lines.datetime for d in self.datas]
+        if self._batch:  # looked up once: each feed keeps its line objects for the whole run
+            self._forecasts = [d.lines.forecast for d in self.datas]
+            self._regimes = [d.lines.regime for d in self.datas]
+        self._threshold, self._long_only = self.p.threshold, self.p.long_only
         # equal weights never change: the same list every bar
         self._equal = ([self.p.position_fraction / n] * n
                        if self.p.allocation == "equal" else None)
@@ -93,15 +98,14 @@ class PortfolioStrategy(BaseStrategy):
 
         Override to trade another rule; read only market ``k``'s bars up to the current one.
         """
-        d = self.datas[k]
         if self._batch:
-            forecast, regime = float(d.lines.forecast[0]), int(d.lines.regime[0])
+            forecast, regime = float(self._forecasts[k][0]), int(self._regimes[k][0])
         else:
             symbol = self.symbols[k]
             history = (self.p.histories or {}).get(symbol)
-            candles = candles_until(d, self._market_rows[k], history)
+            candles = candles_until(self.datas[k], self._market_rows[k], history)
             regime, forecast = self.p.forecasters[symbol].forecast_last(candles)
-        return decide_signal(forecast, self.p.threshold, self.p.long_only), forecast, regime
+        return decide_signal(forecast, self._threshold, self._long_only), forecast, regime
 
     # ------------------------------------------------------------------ bar by bar
 
@@ -157,7 +161,7 @@ class PortfolioStrategy(BaseStrategy):
         if want and fraction <= 0:
             # No weight yet (inverse-vol warm-up: recorded in the bar's weight) or no room
             # left (counted): no entry, only close what is open.
-            self.no_room[k] += weight > 0
+            self.no_room[k] += int(weight > 0)
             want = 0
         return self._send(want, pos, value, close, data=self.datas[k],
                           fraction=max(fraction, 0.0))
@@ -166,10 +170,10 @@ class PortfolioStrategy(BaseStrategy):
 
     def _rounded(self, data: bt.feed.DataBase) -> None:
         super()._rounded(data)
-        self.rounded[self._index[data]] += 1
+        self.rounded[self._index[id(data)]] += 1
 
     def _order_done(self, order: bt.Order) -> None:
-        k = self._index[order.data]
+        k = self._index[id(order.data)]
         pending = self._pendings[k]
         if pending is not None and order.ref == pending.ref:
             self._pendings[k] = None

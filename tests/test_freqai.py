@@ -181,6 +181,25 @@ def test_skill_guard_predicts_zero_and_clears_do_predict(frame):
     assert not pred.any() and not do.any()
 
 
+def test_skill_guard_judges_a_k_candle_label_with_the_long_run_variance(frame, monkeypatch):
+    import bt_lstm.freqai.fitting as fitting
+
+    real, horizons = fitting.skill_record, []
+
+    def spy(*args, **kwargs):
+        horizons.append(args[6] if len(args) > 6 else kwargs.get("horizon", 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fitting, "skill_record", spy)
+    one = fit_bundle(frame, feature_names(frame), LABEL, 700, parse_params(TINY))
+    six = fit_bundle(frame, feature_names(frame), LABEL, 700, parse_params(TINY), horizon=6)
+    n = len(one.meta["skill"])
+    assert horizons == [1] * n + [6] * n  # every network's guard, as train_one's
+    for name, rec in six.meta["skill"].items():  # the same networks, a wider DM variance
+        assert rec["val_mse"] == pytest.approx(one.meta["skill"][name]["val_mse"])
+    assert any(rec["dm_p"] != one.meta["skill"][k]["dm_p"] for k, rec in six.meta["skill"].items())
+
+
 def test_unknown_architecture_and_keys_are_one_line():
     with pytest.raises(ValueError, match="unknown architecture 'lsmt'.*did you mean 'lstm'"):
         parse_params({"model": {"arch": "lsmt"}})

@@ -3,6 +3,7 @@ trades the sign of a vol-scaled forecast, walk-forward and evaluate take the sam
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,3 +103,27 @@ def test_default_config_gives_the_same_features_and_target_as_before(market):
                                   compute_features(market.frame, cfg.features))
     pd.testing.assert_series_equal(target_of(market.frame, cfg),
                                    make_target(market.frame["close"], 1))
+
+
+def test_too_short_data_for_an_htf_warm_up_is_refused_up_front_naming_the_group(
+        market_csv, tmp_path, capsys):
+    """1d candles on 4h bars need their warm-up in days: 900 bars are enough for price alone
+    (the floor is 727) but not with htf:1w, which is refused in one line before any training."""
+    from bt_lstm.research.pipeline import check_enough_bars, min_bars
+
+    cfg = PipelineConfig(windows=WindowConfig(lookback=8))
+    bar = pd.Timedelta("4h")
+    weekly = replace(cfg, features=FeatureConfig(groups=("price", "htf:1w")))
+    assert min_bars(weekly, bar) - min_bars(cfg, bar) >= 7 * 6 * 30  # weeks, counted in bars
+    check_enough_bars(900, cfg, "X", bar)
+    with pytest.raises(ValueError, match="feature group htf:1w's warm-up of"):
+        check_enough_bars(900, weekly, "X", bar)
+    lines = Path(market_csv).read_text().splitlines()
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines[:901]) + "\n")
+    rc = backtest_runner.main(["--csv", str(short), *TINY_FLAGS, "--features", "price,htf:1w",
+                               "--models-dir", str(tmp_path / "m"), "--reports-dir",
+                               str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "htf:1w" in err, err
+    assert not (tmp_path / "m").exists()

@@ -63,10 +63,11 @@ def make_run(root: Path, market, *flags: str) -> dict:
 class Replay:
     """The replay server in a thread of its own (its own event loop)."""
 
-    def __init__(self, run: dict, faults: tuple = (), speed: float = 60.0, **kw) -> None:
+    def __init__(self, run: dict, faults: tuple = (), speed: float = 60.0, others=None,
+                 **kw) -> None:
         self.server = ReplayServer(candles_of(run["candles"]), ReplayConfig(
             "BTCUSDT", "4h", 4 * 3_600_000, run["start"], speed=speed, faults=faults,
-            fault_every=kw.pop("fault_every", 20), **kw))
+            fault_every=kw.pop("fault_every", 20), **kw), others=others)
         ready: dict = {}
         started = threading.Event()
 

@@ -130,7 +130,7 @@ def _check_markets(candles: Mapping[str, pd.DataFrame],
             raise ValueError(f"{symbol}: candle times must be sorted and unique")
 
 
-def _feed_frame(frame: pd.DataFrame, signals: pd.DataFrame | None, vol_bars: int
+def _feed_frame(frame: pd.DataFrame, signals: pd.DataFrame | None, vol_bars: int | None
                 ) -> pd.DataFrame:
     out = frame[["open", "high", "low", "close", "volume"]].copy()
     if signals is not None:
@@ -140,7 +140,8 @@ def _feed_frame(frame: pd.DataFrame, signals: pd.DataFrame | None, vol_bars: int
     else:
         out["forecast"] = np.nan
         out["regime"] = -1.0
-    out["vol"] = trailing_volatility(frame["close"], vol_bars).to_numpy(dtype=float)
+    if vol_bars is not None:
+        out["vol"] = trailing_volatility(frame["close"], vol_bars).to_numpy(dtype=float)
     return out
 
 
@@ -184,13 +185,15 @@ def run_portfolio_backtest(candles: Mapping[str, pd.DataFrame],
     cerebro = cerebro_with_broker(cfg, runonce=runonce, preload=preload,
                                   broker_cls=PortfolioBroker)
     symbols = tuple(candles)
+    vols = allocation != "equal"  # only inverse-vol reads the volatility line
     if bar is None:
         from bt_lstm.data.candles import infer_bar
 
         bar = infer_bar(candles[symbols[0]].index)
     for symbol in symbols:
-        frame = _feed_frame(candles[symbol], signals.get(symbol), vol_bars)
-        cerebro.adddata(make_feed(frame, bar, PortfolioData), name=symbol)
+        frame = _feed_frame(candles[symbol], signals.get(symbol), vol_bars if vols else None)
+        cerebro.adddata(make_feed(frame, bar, PortfolioData if vols else SignalData),
+                        name=symbol)
     cerebro.addstrategy(strategy_cls, **kwargs)
     with gc_frozen():
         strat = cerebro.run()[0]

@@ -16,6 +16,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "backtest": ("backtest", "train (or reuse) regime models, backtest the test part, tearsheet"),
     "walk-forward": ("walk_forward", "retrain per fold, trade each test span out of sample"),
+    "skillmap": ("skillmap", "walk-forward per feature set x horizon x target x market: where "
+                 "is skill?"),
     "evaluate": ("evaluate", "score forecasts on test bars beside baselines (MSE, DM, IC ...)"),
     "lookahead": ("lookahead", "audit: does any output at bar t change without the bars after t?"),
     "download": ("download", "download or update candles: Binance archive or any ccxt exchange"),

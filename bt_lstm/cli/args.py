@@ -33,9 +33,10 @@ _FLAGS: tuple[Flag, ...] = (
          "it is checked against the file's spacing)", metavar="T"),
     Flag("--csv", "a candle CSV: timestamp,open,high,low,close,volume (ISO-8601 or epoch s/ms) or "
          "a Binance kline file (backtest, walk-forward: repeat it for several markets, one "
-         "portfolio)", metavar="FILE"),
+         "portfolio; skillmap: repeat it, one row per market)", metavar="FILE"),
     Flag("--symbols", "several markets in one run, comma separated, each read as --symbol is: "
-         "one panel of models and one portfolio backtest (see docs/guides/portfolio.md)",
+         "one panel of models and one portfolio backtest (see docs/guides/portfolio.md); "
+         "skillmap: the markets axis of the map, one row per market (docs/guides/skillmap.md)",
          metavar="A,B,..", example="BTCUSDT,ETHUSDT"),
     Flag("--data-dir", "folder of <SYMBOL>_<timeframe>.csv files (default: $BT_LSTM_DATA_DIR or "
          "data)", metavar="DIR"),
@@ -45,7 +46,9 @@ _FLAGS: tuple[Flag, ...] = (
          "candle)", metavar="DATE"),
     # several markets
     Flag("--panel", "several markets: pooled trains each regime's network on all markets' "
-         "windows (scaler and regimes per market); per-market trains one bundle per market",
+         "windows (scaler and regimes per market); per-market trains one bundle per market "
+         "(skillmap: pooled runs one panel walk-forward per setting over all markets, "
+         "per-market each market's own walk-forward)",
          choices=("pooled", "per-market"), default="pooled"),
     Flag("--allocation", "several markets: each market's target share of --fraction; equal, "
          "or inverse-vol (inverse of trailing volatility, causal)",
@@ -192,8 +195,9 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          "wf_<DATASET>_<timeframe>/<UTC time>, with latest beside it); never overwritten",
          metavar="ID"),
     Flag("--resume", "finish an interrupted run (wf_<DATASET>_<tf>/<stamp>, or wf_<DATASET>_<tf> "
-         "for its newest): reuse its config and data, skip the folds already trained, tune as "
-         "it was tuned; other data/fold/pipeline/tuning flags are not allowed",
+         "for its newest; skillmap: skillmap_<NAME>/<stamp>): reuse its config and data, skip "
+         "the folds (skillmap: the cells) already done, tune as it was tuned; other "
+         "data/fold/pipeline/tuning flags are not allowed",
          metavar="RUN_ID"),
     Flag("--force", "a run folder of that --run-id exists: move it aside to "
          "<run_id>.replaced-<UTC time> (never deleted) and start again", kind=None,
@@ -203,6 +207,14 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          example="20"),
     Flag("--space", "JSON search space replacing the default (see docs/guides/tune.md)",
          metavar="FILE"),
+    # skillmap
+    Flag("--grid-features", "the feature sets of the map: sets separated by ';', feature groups "
+         "inside a set by ',' (each set as --features takes it)", metavar="SETS",
+         default="price;price,calendar;price,htf:1d", example="'price;price,calendar'"),
+    Flag("--horizons", "the target horizons of the map, in bars, comma separated (the purge gap "
+         "is raised to each)", metavar="K,K,..", default="1,3,6", example="1,3,6"),
+    Flag("--targets", "the targets of the map, comma separated: logret, vol-scaled",
+         metavar="T,T,..", default="logret,vol-scaled", example="logret,vol-scaled"),
     # tune
     Flag("--trials", "trials per study (pooled, then one per regime), all workers together; a "
          "study that has them already runs none", I, "N", default=60, lo=1, example="60"),
@@ -250,7 +262,7 @@ _COMMAND_FLAGS: tuple[Flag, ...] = (
          default=2000, lo=0, example="2000"),
     Flag("--markets", "bench only the portfolio backtest: 1, 4, 16 ... up to N copies of real "
          "markets (BTCUSDT, ETHUSDT 4h) in one run against the one-market backtest, time ratio "
-         "(target <= markets x 1.2) and peak memory (default --out reports/bench_markets.json)",
+         "(target <= markets x 1.2) and peak memory, to the JSON of --out",
          I, "N", lo=1, example="16"),
     Flag("--bars", "bars of the synthetic market (default 6570: the SAMPLE market)", I, "N",
          default=6570, lo=1, example="10000"),

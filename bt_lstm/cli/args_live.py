@@ -18,6 +18,9 @@ LIVE_FLAGS: tuple[Flag, ...] = (
          metavar="URL", default="https://api.binance.com"),
     Flag("--backoff", "first reconnect/retry wait in seconds, doubled each time", F, "S",
          default=0.5, lo=0, lo_open=True, example="0.5"),
+    Flag("--cross-wait", "a bundle with cross:SYMBOL groups: seconds to wait for the other "
+         "market's candle of the same close (then REST once more, then its last candle known)",
+         F, "S", default=10.0, lo=0, example="10"),
     Flag("--rest-tries", "REST attempts before giving up", I, "N", default=5, lo=1,
          example="5"),
     # run

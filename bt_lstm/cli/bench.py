@@ -29,7 +29,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     the script's). The docs' CLI reference is generated from it."""
     parser = make_parser(__doc__, prog)
     add_flags(parser, "csv", "config", "reps", "train_epochs", "out", "skip_rerun", "dqn_steps",
-              "label", "markets", out={"default": None})
+              "label", "markets", out={"default": "reports/bench.json"})
     return parser
 
 
@@ -49,15 +49,14 @@ def job(args: argparse.Namespace) -> int:
     cfg = read_config(args.config)
     if args.markets is not None:
         return markets_job(args, cfg)
-    out = args.out or "reports/bench.json"
     frame, source = load_bench_data(args.csv)
     print(f"benchmarking on {source} ({len(frame)} bars), {args.reps} reps ...",
           file=sys.stderr)
     res = run_bench(frame, source, cfg, RegimeLSTMStrategy, SmaCross, args.reps,
-                    args.train_epochs, Path(out), args.label, not args.skip_rerun,
+                    args.train_epochs, Path(args.out), args.label, not args.skip_rerun,
                     dqn_steps=args.dqn_steps)
     print(format_bench(res))
-    print(f"\nwritten: {out}")
+    print(f"\nwritten: {args.out}")
     return 0
 
 
@@ -67,13 +66,12 @@ def markets_job(args: argparse.Namespace, cfg: Any) -> int:
     from strategies.lstm_strategy import RegimeLSTMStrategy
     from strategies.portfolio import PortfolioStrategy
 
-    out = args.out or "reports/bench_markets.json"
     print(f"benchmarking the portfolio backtest of up to {args.markets} markets, {args.reps} "
           f"reps ...", file=sys.stderr)
     res = run_portfolio_bench(args.markets, RegimeLSTMStrategy, PortfolioStrategy,
-                              cfg.strategy, args.reps, Path(out), args.label)
+                              cfg.strategy, args.reps, Path(args.out), args.label)
     print(format_portfolio_bench(res))
-    print(f"\nwritten: {out}")
+    print(f"\nwritten: {args.out}")
     return 0
 
 

@@ -43,7 +43,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     m = add_group(parser, "market and models", "symbol", "timeframe")
     src = m.add_mutually_exclusive_group()
     add_flags(src, "models", "model_server")
-    add_group(parser, "feed", "ws_url", "rest_url", "backoff", "rest_tries")
+    add_group(parser, "feed", "ws_url", "rest_url", "backoff", "rest_tries", "cross_wait")
     add_group(parser, "run", "state", "stop_after", "status_port", "export", "quiet")
     add_group(parser, "bus: the pipeline split over Redis Streams", *BUS)
     add_group(parser, "strategy and costs (as the backtest's; default: its defaults)",
@@ -92,7 +92,7 @@ def job(args: argparse.Namespace) -> int:
     feed_cfg = FeedConfig(symbol, args.timeframe, timeframe_ms(args.timeframe),
                           ws_url=args.ws_url, rest_url=args.rest_url,
                           rest_tries=args.rest_tries, backoff_s=args.backoff,
-                          stop_after=args.stop_after)
+                          stop_after=args.stop_after, cross_wait_s=args.cross_wait)
     try:
         feed = run_feed(engine, feed_cfg, args.status_port)
     except FeedError as exc:

@@ -73,7 +73,8 @@ def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser):
     return saved
 
 
-def _spec(args: argparse.Namespace, bar):
+def fold_spec(args: argparse.Namespace, bar):
+    """The fold plan of the --train/--test/--step/--embargo/--mode flags (spans in bars)."""
     from bt_lstm.research.walkforward import WalkForwardSpec, parse_span
 
     if args.train and args.train_bars or args.test and args.test_bars:
@@ -99,7 +100,7 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     saved = _resume(args, parser) if args.resume else None
     if saved is not None and saved.markets or saved is None and several_markets(args):
-        return walk_forward_markets(args, parser, _spec, saved)
+        return walk_forward_markets(args, parser, fold_spec, saved)
     tune_trials, tune_space = args.tune_trials, None
     if saved is not None:
         cfg, spec, run_dir = saved.cfg, saved.spec, saved.run_dir
@@ -110,7 +111,7 @@ def job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     frame, dataset, timeframe = load_data(args, cfg, check_split=False)
     frame = trim_dates(frame, args.start, args.end)
     if not args.resume:
-        spec = _spec(args, infer_bar(frame.index))
+        spec = fold_spec(args, infer_bar(frame.index))
         run_dir = (Path(args.reports_dir) / args.run_id if args.run_id else
                    new_run_dir(Path(args.reports_dir) / f"wf_{dataset}_{timeframe}"))
     csv = args.csv[0] if isinstance(args.csv, list) else args.csv

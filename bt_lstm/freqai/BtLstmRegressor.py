@@ -116,8 +116,9 @@ class BtLstmRegressor(BasePyTorchRegressor):
         val_start = int(frame.index.get_indexer(test_index[:1])[0])
         extra = {"freqtrade": {"version": package_version("freqtrade"), "pair": dk.pair,
                                "model_filename": dk.model_filename}}
+        horizon = self.freqai_info.get("feature_parameters", {}).get("label_period_candles", 1)
         return fit_bundle(frame, list(dk.training_features_list), dk.label_list[0], val_start,
-                          self.params, extra)
+                          self.params, extra, horizon=max(1, int(horizon)))
 
     def predict(self, unfiltered_df: DataFrame, dk: FreqaiDataKitchen,
                 **kwargs: Any) -> tuple[DataFrame, npt.NDArray[np.int_]]:

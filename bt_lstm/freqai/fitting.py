@@ -34,12 +34,16 @@ def package_version(name: str) -> str | None:
 
 
 def fit_bundle(frame: pd.DataFrame, features: list[str], label: str, val_start: int,
-               params: LstmParams, extra_meta: dict[str, Any] | None = None) -> LstmBundle:
+               params: LstmParams, extra_meta: dict[str, Any] | None = None,
+               horizon: int = 1) -> LstmBundle:
     """Train on ``frame`` (candles in time order: ``close``, the features, the label).
 
     Rows ``[0, val_start)`` train; windows ending at ``val_start`` or later validate (early
     stopping and the skill record). Training windows end ``gap_bars`` before ``val_start`` so
-    no training label reaches into the validation rows.
+    no training label reaches into the validation rows. ``horizon``: the candles the label
+    spans (FreqAI's ``label_period_candles``); the skill guard's Diebold–Mariano test takes
+    the long-run variance over ``horizon`` - 1 lags, as ``train_one`` does, since the labels
+    of consecutive validation windows overlap.
 
     Raises
     ------
@@ -76,7 +80,8 @@ def fit_bundle(frame: pd.DataFrame, features: list[str], label: str, val_start: 
                 regime_models[regime] = "pooled"
                 continue
             regime_models[regime] = name
-        states[name], skill[name] = _fit_one(xs, ys, tr, va, params, scaler.target_scale, name)
+        states[name], skill[name] = _fit_one(xs, ys, tr, va, params, scaler.target_scale, name,
+                                             horizon)
     routes = route_regimes(regime_models, skill, params.no_skill, params.skill_p)
     for regime, net in sorted(regime_models.items()):
         word = "unknown/all" if regime == UNKNOWN else REGIME_LABELS[regime]
@@ -87,7 +92,8 @@ def fit_bundle(frame: pd.DataFrame, features: list[str], label: str, val_start: 
 
 
 def _fit_one(xs: np.ndarray, ys: np.ndarray, tr: np.ndarray, va: np.ndarray,
-             params: LstmParams, target_scale: float, name: str) -> tuple[dict, dict]:
+             params: LstmParams, target_scale: float, name: str,
+             horizon: int = 1) -> tuple[dict, dict]:
     """Train one network on windows ending at ``tr``, validate on ``va``; state and skill."""
     if len(tr) == 0 or len(va) == 0:
         raise ValueError(f"{name}: {len(tr)} training and {len(va)} validation windows of "
@@ -101,7 +107,7 @@ def _fit_one(xs: np.ndarray, ys: np.ndarray, tr: np.ndarray, va: np.ndarray,
     pred = predict_windows(params.model.arch, params.hparams(), result.state_dict, x_va,
                            params.model.model_file)
     record = skill_record(pred, y_va, float(y_tr.mean()), result.best_epoch, target_scale,
-                          params.skill_p)
+                          params.skill_p, horizon)
     record.update(n_train=int(len(tr)), history=result.history)
     return result.state_dict, record
 

@@ -163,8 +163,8 @@ def run_main_job(frame: pd.DataFrame, dataset: str, cfg: PipelineConfig, strateg
         raise ValueError(f"--ensemble {ensemble!r}: use one of {', '.join(ENSEMBLES)}")
     if ensemble == "mean" and inference != "batch":
         raise ValueError("--ensemble mean trades precomputed forecasts: use --inference batch")
-    check_enough_bars(len(frame), cfg, dataset)
     bar = infer_bar(frame.index)
+    check_enough_bars(len(frame), cfg, dataset, bar)
     gaps = find_gaps(frame.index, bar)
     if gaps.n_gaps:
         logger.warning("%s: %s", dataset, gaps.describe())

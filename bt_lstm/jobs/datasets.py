@@ -67,9 +67,9 @@ def load_dataset(src: DataSource, cfg: PipelineConfig, check_split: bool = True,
         if src.timeframe and parse_timeframe(src.timeframe) != parse_timeframe("4h"):
             raise DataError("the SAMPLE market is 4h; drop --timeframe or give --csv/--symbol")
         frame, name = make_sample().frame, SAMPLE_NAME
-    if check_split:
-        check_enough_bars(len(frame), cfg, name)
     bar = infer_bar(frame.index)
+    if check_split:
+        check_enough_bars(len(frame), cfg, name, bar)
     label = timeframe_label(bar)
     if src.timeframe and parse_timeframe(src.timeframe) != bar:
         raise DataError(f"{name}: candles are {label} apart but --timeframe says "

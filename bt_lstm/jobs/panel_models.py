@@ -17,7 +17,7 @@ from bt_lstm.data.files import replace_dir, staging_dir
 from bt_lstm.models.artifacts import ArtifactError, read_manifest
 from bt_lstm.models.forecast import Forecaster, load_forecaster
 from bt_lstm.research.panel import PanelFit, fit_panel
-from bt_lstm.research.pipeline import ProgressFactory, model_file_meta
+from bt_lstm.research.pipeline import ProgressFactory, feature_key, model_file_meta
 from bt_lstm.signals.calendar import CalendarSplit
 from bt_lstm.signals.regimes import REGIME_LABELS
 
@@ -26,11 +26,16 @@ logger = logging.getLogger(__name__)
 
 def panel_key(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig, split: CalendarSplit,
               mode: str) -> str:
-    """Cache key: every market's data fingerprint, the training config, the panel mode, the
-    split dates and the library version."""
+    """Cache key: every market's data fingerprint, the training config (its feature groups,
+    target and horizon among them), the panel mode, the split dates, the library version and,
+    beside price-only groups, what each market's features read beyond its OHLCV (plugin
+    files' sha256, flow / cross columns: ``research.pipeline.feature_key``)."""
+    features = {m: feature_key(f, cfg) for m, f in frames.items()}
+    extra = {"features": features} if any(features.values()) else {}  # price-only: as before
     blob = json.dumps({"data": {m: fingerprint_frame(f) for m, f in frames.items()},
                        "config": cfg.training_dict(), "panel": mode, "split": split.to_dict(),
-                       "version": __version__, **model_file_meta(cfg)}, sort_keys=True)
+                       "version": __version__, **model_file_meta(cfg), **extra},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -26,7 +26,7 @@ from bt_lstm.models.skill import FLAT
 from bt_lstm.research.panel import PANEL_MODES, panel_bounds
 from bt_lstm.research.pipeline import ProgressFactory, check_enough_bars
 from bt_lstm.signals.calendar import CalendarSplit, calendar_split, check_market_parts
-from bt_lstm.signals.features import warmup_bars
+from bt_lstm.signals.groups import data_bar, group_warmup_bars
 from bt_lstm.signals.windows import SplitBounds
 
 logger = logging.getLogger(__name__)
@@ -64,18 +64,20 @@ def plan_panel(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig) -> Panel
     """
     panel = align_markets(frames)
     timeline = panel.timeline()
-    check_enough_bars(len(timeline), cfg, panel.name)
+    check_enough_bars(len(timeline), cfg, panel.name, data_bar(timeline))
     split = calendar_split(timeline, cfg.windows)
     bounds = panel_bounds(panel.frames, split, cfg)
     for sym, b in bounds.items():
-        check_market_parts(sym, b, split, min_market_train(cfg))
+        check_market_parts(sym, b, split, min_market_train(cfg, panel.bar))
     return PanelPlan(panel, split, bounds)
 
 
-def min_market_train(cfg: PipelineConfig) -> int:
-    """Fewest training bars a market needs in a split: feature warm-up, trend window and
-    lookback, then 50 bars to fit its regime classifier and scaler on (``min_bars``' margin)."""
-    return max(warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback + 50
+def min_market_train(cfg: PipelineConfig, bar: pd.Timedelta | None = None) -> int:
+    """Fewest training bars a market needs in a split: feature warm-up (with ``bar``, that of
+    every group, an ``htf:TF`` group's in higher candles), trend window and lookback, then 50
+    bars to fit its regime classifier and scaler on (``min_bars``' margin)."""
+    warmup = group_warmup_bars(cfg.features, bar)
+    return max(warmup, cfg.regimes.trend_bars) + cfg.windows.lookback + 50
 
 
 def forecast_test_span(plan: PanelPlan, forecasters: Mapping[str, Forecaster]

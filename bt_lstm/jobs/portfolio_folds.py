@@ -24,6 +24,7 @@ from bt_lstm.research.panel import PanelFit, fit_panel, panel_bounds
 from bt_lstm.research.pipeline import ProgressFactory
 from bt_lstm.research.walkforward import Fold, parallel_map
 from bt_lstm.signals.calendar import CalendarSplit, check_market_parts
+from bt_lstm.signals.groups import data_bar
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,11 @@ def _fold_frames(frames: Mapping[str, pd.DataFrame], timeline: pd.DatetimeIndex,
 
 
 def _eligible(subs: Mapping[str, pd.DataFrame], split: CalendarSplit, cfg: PipelineConfig,
-              joined: set[str], fold: Fold) -> list[str]:
+              joined: set[str], fold: Fold, bar: pd.Timedelta) -> list[str]:
     out = []
     for m, b in panel_bounds(subs, split, cfg).items():
         try:
-            check_market_parts(m, b, split, min_market_train(cfg))
+            check_market_parts(m, b, split, min_market_train(cfg, bar))
         except ValueError:
             if m in joined and b.test[1] > b.test[0]:
                 raise ValueError(f"{m}: too few bars in the training span of fold "
@@ -91,10 +92,11 @@ def plan_panel_folds(frames: Mapping[str, pd.DataFrame], timeline: pd.DatetimeIn
     """
     out: list[PanelFold] = []
     joined: set[str] = set()
+    bar = data_bar(next(iter(frames.values())).index)  # the panel's (aligned: one for all)
     for fold in folds:
         split = fold_split(timeline, fold)
         subs = _fold_frames(frames, timeline, fold)
-        markets = _eligible(subs, split, cfg, joined, fold)
+        markets = _eligible(subs, split, cfg, joined, fold, bar)
         if not markets:
             raise ValueError(f"fold {fold.index}: no market has enough bars for its spans")
         joined.update(markets)

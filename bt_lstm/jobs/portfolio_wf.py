@@ -5,8 +5,10 @@ test spans stitched and traded as one portfolio.
 The run folder: ``config.json`` and ``manifest.json`` (written first; ``--resume`` reads them),
 ``folds/fold_<i>/<market>/`` (each fold's bundles, saved whole as soon as the fold is fitted),
 ``fold_reports/fold_<i>/`` (that fold's portfolio report) and ``stitched/`` (the out-of-sample
-run's report). A market joins at the first fold in which it has enough training bars and never
-skips a fold afterwards (a held position would ride through an untraded span).
+run's report, with ``forecasts.csv``: every market's stitched forecasts beside the realised
+target, one row per market and bar). A market joins at the first fold in which it has enough
+training bars and never skips a fold afterwards (a held position would ride through an
+untraded span).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from bt_lstm.jobs.runs import claim_run_dir, mark_latest, write_index, written_f
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.skill import FLAT
 from bt_lstm.research.panel import PANEL_MODES, panel_bounds
-from bt_lstm.research.pipeline import ProgressFactory
+from bt_lstm.research.pipeline import ProgressFactory, feature_key, target_of
 from bt_lstm.research.walkforward import Fold, WalkForwardSpec, make_folds
 
 logger = logging.getLogger(__name__)
@@ -40,13 +42,15 @@ JOB = "walk_forward_portfolio"
 
 @dataclass
 class PortfolioWalkForward:
-    """The stitched portfolio run: its folder, figures, fold table and backtest."""
+    """The stitched portfolio run: its folder, figures, fold table, backtest, and per market its
+    stitched out-of-sample forecasts (``regime``, ``model``, ``forecast``, ``realised``)."""
 
     run_dir: Path
     metrics: dict[str, Any]
     folds: pd.DataFrame
     backtest: Any
     files: list[Path]
+    forecasts: dict[str, pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,13 @@ class PanelRunSpec:
     allocation: str = "equal"
     timeframe: str | None = None
     source: Mapping[str, Any] | None = None  # the data flags, for --resume
+
+
+def feature_inputs(aligned: Panel, cfg: PipelineConfig) -> dict[str, Any]:
+    """Per market, what its features read beside its OHLCV (``research.pipeline.feature_key``:
+    plugin files' sha256, flow / cross columns); {} with none (price, calendar, htf only)."""
+    out = {m: feature_key(f, cfg) for m, f in aligned.frames.items()}
+    return out if any(out.values()) else {}
 
 
 def start_panel_run(run_dir: Path, aligned: Panel, cfg: PipelineConfig, spec: WalkForwardSpec,
@@ -70,13 +81,19 @@ def start_panel_run(run_dir: Path, aligned: Panel, cfg: PipelineConfig, spec: Wa
         one whose markets' data changed since it started.
     """
     fingerprint = {m: fingerprint_frame(f) for m, f in aligned.frames.items()}
+    inputs = feature_inputs(aligned, cfg)
     manifest = run_dir / "manifest.json"
     if resume:
         if not manifest.is_file():
             raise ValueError(f"{run_dir}: no walk-forward run to resume (manifest.json missing)")
-        if json.loads(manifest.read_text()).get("data_fingerprint") != fingerprint:
+        saved = json.loads(manifest.read_text())
+        if saved.get("data_fingerprint") != fingerprint:
             raise ValueError(f"{run_dir}: the data changed since this run started (fingerprint "
                              f"differs); start a new run instead of --resume")
+        if saved.get("feature_inputs", {}) != inputs:
+            raise ValueError(f"{run_dir}: what the feature groups read changed since this run "
+                             f"started (a cross market's candles, flow columns or a plugin "
+                             f"file); start a new run instead of --resume")
         return
     claim_run_dir(run_dir, force)
     atomic_write_json(run_dir / "config.json", clean_json({
@@ -86,6 +103,7 @@ def start_panel_run(run_dir: Path, aligned: Panel, cfg: PipelineConfig, spec: Wa
                     "allocation": run.allocation}}))
     write_manifest(run_dir, job=JOB, run_id=run_dir.name, dataset=aligned.name,
                    timeframe=run.timeframe, data_fingerprint=fingerprint,
+                   **({"feature_inputs": inputs} if inputs else {}),
                    bars={m: len(f) for m, f in aligned.frames.items()},
                    seeds={"train": cfg.train.seed, "regimes": cfg.train.seed,
                           "bootstrap": cfg.train.seed})
@@ -139,10 +157,22 @@ def run_portfolio_walk_forward(frames: Mapping[str, pd.DataFrame], cfg: Pipeline
     table = pd.DataFrame(rows)
     test = {m: pd.concat(parts) for m, parts in candles.items()}
     sig = {m: pd.concat(parts) for m, parts in signals.items()}
-    metrics, result = _stitched(test, sig, cfg, strategy_cls, run, aligned, spec, folds,
-                                timeline, table, fitted, run_dir, tearsheet)
+    metrics, result, forecasts = _stitched(test, sig, cfg, strategy_cls, run, aligned, spec,
+                                           folds, timeline, table, fitted, run_dir, tearsheet)
     files = [*written_files(run_dir / "stitched"), write_index(reports_root)]
-    return PortfolioWalkForward(run_dir, metrics, table, result, files)
+    return PortfolioWalkForward(run_dir, metrics, table, result, files, forecasts)
+
+
+def stitched_forecasts(signals: Mapping[str, pd.DataFrame], aligned: Panel,
+                       cfg: PipelineConfig) -> dict[str, pd.DataFrame]:
+    """Per market, its stitched test-span forecasts with the realised target beside them (the
+    market's own ``target_of``, as the one-market walk-forward scores them)."""
+    out = {}
+    for m, sig in signals.items():
+        realised = target_of(aligned.frames[m], cfg)
+        out[m] = sig.assign(realised=realised.reindex(sig.index))
+        out[m].index.name = "timestamp"
+    return out
 
 
 def _fold_row(p: PanelFold, m: str, candles: pd.DataFrame, fc: Forecaster) -> dict[str, Any]:
@@ -198,8 +228,10 @@ def _stitched(test: Mapping[str, pd.DataFrame], sig: Mapping[str, pd.DataFrame],
               cfg: PipelineConfig, strategy_cls: type, run: PanelRunSpec, aligned: Panel,
               spec: WalkForwardSpec, folds: list[Fold], timeline: pd.DatetimeIndex,
               table: pd.DataFrame, fitted: Mapping[int, Mapping[str, Forecaster]],
-              run_dir: Path, tearsheet: bool) -> tuple[dict[str, Any], Any]:
-    """The stitched out-of-sample portfolio, scored and written to ``run_dir/stitched``."""
+              run_dir: Path, tearsheet: bool
+              ) -> tuple[dict[str, Any], Any, dict[str, pd.DataFrame]]:
+    """The stitched out-of-sample portfolio, scored and written to ``run_dir/stitched``; its
+    metrics, backtest and each market's forecasts beside the realised target."""
     from bt_lstm.backtest.reports.portfolio import write_portfolio_report
 
     result, figures, daily = _trade(test, sig, cfg, strategy_cls, run.allocation, aligned.bar)
@@ -215,8 +247,11 @@ def _stitched(test: Mapping[str, pd.DataFrame], sig: Mapping[str, pd.DataFrame],
                                    skill=skill[m],
                                    joined_fold=int(table[table.symbol == m].fold.min()))
                            for m in test}}
+    forecasts = stitched_forecasts(sig, aligned, cfg)
     with staged_folder(run_dir / "stitched") as staged:
         atomic_write_text(staged / "folds.csv", table.to_csv(index=False))
+        atomic_write_text(staged / "forecasts.csv", pd.concat(
+            [f.assign(symbol=m) for m, f in forecasts.items()]).to_csv())
         atomic_write_json(staged / "config.json", {"pipeline": cfg.to_dict(),
                                                    "walk_forward": spec.to_dict()})
         write_portfolio_report(staged, clean_json(metrics), result, daily,
@@ -228,7 +263,7 @@ def _stitched(test: Mapping[str, pd.DataFrame], sig: Mapping[str, pd.DataFrame],
                                          for m, f in aligned.frames.items()},
                        seeds={"train": cfg.train.seed, "regimes": cfg.train.seed,
                               "bootstrap": cfg.train.seed})
-    return metrics, result
+    return metrics, result, forecasts
 
 
 def fold_skill(fitted: Mapping[int, Mapping[str, Forecaster]]) -> dict[str, dict[str, int]]:

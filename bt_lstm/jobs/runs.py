@@ -156,6 +156,8 @@ def _skill_text(metrics: dict[str, Any]) -> str:
     if isinstance(metrics.get("portfolio"), dict):
         return _markets_skill(metrics["portfolio"].get("skill") or {})
     skill = metrics.get("skill") or {}
+    if "n_cells" in metrics:  # a skill map: its corrected verdict
+        return f"{len(metrics.get('keeps_skill') or [])} of {metrics['n_cells']} cells keep skill"
     if "traded" in skill:  # walk-forward: fold x regime models
         return f"{skill['traded']} of {skill.get('fold_regime_models')} fold models traded"
     order = ("bearish", "sideways", "bullish")
@@ -173,7 +175,8 @@ def index_row(folder: Path, root: Path) -> dict[str, Any]:
     """What the index shows of one run folder (from its manifest.json and metrics.json)."""
     manifest = _load(folder / "manifest.json")
     # a portfolio walk-forward keeps its out-of-sample report in stitched/
-    shown = folder if (folder / "metrics.json").is_file() else folder / STITCHED
+    stitched = folder / STITCHED
+    shown = stitched if not (folder / "metrics.json").is_file() and stitched.is_dir() else folder
     metrics = _load(shown / "metrics.json")
     book = metrics.get("portfolio") if isinstance(metrics.get("portfolio"), dict) else metrics
     strat, bh = book.get("strategy") or {}, book.get("buy_and_hold") or {}

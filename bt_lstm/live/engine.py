@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bt_lstm.config import StrategyConfig
+from bt_lstm.live.cross import CrossBook
 from bt_lstm.live.klines import Warmup, frame_of
 from bt_lstm.live.state import LiveState, SqlState
 from bt_lstm.trading.account import Account
@@ -44,15 +45,16 @@ class LocalForecasts:
     def __init__(self, forecaster: Any) -> None:
         self.forecaster = forecaster
 
-    def __call__(self, candles: list[Candle]) -> Forecast:
+    def __call__(self, candles: list[Candle] | pd.DataFrame) -> Forecast:
         """The forecast of the last candle of ``candles`` (in-process, the backtest's
-        Forecaster)."""
+        Forecaster); a frame when other markets' candles are beside ours (``cross``)."""
         return self.many([candles])[0]
 
-    def many(self, histories: list[list[Candle] | np.ndarray]) -> list[Forecast]:
+    def many(self, histories: list[list[Candle] | np.ndarray | pd.DataFrame]) -> list[Forecast]:
         """The forecast at the end of each history (the bus engine: one per market of a
         burst), each network run once on the stacked windows."""
-        out = self.forecaster.forecast_last_many([frame_of(c) for c in histories])
+        out = self.forecaster.forecast_last_many(
+            [c if isinstance(c, pd.DataFrame) else frame_of(c) for c in histories])
         return [Forecast(regime, forecast, "" if math.isnan(forecast) else
                          self.forecaster.model_for(regime)) for regime, forecast in out]
 
@@ -156,15 +158,17 @@ class LiveEngine:
     """Decides every closed candle from ``first_ms`` on; paper-fills at the next open.
 
     ``first_ms``: the open time of the first candle to decide (on a fresh state folder, the
-    candle open when the run started); earlier candles are history only.
+    candle open when the run started); earlier candles are history only. ``cross``: the other
+    markets' candles of a bundle's ``cross:SYMBOL`` groups, put beside the history.
     """
 
     def __init__(self, forecasts: Callable[[list[Candle]], Forecast] | None,
                  cfg: StrategyConfig, symbol: str, timeframe: str, state_dir: Path | None,
                  warmup: Warmup, bar_ms: int, state: SqlState | None = None,
-                 status_each_commit: bool = True) -> None:
+                 status_each_commit: bool = True, cross: CrossBook | None = None) -> None:
         self.forecasts, self.cfg, self.warmup, self.bar_ms = forecasts, cfg, warmup, bar_ms
         self.symbol, self.timeframe = symbol, timeframe
+        self.cross = cross  # other markets' candles (cross:SYMBOL groups), None without
         # state_dir None (a PostgreSQL state): no CSVs or status.json, the database only
         self.folder = None if state_dir is None else Path(state_dir)
         self.state = state if state is not None else LiveState(self.folder, symbol, timeframe)
@@ -175,6 +179,8 @@ class LiveEngine:
         self.equity: deque = deque(maxlen=EQUITY_POINTS)
         self.feed_health: dict[str, Any] = {"connected": False, "reconnects": 0, "gaps": [],
                                             "ignored": 0, "malformed": 0}
+        if cross is not None:
+            self.feed_health["cross_late"] = 0  # decided before another market's candle came
         # status.json after every commit (the bus's decide role writes it every few seconds)
         self.status_each_commit = status_each_commit
         if self.folder is not None:
@@ -227,7 +233,11 @@ class LiveEngine:
 
     def _decide(self, candle: Candle) -> None:
         self.history.append(candle)
-        self.apply(candle, self.forecasts(list(self.history)), self._prune_before())
+        if self.cross is None:
+            fc = self.forecasts(list(self.history))
+        else:
+            fc = self.forecasts(self.cross.attach(frame_of(list(self.history))))
+        self.apply(candle, fc, self._prune_before())
 
     def apply(self, candle: Candle, fc: Forecast, prune_before: int | None,
               locked: bool = False) -> bool:

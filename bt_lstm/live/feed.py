@@ -50,6 +50,7 @@ class FeedConfig:
     backoff_max_s: float = 30.0
     stop_after: int | None = None  # stop once this many candles are decided (in total)
     max_connection_s: float = MAX_CONNECTION_S
+    cross_wait_s: float = 10.0  # wait this long for another market's candle (cross groups)
 
     @property
     def interval(self) -> str:
@@ -87,13 +88,15 @@ class RestClient:
         """The exchange's clock, in ms (which candles are closed is judged by it, not by ours)."""
         return int(self._get("/api/v3/time")["serverTime"])
 
-    def closed_since(self, start_ms: int) -> list[Candle]:
-        """Every closed candle from ``start_ms`` on, paged; the unfinished one dropped."""
+    def closed_since(self, start_ms: int, symbol: str | None = None) -> list[Candle]:
+        """Every closed candle of ``symbol`` (default: the feed's) from ``start_ms`` on, paged;
+        the unfinished one dropped."""
+        symbol = symbol or self.cfg.symbol
         now = self.server_time()
         out: dict[int, Candle] = {}
         cursor = start_ms
         while cursor + self.cfg.bar_ms <= now:
-            rows = self._get(f"/api/v3/klines?symbol={self.cfg.symbol}&interval="
+            rows = self._get(f"/api/v3/klines?symbol={symbol}&interval="
                              f"{self.cfg.interval}&startTime={cursor}&limit={REST_LIMIT}")
             try:
                 page = parse_rest_klines(rows, self.cfg.bar_ms, now)
@@ -108,12 +111,21 @@ class RestClient:
 
 
 class KlineFeed:
-    """Drives a ``LiveEngine`` from the exchange (or the replay server)."""
+    """Drives a ``LiveEngine`` from the exchange (or the replay server). With ``cross`` groups
+    (``engine.cross``) it follows every market over one combined stream
+    (``/stream?streams=a@kline_tf/b@kline_tf``) and holds our closed candle until the other
+    markets' candles of the same close are in, up to ``cross_wait_s`` (see ``live.cross``)."""
 
     def __init__(self, engine: LiveEngine, cfg: FeedConfig) -> None:
         self.engine, self.cfg = engine, cfg
         self.rest = RestClient(cfg)
-        self.stream = f"{cfg.symbol.lower()}@kline_{cfg.interval}"
+        book = getattr(engine, "cross", None)  # the bus ingest publisher has none
+        self.others = book.symbols if book is not None else []
+        streams = [f"{s.lower()}@kline_{cfg.interval}" for s in (cfg.symbol, *self.others)]
+        self.stream = streams[0]
+        self.path = f"/ws/{self.stream}" if not self.others else \
+            "/stream?streams=" + "/".join(streams)
+        self.pending: tuple[Candle, float, float] | None = None  # (ours, received, deadline)
         # closed message received -> decision committed (s), the last LATENCIES_KEPT
         self.latencies: deque = deque(maxlen=LATENCIES_KEPT)
         self.stopped = False
@@ -133,11 +145,25 @@ class KlineFeed:
             start = eng.first_ms - eng.warmup.history * bar
         else:
             start = eng.last_ms + bar
+        self.pending = None  # a candle held over a dropped connection comes back over REST
         candles = self.rest.closed_since(start)
+        # the other markets asked after ours: they hold every candle closed by then
+        if self.others:  # (the bus ingest publisher has neither others nor a history)
+            self._sync_cross(eng.history[0][0] if eng.history else start)
         self._take_in_order(candles, start)
         flush = getattr(self.engine, "flush", None)  # the bus's publisher sends them at once
         if flush is not None:
             flush()
+
+    def _sync_cross(self, start: int) -> None:
+        """Every other market's closed candles over REST, from after the last one held (from
+        ``start`` when none is)."""
+        book = self.engine.cross
+        for symbol in self.others:
+            last = book.last_ms(symbol)
+            for c in self.rest.closed_since(start if last is None else last + self.cfg.bar_ms,
+                                            symbol):
+                book.take(symbol, c)
 
     def _take_in_order(self, candles: list[Candle], start: int) -> None:
         expected = start
@@ -146,8 +172,27 @@ class KlineFeed:
                 return
             if c[0] > expected and self.engine.last_ms is not None:
                 self._gap(expected, c[0] - self.cfg.bar_ms)
+            self._note_missing(c[0], self._missing(c[0]))
             self.engine.on_closed(c)
             expected = c[0] + self.cfg.bar_ms
+
+    def _missing(self, t: int) -> list[str]:
+        """The other markets without a candle of candle ``t``'s close yet, when ``t`` is one to
+        decide (none otherwise)."""
+        eng = self.engine
+        if not self.others or eng.first_ms is None or t < eng.first_ms:
+            return []
+        if eng.last_ms is not None and t <= eng.last_ms:
+            return []
+        return eng.cross.missing(t)
+
+    def _note_missing(self, t: int, missing: list[str]) -> None:
+        """Log and count a candle decided before another market's candle of its close came."""
+        if missing:
+            self.engine.feed_health["cross_late"] += 1
+            logger.warning("candle %d decided without %s's candle of the same close (not in "
+                           "after %.1fs): as-of, its last candle closed by then is used",
+                           t, ", ".join(missing), self.cfg.cross_wait_s)
 
     def _gap(self, from_ms: int, to_ms: int) -> None:
         logger.warning("gap the exchange cannot fill: candles %s .. %s missing",
@@ -176,25 +221,68 @@ class KlineFeed:
             logger.warning("kline of interval %s skipped (want %s)", event.interval,
                            self.cfg.interval)
             return None
-        t = event.candle[0]
+        symbol = event.symbol.upper()
+        if symbol in self.others:
+            self.engine.cross.take(symbol, event.candle)
+            self._release()
+            return None
+        if symbol and symbol != self.cfg.symbol.upper():
+            logger.warning("kline of %s skipped (not followed)", symbol)
+            return None
+        self._on_ours(event.candle, received)
+        return None
+
+    def _on_ours(self, candle: Candle, received: float) -> None:
+        t = candle[0]
         eng, bar = self.engine, self.cfg.bar_ms
+        if self.pending is not None:
+            self._expire(force=True)  # a newer candle: settle the one waiting first
         if eng.last_ms is not None and t > eng.last_ms + bar:
             missing = self.rest.closed_since(eng.last_ms + bar)
+            if self.others:
+                self._sync_cross(eng.last_ms + bar)
             self._take_in_order([c for c in missing if c[0] < t], eng.last_ms + bar)
             if eng.last_ms is not None and t > eng.last_ms + bar:
                 self._gap(eng.last_ms + bar, t - bar)
         if self.done():
-            return None
-        if eng.on_closed(event.candle) and eng.first_ms is not None and t >= eng.first_ms:
+            return
+        if self.others and eng.first_ms is not None and t >= eng.first_ms and \
+                (eng.last_ms is None or t > eng.last_ms) and eng.cross.missing(t):
+            self.pending = (candle, received, time.monotonic() + self.cfg.cross_wait_s)
+            return
+        self._take(candle, received)
+
+    def _take(self, candle: Candle, received: float) -> None:
+        eng = self.engine
+        if eng.on_closed(candle) and eng.first_ms is not None and candle[0] >= eng.first_ms:
             self.latencies.append(time.perf_counter() - received)
-        return None
+
+    def _release(self) -> None:
+        """Decide the candle held for other markets once theirs are all in."""
+        if self.pending is not None and not self.engine.cross.missing(self.pending[0][0]):
+            candle, received, _ = self.pending
+            self.pending = None
+            self._take(candle, received)
+
+    def _expire(self, force: bool = False) -> None:
+        """Past the wait (or ``force``): ask REST for the other markets once more, then decide
+        the held candle with what is known, as-of (counted by ``_note_missing``)."""
+        if self.pending is None or (not force and time.monotonic() < self.pending[2]):
+            return
+        candle, received, _ = self.pending
+        self.pending = None
+        missing = self._missing(candle[0])
+        self._sync_cross(candle[0])
+        self._note_missing(candle[0], missing)
+        if not self.done():
+            self._take(candle, received)
 
     # -- the connection loop ---------------------------------------------------------------
     async def run(self) -> None:
         """The connection loop: connect to the kline stream, backfill over REST, then decide each
         closed candle (``k.x``) as it arrives, keyed by open time; reconnect with doubling
         backoff until done. Unfinished candles are never acted on."""
-        url = f"{self.cfg.ws_url.rstrip('/')}/ws/{self.stream}"
+        url = f"{self.cfg.ws_url.rstrip('/')}{self.path}"
         wait = self.cfg.backoff_s
         loop = asyncio.get_running_loop()
         while not self.done():
@@ -211,9 +299,13 @@ class KlineFeed:
                         if left <= 0:
                             logger.info("connection near the 24 h cut: reconnecting")
                             break
+                        wait_s = min(left, 5.0)
+                        if self.pending is not None:
+                            wait_s = max(0.0, min(wait_s, self.pending[2] - time.monotonic()))
                         try:
-                            raw = await asyncio.wait_for(ws.recv(), timeout=min(left, 5.0))
+                            raw = await asyncio.wait_for(ws.recv(), timeout=wait_s)
                         except asyncio.TimeoutError:
+                            self._expire()
                             continue
                         if self.on_message(raw, time.perf_counter()) == "shutdown":
                             break

@@ -165,34 +165,37 @@ class Warmup:
     history: int
 
 
-# Feature groups the live engine cannot rebuild from one market's kline messages.
-NOT_LIVE = {"cross": "another market's candles, and the live engine follows one market",
-            "flow": "the trade count and taker-buy volume, which live candles do not carry"}
+# Feature groups the live engine cannot rebuild from kline messages.
+NOT_LIVE = {"flow": "the trade count and taker-buy volume, which live candles do not carry"}
+CROSS_ELSEWHERE = ("another market's candles, which only the in-process live engine (live "
+                   "--models, without --bus) rebuilds")
 
 
-def check_live_groups(forecaster: Any) -> None:
-    """Refuse, in one line, a bundle whose feature groups live trading cannot rebuild."""
+def check_live_groups(forecaster: Any, cross_ok: bool = False) -> None:
+    """Refuse, in one line, a bundle whose feature groups this live path cannot rebuild:
+    ``flow`` always, ``cross:SYMBOL`` unless ``cross_ok`` (the in-process engine)."""
     from bt_lstm.config import parse_group
 
     for group in forecaster.feature_cfg.groups:
-        why = NOT_LIVE.get(parse_group(group)[0])
+        kind = parse_group(group)[0]
+        why = CROSS_ELSEWHERE if kind == "cross" and not cross_ok else NOT_LIVE.get(kind)
         if why is not None:
-            raise ValueError(f"this bundle's feature group {group} needs {why}; live trading "
-                             f"supports price, calendar, htf:TF and plugin groups (see "
-                             f"docs/guides/features.md)")
+            raise ValueError(f"this bundle's feature group {group} needs {why}; see "
+                             f"docs/guides/features.md (live trading)")
 
 
-def bundle_warmup(forecaster: Any) -> Warmup:
+def bundle_warmup(forecaster: Any, cross_ok: bool = False) -> Warmup:
     """Computed from the bundle: the first bar with a complete window on a synthetic walk, plus
     the bars its recursive averages need to forget their start to ``FORGET`` (in higher
-    candles for an ``htf`` group, which the walk is long enough to hold).
+    candles for an ``htf`` group, which the walk is long enough to hold). A ``cross`` market
+    is the same walk beside it (``cross_ok``: the in-process engine, which rebuilds it).
 
     Raises
     ------
     ValueError
-        A feature group live trading cannot rebuild (``check_live_groups``).
+        A feature group this live path cannot rebuild (``check_live_groups``).
     """
-    check_live_groups(forecaster)
+    check_live_groups(forecaster, cross_ok)
     cfg = forecaster.feature_cfg
     ratio = htf_ratio(forecaster)  # bars per higher candle (1: no htf group)
     span = max(cfg.vol_bars, cfg.rsi_bars, cfg.ema_bars, cfg.macd_slow + cfg.macd_signal,
@@ -209,9 +212,18 @@ def bundle_warmup(forecaster: Any) -> Warmup:
     frame = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
                           "close": close, "volume": 1.0 + rng.random(n)},
                          index=pd.date_range("2000-01-01", periods=n, freq=freq))
+    for group in forecaster.feature_cfg.groups:
+        if group.startswith("cross:"):
+            frame = _beside(frame, group.split(":", 1)[1])
     valid = forecaster.prepare(frame)[2]
     first_ready = int(np.argmax(valid)) + 1 if valid.any() else n
     return Warmup(first_ready=first_ready, history=first_ready + forget * ratio)
+
+
+def _beside(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    from bt_lstm.signals.groups import attach_cross
+
+    return attach_cross(frame, symbol, frame[["open", "high", "low", "close", "volume"]])
 
 
 def htf_ratio(forecaster: Any) -> int:

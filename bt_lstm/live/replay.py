@@ -8,6 +8,12 @@ WebSocket client and does not wait for anyone afterwards. Faults (each every ``f
 candles, at its own offset): drop (connection cut), duplicate (a closed candle sent twice), gap
 (a closed candle never sent), reorder (two closed candles swapped), shutdown (a
 ``serverShutdown`` notice, then the cut).
+
+Other markets (``others``: symbol -> candles of the same bar) are replayed on the same clock:
+their closed candle of each close follows ours (``cross_delay_s`` later), over
+``/ws/<symbol>@kline_<tf>`` or the combined ``/stream?streams=a@kline_tf/b@kline_tf`` (messages
+wrapped as ``{"stream": ..., "data": ...}``, as Binance does), and over REST. Faults touch our
+market only; a candle missing from another market's list is never sent (its gap).
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ class ReplayConfig:
     fault_every: int = 25
     rest_errors: int = 0  # the first N REST requests answer 500
     stop_index: int | None = None  # stream up to (excluding) this candle
+    cross_delay_s: float = 0.0  # other markets' closed candles: this long after ours
 
 
 @dataclass
@@ -62,12 +69,16 @@ class ReplayServer:
     """Serves candles over Binance's kline WebSocket protocol and REST endpoint, at a set speed
     and with optional faults: the demo feed and the live tests' exchange. Its clock is the
     candles'."""
-    def __init__(self, candles: list[Candle], cfg: ReplayConfig) -> None:
+    def __init__(self, candles: list[Candle], cfg: ReplayConfig,
+                 others: dict[str, list[Candle]] | None = None) -> None:
         bad = [f for f in cfg.faults if f not in FAULTS]
         if bad:
             raise ValueError(f"unknown faults {bad}: choose from {', '.join(FAULTS)}")
         self.candles, self.cfg = candles, cfg
         self.times = [c[0] for c in candles]
+        self.others = {k.upper(): {c[0]: c for c in v} for k, v in (others or {}).items()}
+        self.other_times = {k: sorted(v) for k, v in self.others.items()}
+        self.subs: dict[ServerConnection, tuple[set[str], bool]] = {}  # symbols, combined?
         self.cur = cfg.start_index  # index of the candle open now
         self.partial: Candle | None = None
         self.clients: set[ServerConnection] = set()
@@ -94,7 +105,7 @@ class ReplayServer:
         """Answer the REST endpoints (time, ping, klines) from the candles up to the replay's
         clock; let a ``/ws/`` request on to the WebSocket handshake."""
         url = urlparse(request.path)
-        if url.path.startswith("/ws/"):
+        if url.path.startswith(("/ws/", "/stream")):
             return None  # the WebSocket handshake goes on
         self.stats.rest_requests += 1
         if self.stats.rest_requests <= self.cfg.rest_errors:
@@ -110,9 +121,12 @@ class ReplayServer:
                 limit = min(int(q.get("limit", 500)), 1000)
             except ValueError:
                 return self._json(400, {"code": -1100, "msg": "bad parameter"})
-            if q.get("symbol", "").upper() != self.cfg.symbol or \
+            symbol = q.get("symbol", "").upper()
+            if symbol not in (self.cfg.symbol, *self.others) or \
                     q.get("interval") != self.cfg.timeframe:
                 return self._json(400, {"code": -1121, "msg": "Invalid symbol or interval."})
+            if symbol != self.cfg.symbol:
+                return self._json(200, self._other_rows(symbol, start, limit))
             lo = bisect.bisect_left(self.times, start)
             hi = min(self.cur + 1, len(self.candles))  # the open candle included
             rows = []
@@ -124,24 +138,72 @@ class ReplayServer:
             return self._json(200, rows)
         return self._json(404, {"code": -1, "msg": "not found"})
 
+    def _other_rows(self, symbol: str, start: int, limit: int) -> list[list]:
+        """Another market's REST rows from ``start``: its candles closed by the replay's clock,
+        then the one open now (as Binance answers; the client drops it)."""
+        now = self.now_ms()
+        times = self.other_times[symbol]
+        rows = []
+        for t in times[bisect.bisect_left(times, start):]:
+            if t > now or len(rows) >= limit:
+                break
+            c = self.others[symbol][t]
+            if t + self.cfg.bar_ms > now:
+                c = (c[0], c[1], c[1], c[1], c[1], 0.0)
+            rows.append(rest_row(c, self.cfg.bar_ms))
+        return rows
+
     # -- WebSocket -------------------------------------------------------------------------
+    def _subscribe(self, ws: ServerConnection) -> None:
+        """The markets a client asked for by its path: ``/ws/<stream>`` or
+        ``/stream?streams=<stream>/<stream>``."""
+        url = urlparse(ws.request.path if ws.request is not None else "/ws/")
+        combined = url.path.startswith("/stream")
+        names = parse_qs(url.query).get("streams", [""])[0].split("/") if combined else \
+            [url.path[len("/ws/"):]]
+        symbols = {n.split("@")[0].upper() for n in names if n}
+        self.subs[ws] = (symbols or {self.cfg.symbol}, combined)
+
     async def handler(self, ws: ServerConnection) -> None:
         """One WebSocket client: registered until it disconnects; the first one starts the
         stream."""
         self.stats.connections += 1
+        self._subscribe(ws)
         self.clients.add(ws)
         self.started.set()
         try:
             await ws.wait_closed()
         finally:
             self.clients.discard(ws)
+            self.subs.pop(ws, None)
 
-    async def _send(self, msg: str) -> None:
+    async def _send(self, msg: str, symbol: str | None = None) -> None:
+        """``msg`` to every client following ``symbol`` (default: ours; a notice without a
+        symbol goes to all), wrapped for a combined stream."""
+        symbol = symbol or self.cfg.symbol
+        stream = f"{symbol.lower()}@kline_{self.cfg.timeframe}"
         for ws in list(self.clients):
+            symbols, combined = self.subs.get(ws, ({self.cfg.symbol}, False))
+            if symbol not in symbols and '"kline"' in msg:
+                continue
+            out = f'{{"stream": "{stream}", "data": {msg}}}' if combined else msg
             try:
-                await ws.send(msg)
+                await ws.send(out)
             except websockets.ConnectionClosed:
                 self.clients.discard(ws)
+
+    async def _send_others(self, opens: list[int]) -> None:
+        """The other markets' closed candles opening at ``opens`` (after ours)."""
+        if not self.others:
+            return
+        if self.cfg.cross_delay_s:
+            await asyncio.sleep(self.cfg.cross_delay_s)
+        for symbol, book in self.others.items():
+            for t in opens:
+                if t in book:
+                    await self._send(kline_message(symbol, self.cfg.timeframe, book[t], True,
+                                                   self.cfg.bar_ms, int(time.time() * 1000)),
+                                     symbol)
 
     def _msg(self, c: Candle, closed: bool) -> str:
         return kline_message(self.cfg.symbol, self.cfg.timeframe, c, closed, self.cfg.bar_ms,
@@ -180,6 +242,7 @@ class ReplayServer:
                 self.cur = i + 2
                 await self._send(self._msg(n, True))
                 await self._send(self._msg(c, True))
+                await self._send_others([c[0], n[0]])
                 self.stats.sent_closed += 2
                 await self._count(fault)
                 step += 2
@@ -205,6 +268,7 @@ class ReplayServer:
                     for ws in list(self.clients):
                         await ws.close(1001, "server shutdown")
                     await self._count(fault)
+            await self._send_others([c[0]])
             step += 1
             await asyncio.sleep(pause)
         self.finished.set()

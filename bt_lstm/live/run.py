@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_lstm.config import StrategyConfig
+from bt_lstm.live.cross import CrossBook, cross_symbols
 from bt_lstm.live.engine import LiveEngine, LocalForecasts, RemoteForecasts
 from bt_lstm.live.feed import FeedConfig, KlineFeed
 from bt_lstm.live.klines import Warmup, bundle_warmup, timeframe_ms
@@ -28,7 +29,9 @@ def remote_warmup(url: str) -> Warmup:
 def build_engine(symbol: str, timeframe: str, cfg: StrategyConfig, state_dir: Path,
                  models: str | None = None, model_server: str | None = None,
                  no_skill: str = "flat", skill_p: float | None = None) -> LiveEngine:
-    """The engine with in-process forecasts of ``models`` or those of ``model_server``."""
+    """The engine with in-process forecasts of ``models`` or those of ``model_server``; a
+    bundle's ``cross:SYMBOL`` markets get a ``CrossBook`` (in-process forecasts only)."""
+    cross = None
     if model_server:
         forecasts: Any = RemoteForecasts(model_server)
         warmup = remote_warmup(model_server)
@@ -37,9 +40,14 @@ def build_engine(symbol: str, timeframe: str, cfg: StrategyConfig, state_dir: Pa
 
         kw = {} if skill_p is None else {"skill_p": skill_p}
         fc = load_forecaster(models, no_skill=no_skill, **kw)
-        forecasts, warmup = LocalForecasts(fc), bundle_warmup(fc)
+        forecasts, warmup = LocalForecasts(fc), bundle_warmup(fc, cross_ok=True)
+        others = cross_symbols(fc)
+        if symbol.upper() in others:
+            raise ValueError(f"this bundle's feature group cross:{symbol.upper()} is the market "
+                             f"it trades; live --symbol another market")
+        cross = CrossBook(others, warmup.history) if others else None
     return LiveEngine(forecasts, cfg, symbol, timeframe, state_dir, warmup,
-                      timeframe_ms(timeframe))
+                      timeframe_ms(timeframe), cross=cross)
 
 
 def run_feed(engine: LiveEngine, feed_cfg: FeedConfig, status_port: int | None = None

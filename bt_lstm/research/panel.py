@@ -73,6 +73,26 @@ def merge_prepared(preps: list[PreparedWindows]) -> PreparedWindows:
                            np.concatenate([p.y for p in preps]), ends, preps[0].lookback)
 
 
+def check_same_columns(columns: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse a pooled panel whose markets' feature columns differ (a plugin that returns
+    other columns for another market): one network cannot read both.
+
+    Raises
+    ------
+    ValueError
+        One line naming the two markets and the first column that differs.
+    """
+    first, cols = next(iter(columns.items()))
+    for m, mine in columns.items():
+        if mine != cols:
+            diff = next((a for a, b in zip(mine, cols) if a != b), None) or (
+                f"{len(mine)} vs {len(cols)} columns")
+            raise ValueError(f"--panel pooled: {m}'s feature columns differ from {first}'s "
+                             f"({diff}); one pooled network needs the same columns for every "
+                             f"market (use --panel per-market, or make the plugin return the "
+                             f"same columns)")
+
+
 def market_skill(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int | None,
                  state: dict[str, Any], train_mean: float, best_epoch: int,
                  target_scale: float) -> dict[str, Any]:
@@ -81,7 +101,8 @@ def market_skill(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: 
     xv, yv = prep.windows("val", regime)  # (N, L, F), (N,)
     pred = predict_windows(mine.model.arch, model_hparams(mine), state, xv,
                            mine.model.model_file)  # (N,)
-    return skill_record(pred, yv, train_mean, best_epoch, target_scale, cfg.strategy.skill_p)
+    return skill_record(pred, yv, train_mean, best_epoch, target_scale, cfg.strategy.skill_p,
+                        cfg.windows.horizon)  # K-bar targets overlap: the long-run variance
 
 
 def _train_mean(prep: PreparedWindows, regime: int | None) -> float:
@@ -102,6 +123,7 @@ def fit_pooled(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
     scaled returns and each market's forecaster turns them back with its own scale.
     """
     prepped = {m: prepare_windows(frames[m], cfg, bounds[m]) for m in frames}
+    check_same_columns({m: p.columns for m, (p, _, _) in prepped.items()})
     merged = merge_prepared([p for p, _, _ in prepped.values()])
     plan, fallbacks = plan_models(merged, cfg)
     for regime, why in fallbacks.items():
@@ -129,7 +151,7 @@ def fit_pooled(frames: Mapping[str, pd.DataFrame], cfg: PipelineConfig,
                                                             "markets": list(frames)},
                                n_train_pooled=pooled_meta[name]["n_train"])
         fit.forecasters[m] = assemble_forecaster(cfg, scaler, regime_params, plan, fallbacks,
-                                                 states, metas)
+                                                 states, metas, prep.columns, prep.bar_ms)
         fit.metas[m] = metas
         fit.fallbacks[m] = dict(fallbacks)
     return fit

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from bt_lstm.config import PipelineConfig
+from bt_lstm.config import PipelineConfig, replace
 from bt_lstm.data.candles import placeholder_mask
 from bt_lstm.models.forecast import Forecaster
 from bt_lstm.models.nets import model_hparams
@@ -46,26 +46,54 @@ class FitResult:
     fallbacks: dict[int, str] = field(default_factory=dict)  # regime -> why it uses pooled
 
 
-def min_bars(cfg: PipelineConfig) -> int:
-    """Fewest bars for which a split leaves every part some windows (a coarse floor)."""
-    history = max(group_warmup_bars(cfg.features), cfg.regimes.trend_bars) + cfg.windows.lookback
+def min_bars(cfg: PipelineConfig, bar: pd.Timedelta | None = None) -> int:
+    """Fewest bars for which a split leaves every part some windows (a coarse floor).
+
+    With the data's ``bar``, an ``htf`` group's warm-up (counted in its higher candles) is
+    added where it is longer than the rest: it is spent once, at the start of the data."""
+    base = max(group_warmup_bars(cfg.features), cfg.regimes.trend_bars)
     smallest = min(cfg.windows.val_frac, cfg.windows.test_frac)
-    return int(np.ceil((history + 50 + 2 * cfg.windows.gap_bars) / smallest))
+    floor = int(np.ceil((base + cfg.windows.lookback + 50 + 2 * cfg.windows.gap_bars)
+                        / smallest))
+    return floor + max(0, group_warmup_bars(cfg.features, bar) - base)
 
 
-def check_enough_bars(n_bars: int, cfg: PipelineConfig, where: str = "data") -> None:
+def check_enough_bars(n_bars: int, cfg: PipelineConfig, where: str = "data",
+                      bar: pd.Timedelta | None = None) -> None:
     """Refuse data too short for the configuration.
 
     Raises
     ------
     ValueError
-        When ``n_bars`` is below ``min_bars(cfg)`` (feature warm-up, trend window and lookback in
-        each part), naming ``where`` and the fix."""
-    need = min_bars(cfg)
-    if n_bars < need:
-        raise ValueError(f"{where}: {n_bars} bars are too few for this configuration (need at "
-                         f"least {need}: feature warm-up, trend window and lookback in each "
-                         f"part); use more data or a shorter --lookback")
+        When ``n_bars`` is below ``min_bars(cfg, bar)`` (feature warm-up, trend window and
+        lookback in each part), naming ``where``, the group whose warm-up is longest when it is
+        an ``htf`` group, and the fix."""
+    need = min_bars(cfg, bar)
+    if n_bars >= need:
+        return
+    slowest = slowest_htf(cfg, bar)
+    if slowest is None:
+        why, fix = "feature warm-up", "a shorter --lookback"
+    else:
+        why = f"feature group {slowest[0]}'s warm-up of {slowest[1]} bars"
+        fix = f"--features without {slowest[0]}"
+    raise ValueError(f"{where}: {n_bars} bars are too few for this configuration (need at "
+                     f"least {need}: {why}, trend window and lookback in each part); use more "
+                     f"data or {fix}")
+
+
+def slowest_htf(cfg: PipelineConfig, bar: pd.Timedelta | None) -> tuple[str, int] | None:
+    """The ``htf`` group whose warm-up (in data bars) is the longest, when it is longer than the
+    other groups' and the trend window (``(group, bars)``); None otherwise or without ``bar``."""
+    base = max(group_warmup_bars(cfg.features), cfg.regimes.trend_bars)
+    best: tuple[str, int] | None = None
+    for group in cfg.features.groups:
+        if not group.startswith("htf:") or bar is None:
+            continue
+        need = group_warmup_bars(replace(cfg.features, groups=(group,)), bar)
+        if need > base and (best is None or need > best[1]):
+            best = (group, need)
+    return best
 
 
 def _part_ends(valid: np.ndarray, target: np.ndarray, part: tuple[int, int]) -> np.ndarray:
@@ -165,7 +193,7 @@ def train_one(prep: PreparedWindows, cfg: PipelineConfig, name: str, regime: int
     pred = predict_windows(cfg.model.arch, model_hparams(cfg), result.state_dict, xv,
                            cfg.model.model_file)  # (N,) validation forecasts, scaled units
     skill = skill_record(pred, yv, float(np.mean(yt)), result.best_epoch, target_scale,
-                         cfg.strategy.skill_p)
+                         cfg.strategy.skill_p, cfg.windows.horizon)
     meta = {**model_file_meta(cfg),
         "arch": cfg.model.arch, "hparams": model_hparams(cfg),
         "n_features": prep.scaled.shape[1],

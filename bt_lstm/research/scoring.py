@@ -52,13 +52,15 @@ def regression_scores(forecast: np.ndarray, realised: np.ndarray) -> dict[str, f
 
 
 def diebold_mariano(errors_a: np.ndarray, errors_b: np.ndarray,
-                    alternative: str = "two-sided") -> dict[str, float]:
-    """Diebold–Mariano test of equal squared-error loss for one-step forecasts.
+                    alternative: str = "two-sided", horizon: int = 1) -> dict[str, float]:
+    """Diebold–Mariano test of equal squared-error loss.
 
-    ``d_t = e_a,t² - e_b,t²``; ``DM = mean(d) / sqrt(var(d) / n)`` with the lag-0 variance
-    (``ddof=0``), as for horizon 1; p-value from the standard normal, two-sided or, with
-    ``alternative='less'``, one-sided for "``a`` has the smaller loss". A negative statistic
-    means ``a`` has the smaller loss. NaN when the losses are identical.
+    ``d_t = e_a,t² - e_b,t²``; ``DM = mean(d) / sqrt(var(d) / n)``. For one-step forecasts
+    (``horizon`` 1) the variance is the lag-0 one (``ddof=0``); for ``horizon`` K > 1 the
+    targets overlap, so the long-run variance adds the first K - 1 autocovariances with
+    Bartlett (Newey–West) weights, which keep it positive. p-value from the standard normal,
+    two-sided or, with ``alternative='less'``, one-sided for "``a`` has the smaller loss". A
+    negative statistic means ``a`` has the smaller loss. NaN when the losses are identical.
     """
     if alternative not in ("two-sided", "less"):
         raise ValueError(f"alternative={alternative!r}: use 'two-sided' or 'less'")
@@ -68,7 +70,7 @@ def diebold_mariano(errors_a: np.ndarray, errors_b: np.ndarray,
     b = np.asarray(errors_b, dtype=float)
     ok = np.isfinite(a) & np.isfinite(b)
     d = a[ok] ** 2 - b[ok] ** 2
-    var = float(np.mean((d - d.mean()) ** 2)) if len(d) else 0.0
+    var = _long_run_variance(d, horizon - 1) if len(d) else 0.0
     if len(d) < 2 or var <= 0:
         return {"dm": float("nan"), "p_value": float("nan"), "n": int(len(d))}
     stat = float(d.mean() / np.sqrt(var / len(d)))
@@ -76,14 +78,26 @@ def diebold_mariano(errors_a: np.ndarray, errors_b: np.ndarray,
     return {"dm": stat, "p_value": float(p), "n": int(len(d))}
 
 
+def _long_run_variance(d: np.ndarray, lags: int) -> float:
+    """Lag-0 variance of ``d`` plus ``lags`` autocovariances with Bartlett weights."""
+    dev = d - d.mean()
+    var = float(np.mean(dev ** 2))
+    for k in range(1, min(lags, len(d) - 1) + 1):
+        var += 2.0 * (1.0 - k / (lags + 1)) * float(np.sum(dev[k:] * dev[:-k]) / len(d))
+    return var
+
+
 def skill_record(pred: np.ndarray, y_val: np.ndarray, train_mean: float, best_epoch: int,
-                 scale: float = 1.0, skill_p: float | None = None) -> dict[str, Any]:
+                 scale: float = 1.0, skill_p: float | None = None,
+                 horizon: int = 1) -> dict[str, Any]:
     """A model's skill on its validation windows, beside the zero and training-mean forecasts.
 
     ``pred`` and ``y_val`` (N,) are forecasts and targets of the validation windows and
     ``train_mean`` the mean training target, all in units that ``scale`` turns into log
     returns. ``dm_p``: one-sided Diebold–Mariano p-value of "the model's squared error is
-    smaller than zero's". The verdict is ``models.skill.skill_verdict`` at ``skill_p``.
+    smaller than zero's", its variance the long-run one over ``horizon`` - 1 lags (targets
+    of K bars overlap, so consecutive losses are correlated: a lag-0 variance would
+    overstate the evidence). The verdict is ``models.skill.skill_verdict`` at ``skill_p``.
     """
     from bt_lstm.config import DEFAULT_SKILL_P
     from bt_lstm.models.skill import skill_verdict
@@ -93,7 +107,7 @@ def skill_record(pred: np.ndarray, y_val: np.ndarray, train_mean: float, best_ep
     mse = float(np.mean((p - y) ** 2)) if len(y) else float("nan")
     zero = float(np.mean(y ** 2)) if len(y) else float("nan")
     mean = float(np.mean((y - train_mean * scale) ** 2)) if len(y) else float("nan")
-    dm = diebold_mariano(p - y, y, alternative="less")
+    dm = diebold_mariano(p - y, y, alternative="less", horizon=horizon)
     skill_p = DEFAULT_SKILL_P if skill_p is None else skill_p
     record = {"val_mse": mse, "zero_mse": zero, "mean_mse": mean,
               "ratio": mse / zero if zero > 0 else float("nan"), "dm_p": dm["p_value"],

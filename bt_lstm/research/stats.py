@@ -218,3 +218,51 @@ def plain_reading(stats: dict[str, Any]) -> str:
             if np.isfinite(psr_bh) else "no comparison with buy-and-hold")
     return (f"A Sharpe this high would be expected from noise alone in {100 * (1 - dsr):.0f} % "
             f"of cases given {trials}; its 95 % interval {where}, with {beat}.")
+
+
+def holm_adjust(p_values: np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down, family-wise error rate).
+
+    ``p_(i)`` sorted ascending becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``; a NaN
+    p-value (a test that could not be run) counts as 1, so it never passes and is never
+    left out of ``m``.
+
+    Examples
+    --------
+    >>> holm_adjust(np.array([0.01, 0.04, 0.03])).round(4).tolist()
+    [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(p_values, dtype=float)
+    p = np.where(np.isfinite(p), p, 1.0)
+    m = len(p)
+    if not m:
+        return p
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.maximum.accumulate(stepped)
+    return out
+
+
+def bootstrap_interval(statistic: Any, *series: np.ndarray, seed: int,
+                       reps: int = BOOTSTRAP_REPS, level: float = LEVEL) -> list[float]:
+    """Percentile interval of ``statistic(*series)`` from a stationary block bootstrap that
+    resamples the same rows of every series (their pairing and dependence are kept), block
+    length as :func:`block_length`. Seeded: same inputs, same interval; NaN draws are left
+    out (``[nan, nan]`` when every draw is NaN)."""
+    from arch.bootstrap import StationaryBootstrap
+
+    arrays = [np.asarray(x, dtype=float) for x in series]
+    if len({len(x) for x in arrays}) != 1:
+        raise ValueError("bootstrap_interval: the series differ in length")
+    if len(arrays[0]) < 3:
+        return [float("nan"), float("nan")]
+    boot = StationaryBootstrap(block_length(*arrays), *arrays,
+                               seed=np.random.default_rng(seed))
+    draws = boot.apply(lambda *xs: np.array([statistic(*xs)]), reps)[:, 0]
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return [float("nan"), float("nan")]
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(draws, [tail, 100 - tail])
+    return [float(lo), float(hi)]
