@@ -165,6 +165,7 @@ def tiny_bundle(root: Path) -> Path:
     bus, not the model."""
     from bench_live import train_bundle
 
+    root.mkdir(parents=True, exist_ok=True)
     return train_bundle(root, 2500, ["--lookback", "8", "--hidden-size", "4", "--epochs", "1",
                                      "--patience", "1", "--min-regime-windows", "20"])
 
